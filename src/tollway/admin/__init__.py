@@ -1,0 +1,1 @@
+"""The admin API under /admin/, behind the admin key."""

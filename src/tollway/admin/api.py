@@ -1,0 +1,105 @@
+"""Admin API: spend by dimension, sessions and their steps. Never shows a key or a secret."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import time
+from datetime import datetime
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from tollway.config.model import key_digest
+from tollway.stages.base import json_response
+from tollway.state.base import SPEND_DIMENSIONS
+
+if TYPE_CHECKING:
+    from tollway.app import Gateway
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, message: str, code: str) -> web.Response:
+    return json_response({"error": {"message": message, "type": "admin_error", "code": code,
+                                    "param": None}}, status)
+
+
+def parse_since(value: str | None) -> float | None:
+    """Unix seconds, an ISO-8601 time, or a duration back from now: 90s, 15m, 24h, 7d."""
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    if value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(value[:-1]) * units[value[-1]]
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"since={value!r} is neither unix seconds, ISO-8601 nor a duration "
+                         "like 24h") from exc
+    return dt.timestamp()
+
+
+def add_admin_routes(app: web.Application, gw: Gateway) -> None:
+    def authorised(request: web.Request) -> bool:
+        key = gw.config.server.admin_key
+        if not key:  # no key configured: loopback clients only
+            peer = request.remote or ""
+            try:
+                return ipaddress.ip_address(peer).is_loopback
+            except ValueError:
+                return False
+        presented = request.headers.get("Authorization", "")
+        presented = presented[7:].strip() if presented[:7].lower() == "bearer " else (
+            request.headers.get("x-api-key", ""))
+        digest = hashlib.sha256(presented.encode()).hexdigest()
+        return bool(presented) and hmac.compare_digest(digest, key_digest(key))
+
+    def guarded(handler: Handler) -> Handler:
+        async def checked(request: web.Request) -> web.StreamResponse:
+            if not authorised(request):
+                return _error(401, "the admin API needs the admin key "
+                              "(Authorization: Bearer ...)", "admin_unauthorized")
+            return await handler(request)
+        return checked
+
+    async def spend(request: web.Request) -> web.Response:
+        by = request.query.get("by", "agent")
+        if by not in SPEND_DIMENSIONS:
+            return _error(400, f"by must be one of {', '.join(SPEND_DIMENSIONS)}", "bad_by")
+        try:
+            since = parse_since(request.query.get("since"))
+        except ValueError as exc:
+            return _error(400, str(exc), "bad_since")
+        rows = await gw.state.spend(by, since)
+        total = sum(r.cost_usd for r in rows)
+        return json_response({"by": by, "since": since, "total_cost_usd": round(total, 10),
+                              "rows": [r.to_dict() for r in rows]})
+
+    async def session(request: web.Request) -> web.Response:
+        sid = request.match_info["session"]
+        view = await gw.state.session(sid)
+        if view is None:
+            return _error(404, f"no session {sid!r}", "session_not_found")
+        return json_response(view)
+
+    async def sessions(request: web.Request) -> web.Response:
+        try:
+            since = parse_since(request.query.get("since"))
+            limit = int(request.query.get("limit", "50"))
+        except ValueError as exc:
+            return _error(400, str(exc), "bad_query")
+        rows = await gw.state.sessions(agent=request.query.get("agent"), since=since,
+                                       sort=request.query.get("sort", "cost"), limit=limit)
+        return json_response({"sessions": rows})
+
+    app.router.add_get("/admin/spend", guarded(spend))
+    app.router.add_get("/admin/sessions", guarded(sessions))
+    app.router.add_get("/admin/sessions/{session}", guarded(session))

@@ -1,0 +1,222 @@
+"""Builds the aiohttp application and the stage chain from a Config."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from tollway.admin.api import add_admin_routes
+from tollway.config.model import Config
+from tollway.exchange import Exchange
+from tollway.observe.metrics import Metrics
+from tollway.protocols import anthropic, openai
+from tollway.protocols.base import Endpoint
+from tollway.providers.registry import (
+    ModelRegistry,
+    Provider,
+    build_providers,
+    build_registry,
+    needs_demo,
+)
+from tollway.stages.account import Account
+from tollway.stages.base import Chain, json_response
+from tollway.stages.forward import Forward
+from tollway.stages.identify import Identify
+from tollway.stages.meter import Meter
+from tollway.stages.parse import Parse
+from tollway.state.base import State
+from tollway.state.memory import MemoryState
+from tollway.tokens.counter import TokenCounter
+
+log = logging.getLogger("tollway")
+GATEWAY = web.AppKey("gateway", "Gateway")
+
+ROUTES: dict[str, Endpoint] = {
+    "/v1/chat/completions": openai.CHAT,
+    "/v1/completions": openai.COMPLETIONS,
+    "/v1/embeddings": openai.EMBEDDINGS,
+    "/v1/responses": openai.RESPONSES,
+    "/v1/messages": anthropic.MESSAGES,
+    "/v1/messages/count_tokens": anthropic.COUNT_TOKENS,
+}
+
+
+@dataclass
+class Runtime:
+    """Everything built from one config. A reload builds a new one and swaps it in whole."""
+
+    config: Config
+    providers: dict[str, Provider]
+    registry: ModelRegistry
+    chain: Chain
+
+    async def close(self) -> None:
+        for p in self.providers.values():
+            await p.close()
+
+
+def build_state(cfg: Config) -> State:
+    s = cfg.state
+    return MemoryState(s.session_steps, s.max_sessions, s.retention_hours)
+
+
+class Gateway:
+    """Process-wide parts (state, metrics, token memo) and the current Runtime."""
+
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.metrics = Metrics()
+        self.counter = TokenCounter()
+        self.state = build_state(config)
+        self.demo: Any = None
+        self.runtime: Runtime | None = None
+        self.draining = False
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(4).hex()
+
+    def new_request_id(self) -> str:
+        return f"req_{self._id_prefix}{next(self._ids):08x}"
+
+    async def start(self) -> None:
+        await self.state.start()
+        self.runtime = await self.build_runtime(self.config)
+
+    async def build_runtime(self, cfg: Config) -> Runtime:
+        demo_url = None
+        if needs_demo(cfg):
+            demo_url = await self._demo_url()
+        providers = build_providers(cfg, demo_url)
+        registry = build_registry(cfg, providers)
+        return Runtime(cfg, providers, registry, self.build_chain(cfg, registry))
+
+    def build_chain(self, cfg: Config, registry: ModelRegistry) -> Chain:
+        stages = [
+            Account(self.state, self.metrics, self.counter),
+            Parse(registry, int(cfg.server.max_body_mb * 1024 * 1024)),
+            Identify(cfg),
+            Meter(self.counter),
+            Forward(self.metrics),
+        ]
+        return Chain(stages)
+
+    async def _demo_url(self) -> str:
+        if self.demo is None:
+            from tollway.testing.mock_provider import MockProvider, MockSettings
+
+            self.demo = MockProvider(MockSettings(chunk_delay_ms=15))
+            await self.demo.start()
+            log.info("demo provider answering on %s", self.demo.base_url)
+        return str(self.demo.base_url)
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.close()
+        if self.demo is not None:
+            await self.demo.stop()
+        await self.state.close()
+
+    async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+        rt = self.runtime
+        assert rt is not None
+        ex = Exchange(request=request, endpoint=endpoint, request_id=self.new_request_id())
+        self.metrics.inflight.inc()
+        try:
+            return await rt.chain.run(ex)
+        finally:
+            self.metrics.inflight.dec()
+
+
+def build_app(config: Config, config_path: str | None = None) -> web.Application:
+    app = web.Application(client_max_size=int(config.server.max_body_mb * 1024 * 1024))
+    gw = Gateway(config, config_path)
+    app[GATEWAY] = gw
+
+    for path, endpoint in ROUTES.items():
+        app.router.add_post(path, _endpoint_handler(gw, endpoint))
+    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/v1/models/{model}", _model)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    add_admin_routes(app, gw)
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+
+    async def on_startup(_: web.Application) -> None:
+        await gw.start()
+
+    async def on_shutdown(_: web.Application) -> None:
+        gw.draining = True
+
+    async def on_cleanup(_: web.Application) -> None:
+        await gw.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def _endpoint_handler(gw: Gateway, endpoint: Endpoint) -> Any:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await gw.handle(request, endpoint)
+    return handler
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return json_response({"error": {
+        "message": f"no such endpoint: {request.method} {request.path}",
+        "type": "invalid_request_error", "code": "unknown_endpoint", "param": None}}, 404)
+
+
+def _model_entry(name: str, provider: str, anthropic_style: bool) -> dict[str, Any]:
+    if anthropic_style:
+        return {"type": "model", "id": name, "display_name": name,
+                "created_at": "2024-01-01T00:00:00Z"}
+    return {"id": name, "object": "model", "created": 0, "owned_by": provider}
+
+
+async def _models(request: web.Request) -> web.Response:
+    rt = request.app[GATEWAY].runtime
+    anthropic_style = "anthropic-version" in request.headers
+    data = [_model_entry(n, r.provider.name, anthropic_style) for n, r in rt.registry.routes.items()]
+    if anthropic_style:
+        return json_response({"data": data, "has_more": False,
+                              "first_id": data[0]["id"] if data else None,
+                              "last_id": data[-1]["id"] if data else None})
+    return json_response({"object": "list", "data": data})
+
+
+async def _model(request: web.Request) -> web.Response:
+    rt = request.app[GATEWAY].runtime
+    name = request.match_info["model"]
+    route = rt.registry.routes.get(name)
+    if route is None:
+        return json_response({"error": {"message": f"the model {name!r} does not exist here",
+                                        "type": "invalid_request_error",
+                                        "code": "model_not_found", "param": "model"}}, 404)
+    return json_response(_model_entry(name, route.provider.name,
+                                      "anthropic-version" in request.headers))
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = request.app[GATEWAY].metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY]
+    if gw.draining:
+        return json_response({"status": "draining"}, 503)
+    if gw.runtime is None or not await gw.state.ready():
+        return json_response({"status": "not ready", "state": gw.state.backend}, 503)
+    return json_response({"status": "ready", "state": gw.state.backend})

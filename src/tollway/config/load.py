@@ -1,0 +1,139 @@
+"""YAML loading that remembers where every key was written, so errors name file, line and key."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from tollway.config.model import Config, ReferenceError_
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.key or '(top level)'}: {self.message}"
+
+
+class ConfigError(Exception):
+    """One or more problems in a config file; str() lists them one per line."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError([Problem(str(p), None, "", f"cannot read: {exc.strerror}")]) from exc
+    return load_config_text(text, str(p), environ)
+
+
+def load_config_text(text: str, file: str = "<config>", environ: dict[str, str] | None = None,
+                     ) -> Config:
+    env = os.environ if environ is None else environ
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        raise ConfigError([Problem(file, line, "", f"invalid YAML: {exc}")]) from exc
+    lines: dict[Loc, int] = {}
+    problems: list[Problem] = []
+    data = _build(root, (), lines, env, problems, file) if root is not None else {}
+    if problems:
+        raise ConfigError(problems)
+    if not isinstance(data, dict):
+        raise ConfigError([Problem(file, 1, "", "the config must be a mapping")])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc, lines, file)) from exc
+
+
+def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], env: Any,
+           problems: list[Problem], file: str) -> Any:
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for knode, vnode in node.value:
+            key = knode.value
+            lines[(*loc, key)] = knode.start_mark.line + 1
+            out[key] = _build(vnode, (*loc, key), lines, env, problems, file)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(v, (*loc, i), lines, env, problems, file) for i, v in enumerate(node.value)]
+    scalar = _scalar(node)
+    if isinstance(scalar, str) and "${" in scalar:
+        scalar = _interpolate(scalar, loc, lines, env, problems, file)
+    return scalar
+
+
+def _scalar(node: yaml.Node) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def _interpolate(s: str, loc: Loc, lines: dict[Loc, int], env: Any, problems: list[Problem],
+                 file: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(Problem(file, lines.get(loc), _dotted(loc),
+                                f"environment variable {name} is not set "
+                                f"(write ${{{name}:-}} to make it optional)"))
+        return ""
+    return _ENV.sub(sub, s)
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _problems(exc: ValidationError, lines: dict[Loc, int], file: str) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc: Loc = tuple(err["loc"])
+        message = err["msg"]
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, ReferenceError_):
+            loc, message = ctx_err.loc, ctx_err.message
+        elif err["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, "):]
+        # Pydantic adds the union tag or "function-after" to some locations; drop non-keys.
+        loc = tuple(p for p in loc if isinstance(p, int) or not p.startswith("function-"))
+        line = None
+        probe = loc
+        while probe and line is None:
+            line = lines.get(probe)
+            probe = probe[:-1]
+        problems.append(Problem(file, line, _dotted(loc), message))
+    return problems

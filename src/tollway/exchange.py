@@ -1,0 +1,82 @@
+"""One request's state as it flows through the stage chain. Stages share nothing else."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from tollway.protocols.base import Endpoint
+    from tollway.providers.registry import ModelRoute
+
+
+@dataclass(slots=True)
+class Usage:
+    """Tokens of one call. `input` excludes cache reads and cache writes, which are billed apart."""
+
+    input: int = 0
+    output: int = 0
+    cached: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
+
+    @property
+    def total_input(self) -> int:
+        return self.input + self.cached + self.cache_write
+
+
+@dataclass(slots=True)
+class Exchange:
+    request: web.Request
+    endpoint: Endpoint
+    request_id: str
+    raw: bytes = b""
+    body: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    wall_start: float = field(default_factory=time.time)
+    # identify
+    agent: str = "anonymous"
+    team: str = "default"
+    session: str = ""
+    session_derived: bool = False
+    tags: tuple[str, ...] = ()
+    # the model asked for, and where it goes
+    requested_model: str = ""
+    route: ModelRoute | None = None
+    rule: str | None = None
+    stream: bool = False
+    body_changed: bool = False
+    # meter
+    prompt_tokens_counted: int = 0
+    prompt_tokens_raw: int = 0  # before the estimate factor (Anthropic)
+    # forward
+    upstream_status: int = 0
+    upstream_started: float = 0.0
+    upstream_ended: float = 0.0
+    first_token_at: float = 0.0
+    finished_at: float = 0.0
+    client_disconnected: bool = False
+    stream_truncated: bool = False
+    response_headers: dict[str, str] = field(default_factory=dict)
+    # account
+    usage: Usage | None = None
+    usage_source: str = "none"  # "upstream" | "counted" | "none"
+    completion_text: list[str] = field(default_factory=list)
+    cost_usd: float = 0.0
+    status: int = 0
+    error_code: str | None = None
+    cache: str = "miss"
+    accounted: bool = False
+
+    @property
+    def model_name(self) -> str:
+        return self.route.name if self.route else (self.requested_model or "unknown")
+
+    @property
+    def upstream_seconds(self) -> float:
+        if not self.upstream_started:
+            return 0.0
+        return max(0.0, (self.upstream_ended or time.perf_counter()) - self.upstream_started)

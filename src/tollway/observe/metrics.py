@@ -1,0 +1,86 @@
+"""Prometheus metrics. Labels are bounded by the config: agent, team, model, provider, endpoint.
+
+Never a session id, request id or prompt as a label. Children are cached per label tuple
+because prometheus-client's `.labels()` lookup costs more than the increment itself.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from tollway.exchange import Exchange
+
+LATENCY_BUCKETS = (.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+OVERHEAD_BUCKETS = (.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "tollway_requests", "Requests answered, by outcome.",
+            ["endpoint", "agent", "team", "model", "provider", "status"], registry=r)
+        self.duration = Histogram(
+            "tollway_request_duration_seconds", "Whole request time seen by the client.",
+            ["endpoint", "model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.upstream = Histogram(
+            "tollway_upstream_duration_seconds", "Time waiting on the upstream provider.",
+            ["provider", "model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram(
+            "tollway_time_to_first_token_seconds", "Streams: request start to first content.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.overhead = Histogram(
+            "tollway_overhead_seconds", "Time spent in the gateway itself (total minus upstream).",
+            ["endpoint"], buckets=OVERHEAD_BUCKETS, registry=r)
+        self.tokens = Counter(
+            "tollway_tokens", "Tokens by type: input (uncached), output, cached, cache_write.",
+            ["agent", "team", "model", "type"], registry=r)
+        self.cost = Counter(
+            "tollway_cost_usd", "Spend in USD.", ["agent", "team", "model"], registry=r)
+        self.inflight = Gauge(
+            "tollway_inflight_requests", "Requests in the gateway right now.", registry=r)
+        self.stream_interruptions = Counter(
+            "tollway_stream_interruptions", "Streams cut short, by who cut them.",
+            ["side", "model"], registry=r)
+        self.upstream_errors = Counter(
+            "tollway_upstream_errors", "Upstream calls that failed without an HTTP answer.",
+            ["provider", "kind"], registry=r)
+        self.counted_usage = Counter(
+            "tollway_usage_counted", "Responses whose usage was counted by tollway because "
+            "upstream gave none (cut streams).", ["model"], registry=r)
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
+
+    def observe(self, ex: Exchange, total_s: float) -> None:
+        model = ex.model_name if ex.route else "none"
+        provider = ex.route.provider.name if ex.route else "none"
+        endpoint = ex.endpoint.name
+        self._child(self.requests, endpoint, ex.agent, ex.team, model, provider,
+                    str(ex.status)).inc()
+        self._child(self.duration, endpoint, model).observe(total_s)
+        up = ex.upstream_seconds
+        if ex.upstream_started:
+            self._child(self.upstream, provider, model).observe(up)
+        self._child(self.overhead, endpoint).observe(max(0.0, total_s - up))
+        if ex.first_token_at:
+            self._child(self.ttft, model).observe(ex.first_token_at - ex.started)
+        u = ex.usage
+        if u is not None and ex.endpoint.billable:
+            for kind, n in (("input", u.input), ("output", u.output), ("cached", u.cached),
+                            ("cache_write", u.cache_write)):
+                if n:
+                    self._child(self.tokens, ex.agent, ex.team, model, kind).inc(n)
+            if ex.cost_usd:
+                self._child(self.cost, ex.agent, ex.team, model).inc(ex.cost_usd)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""Wire dialects: parsing, usage extraction, SSE observation and error bodies."""

@@ -1,0 +1,112 @@
+"""The Anthropic Messages dialect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tollway.errors import GatewayError
+from tollway.exchange import Usage
+from tollway.protocols.base import ERROR_TYPES_ANTHROPIC, Endpoint
+from tollway.protocols.sse import event_data
+
+
+class AnthropicDialect:
+    name = "anthropic"
+
+    def error_body(self, err: GatewayError) -> bytes:
+        return orjson.dumps({"type": "error", "error": {
+            "type": ERROR_TYPES_ANTHROPIC.get(err.status, "api_error"), "message": err.message}})
+
+    def stream_error(self, err: GatewayError) -> bytes:
+        return b"event: error\ndata: " + self.error_body(err) + b"\n\n"
+
+    def usage(self, endpoint: Endpoint, body: dict[str, Any]) -> Usage | None:
+        u = body.get("usage")
+        return _usage(u) if isinstance(u, dict) else None
+
+    def observer(self, endpoint: Endpoint, strip_usage: bool) -> MessagesObserver:
+        return MessagesObserver()
+
+    def prepare(self, endpoint: Endpoint, body: dict[str, Any]) -> bool:
+        return False  # usage is always in message_start and message_delta
+
+    def prompt(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[list[Any], list[str]]:
+        loose: list[str] = []
+        system = body.get("system")
+        if isinstance(system, str):
+            loose.append(system)
+        elif isinstance(system, list):
+            loose.extend(b.get("text", "") for b in system if isinstance(b, dict))
+        if body.get("tools"):
+            loose.append(orjson.dumps(body["tools"]).decode())
+        msgs = body.get("messages")
+        return (msgs if isinstance(msgs, list) else []), loose
+
+    def session_seed(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
+        msgs = body.get("messages") or []
+        first_user = next((m.get("content") for m in msgs
+                           if isinstance(m, dict) and m.get("role") == "user"), None)
+        return orjson.dumps([body.get("system"), first_user])
+
+
+def _usage(u: dict[str, Any]) -> Usage:
+    return Usage(input=int(u.get("input_tokens") or 0), output=int(u.get("output_tokens") or 0),
+                 cached=int(u.get("cache_read_input_tokens") or 0),
+                 cache_write=int(u.get("cache_creation_input_tokens") or 0))
+
+
+class MessagesObserver:
+    """Usage from message_start (input) and message_delta (cumulative output); produced text."""
+
+    __slots__ = ("finished", "saw_content", "text", "usage", "usage_final")
+
+    def __init__(self) -> None:
+        self.usage: Usage | None = None
+        self.usage_final = False
+        self.text: list[str] = []
+        self.saw_content = False
+        self.finished = False
+
+    def event(self, raw: bytes) -> bytes | None:
+        name, data = event_data(raw)
+        if name == b"ping" or not data:
+            return raw
+        if name == b"content_block_delta":
+            try:
+                delta = orjson.loads(data).get("delta") or {}
+            except orjson.JSONDecodeError:
+                return raw
+            t = delta.get("text") or delta.get("partial_json") or delta.get("thinking")
+            if t:
+                self.text.append(t)
+                self.saw_content = True
+            return raw
+        if name in (b"message_start", b"message_delta"):
+            try:
+                ev = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                return raw
+            u = (ev.get("message") or {}).get("usage") if name == b"message_start" else ev.get(
+                "usage")
+            if isinstance(u, dict):
+                if self.usage is None:
+                    self.usage = Usage()
+                new = _usage(u)
+                if name == b"message_start" or "input_tokens" in u:
+                    self.usage.input = new.input
+                    self.usage.cached = new.cached or self.usage.cached
+                    self.usage.cache_write = new.cache_write or self.usage.cache_write
+                self.usage.output = max(self.usage.output, new.output)
+                if name == b"message_delta":
+                    self.usage_final = True
+        elif name == b"message_stop":
+            self.finished = True
+        return raw
+
+
+DIALECT = AnthropicDialect()
+MESSAGES = Endpoint("messages", "/messages", DIALECT)
+COUNT_TOKENS = Endpoint("count_tokens", "/messages/count_tokens", DIALECT, billable=False,
+                        streams=False, operation="count_tokens")

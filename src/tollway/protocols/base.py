@@ -1,0 +1,67 @@
+"""What every dialect provides to the stages: endpoints, errors, usage and stream observation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tollway.errors import GatewayError
+from tollway.exchange import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    name: str  # chat, completions, embeddings, responses, messages, count_tokens
+    path: str  # below the API root, e.g. "/chat/completions"
+    dialect: Dialect
+    billable: bool = True  # count_tokens is free
+    streams: bool = True
+    operation: str = "chat"  # OpenTelemetry gen_ai.operation.name
+
+
+class StreamObserver(Protocol):
+    """Reads each complete SSE event of a response stream; may rewrite or drop it."""
+
+    usage: Usage | None
+    usage_final: bool  # the usage is the upstream's last word, not a partial one
+    text: list[str]
+    saw_content: bool  # set once the first content-bearing event went by
+    finished: bool  # the stream's own terminal event went by
+
+    def event(self, raw: bytes) -> bytes | None: ...
+
+
+class Dialect(Protocol):
+    name: str
+
+    def error_body(self, err: GatewayError) -> bytes: ...
+
+    def stream_error(self, err: GatewayError) -> bytes: ...
+
+    def usage(self, endpoint: Endpoint, body: dict[str, Any]) -> Usage | None: ...
+
+    def observer(self, endpoint: Endpoint, strip_usage: bool) -> StreamObserver: ...
+
+    def prepare(self, endpoint: Endpoint, body: dict[str, Any]) -> bool:
+        """Rewrite the body for upstream (usage in streams); True when it changed."""
+        ...
+
+    def prompt(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[list[Any], list[str]]:
+        """The messages to count one by one, and loose text (system, tools, prompt)."""
+        ...
+
+    def session_seed(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes: ...
+
+
+ERROR_TYPES_OPENAI = {
+    400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
+    403: "permission_error", 404: "invalid_request_error", 413: "invalid_request_error",
+    422: "invalid_request_error", 429: "rate_limit_error", 500: "server_error",
+    502: "upstream_error", 503: "service_unavailable", 504: "timeout_error",
+}
+ERROR_TYPES_ANTHROPIC = {
+    400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+    422: "invalid_request_error", 429: "rate_limit_error", 500: "api_error",
+    502: "api_error", 503: "overloaded_error", 504: "timeout_error",
+}

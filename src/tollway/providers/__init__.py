@@ -1,0 +1,1 @@
+"""Upstream providers (OpenAI-compatible, Anthropic, the in-process demo) and the model registry."""

@@ -1,0 +1,99 @@
+"""Stage and Chain, in the spirit of Envoy's HTTP filters.
+
+Request hooks run in order until one answers (a cache hit, a refusal, the forward stage);
+response hooks then run in reverse for every stage that was entered, so the outermost stage
+(account) sees every outcome, including errors and cut streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import ClassVar
+
+import orjson
+from aiohttp import web
+
+from tollway.errors import GatewayError
+from tollway.exchange import Exchange
+
+log = logging.getLogger("tollway.chain")
+
+
+class Stage:
+    name: ClassVar[str] = "stage"
+
+    async def on_request(self, ex: Exchange) -> web.StreamResponse | None:
+        """Inspect or change the exchange; return a response to answer here."""
+        return None
+
+    async def on_response(self, ex: Exchange) -> None:
+        """Runs after the answer (after the last byte, for streams)."""
+
+
+def tollway_headers(ex: Exchange) -> dict[str, str]:
+    h = {"x-tollway-request-id": ex.request_id}
+    if ex.session:
+        h["x-tollway-agent"] = ex.agent
+        h["x-tollway-session"] = ex.session
+    if ex.route is not None:
+        h["x-tollway-model"] = ex.route.name
+        h["x-tollway-cache"] = ex.cache
+        if ex.rule:
+            h["x-tollway-route"] = ex.rule
+    return h
+
+
+def error_response(ex: Exchange, err: GatewayError) -> web.Response:
+    headers = {**tollway_headers(ex), **err.headers}
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(err.retry_after)))
+    ex.status = err.status
+    ex.error_code = err.code
+    return web.Response(status=err.status, body=ex.endpoint.dialect.error_body(err),
+                        content_type="application/json", headers=headers)
+
+
+class Chain:
+    def __init__(self, stages: list[Stage]) -> None:
+        self.stages = stages
+        self.names = [s.name for s in stages]
+
+    async def run(self, ex: Exchange) -> web.StreamResponse:
+        entered: list[Stage] = []
+        response: web.StreamResponse | None = None
+        try:
+            for stage in self.stages:
+                entered.append(stage)
+                response = await stage.on_request(ex)
+                if response is not None:
+                    break
+            if response is None:
+                raise GatewayError(500, "no_answer", "no stage answered the request")
+        except GatewayError as err:
+            response = error_response(ex, err)
+        except asyncio.CancelledError:
+            ex.status = ex.status or 499
+            raise
+        except Exception:
+            log.exception("request %s failed inside the gateway", ex.request_id)
+            response = error_response(ex, GatewayError(500, "internal_error",
+                                                       "internal gateway error; see the log "
+                                                       f"for request {ex.request_id}"))
+        finally:
+            if response is not None and not ex.status:
+                ex.status = response.status
+            for stage in reversed(entered):
+                try:
+                    await stage.on_response(ex)
+                except Exception:
+                    log.exception("response hook of %s failed for %s", stage.name, ex.request_id)
+        if not response.prepared:
+            response.headers.update(ex.response_headers)
+        return response
+
+
+def json_response(data: object, status: int = 200, headers: dict[str, str] | None = None,
+                  ) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers,
+                        content_type="application/json")

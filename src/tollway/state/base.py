@@ -1,0 +1,117 @@
+"""The State interface. Every backend passes the same tests."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SPEND_DIMENSIONS = ("agent", "team", "model", "provider", "session", "tag")
+
+
+@dataclass(slots=True)
+class StepRecord:
+    """One request as a step of its session: what the admin API and spend reports show."""
+
+    request_id: str
+    time: float
+    agent: str
+    team: str
+    session: str
+    endpoint: str
+    model: str  # the configured name that answered
+    requested_model: str
+    provider: str
+    status: int
+    tags: tuple[str, ...] = ()
+    rule: str | None = None
+    cache: str = "miss"
+    stream: bool = False
+    error_code: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    prompt_tokens_counted: int = 0
+    usage_source: str = "none"
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    ttft_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tags"] = list(self.tags)
+        return d
+
+    def keys(self, dim: str) -> tuple[str, ...]:
+        if dim == "tag":
+            return self.tags
+        return (getattr(self, dim),)
+
+
+@dataclass(slots=True)
+class SpendRow:
+    key: str
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, step: StepRecord) -> None:
+        self.requests += 1
+        self.input_tokens += step.input_tokens
+        self.output_tokens += step.output_tokens
+        self.cached_tokens += step.cached_tokens
+        self.cache_write_tokens += step.cache_write_tokens
+        self.cost_usd += step.cost_usd
+
+    def merge(self, other: SpendRow) -> None:
+        self.requests += other.requests
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cached_tokens += other.cached_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.cost_usd += other.cost_usd
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"key": self.key, "requests": self.requests, "input_tokens": self.input_tokens,
+             "output_tokens": self.output_tokens, "cached_tokens": self.cached_tokens,
+             "cache_write_tokens": self.cache_write_tokens,
+             "cost_usd": round(self.cost_usd, 10)}
+        d.update(self.extra)
+        return d
+
+
+class State(abc.ABC):
+    """Shared mutable state. One call per request after the response (`record`)."""
+
+    backend: str = "abstract"
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect, load scripts."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    async def ready(self) -> bool:
+        return True
+
+    @abc.abstractmethod
+    async def record(self, step: StepRecord) -> None:
+        """Attribute a finished step's spend to every dimension and append it to its session."""
+
+    @abc.abstractmethod
+    async def spend(self, by: str, since: float | None = None) -> list[SpendRow]:
+        """Totals per key of one dimension, most expensive first."""
+
+    @abc.abstractmethod
+    async def session(self, session_id: str) -> dict[str, Any] | None:
+        """The session's steps in order, with its totals; None when unknown."""
+
+    @abc.abstractmethod
+    async def sessions(self, agent: str | None = None, since: float | None = None,
+                       sort: str = "cost", limit: int = 50) -> list[dict[str, Any]]:
+        """Session summaries, for finding the expensive and the busy ones."""

@@ -1,0 +1,1 @@
+"""Token counting: offline tiktoken encodings and a per-message memo."""

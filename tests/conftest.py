@@ -1,0 +1,149 @@
+"""Fixtures that run a real gateway and a real mock provider on loopback ports.
+
+Both run on one event loop in a background thread, so tests can drive them with the official
+synchronous SDK clients as well as the async ones, exactly as an agent would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from tollway.app import GATEWAY, Gateway, build_app
+from tollway.config import load_config_text
+from tollway.testing import MockProvider, MockSettings
+
+BASE_CONFIG = """
+server: {{host: 127.0.0.1, port: 0, max_body_mb: 1, drain_timeout_s: 5, admin_key: admin-secret}}
+identity: {{unknown_keys: {unknown_keys}, trust_agent_header: true}}
+providers:
+  oai: {{kind: openai, base_url: "{mock}/v1", api_key: sk-upstream-openai}}
+  ant: {{kind: anthropic, base_url: "{mock}", api_key: sk-upstream-anthropic}}
+  dead: {{kind: openai, base_url: "http://127.0.0.1:{dead_port}/v1", api_key: x,
+          connect_timeout_s: 2}}
+models:
+  gpt-4o-mini: {{provider: oai, price: {{input: 0.15, output: 0.60, cached_input: 0.075}}}}
+  fast: {{provider: oai, model: gpt-4.1-nano, price: {{input: 1, output: 2}}}}
+  claude-sonnet: {{provider: ant, model: claude-sonnet-4-5, price: {{input: 3, output: 15}}}}
+  unreachable: {{provider: dead}}
+agents:
+  support-bot: {{team: support, keys: [sk-tw-support]}}
+  research-agent:
+    team: research
+    keys: ["sha256:{research_digest}"]
+  helper: {{team: research, keys: []}}
+{extra}
+"""
+
+
+class Loop:
+    """An event loop in a daemon thread; run coroutines on it from the test thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stack:
+    """A mock provider plus a gateway in front of it, on one background loop."""
+
+    def __init__(self, loop: Loop, extra: str = "", unknown_keys: str = "anonymous",
+                 config_text: str | None = None) -> None:
+        import hashlib
+
+        self.loop = loop
+        self.mock = MockProvider(MockSettings())
+        mock_url = loop.run(self.mock.start())
+        text = config_text or BASE_CONFIG.format(
+            mock=mock_url, dead_port=free_port(), extra=extra, unknown_keys=unknown_keys,
+            research_digest=hashlib.sha256(b"sk-tw-research").hexdigest())
+        self.config = load_config_text(text, "test.yaml", {})
+        self.app = build_app(self.config)
+        self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=5)
+        loop.run(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        loop.run(site.start())
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        self.admin = httpx.Client(base_url=self.url,
+                                  headers={"Authorization": "Bearer admin-secret"}, timeout=10)
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.app[GATEWAY]
+
+    def on_loop(self, fn: Callable[[], Any]) -> Any:
+        async def call() -> Any:
+            return fn()
+        return self.loop.run(call())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples that carry these labels, read from /metrics."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(f"{self.url}/metrics").text
+        total = 0.0
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                    total += s.value
+        return total
+
+    def close(self) -> None:
+        self.admin.close()
+        self.loop.run(self.runner.cleanup())
+        self.loop.run(self.mock.stop())
+
+
+@pytest.fixture(scope="session")
+def bg_loop() -> Iterator[Loop]:
+    loop = Loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def stack(bg_loop: Loop) -> Iterator[Stack]:
+    s = Stack(bg_loop)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def make_stack(bg_loop: Loop) -> Iterator[Callable[..., Stack]]:
+    made: list[Stack] = []
+
+    def make(**kwargs: Any) -> Stack:
+        s = Stack(bg_loop, **kwargs)
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.close()
+
+
+def pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(4)
