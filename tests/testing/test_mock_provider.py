@@ -62,14 +62,22 @@ def threaded() -> Iterator[MockProvider]:
     provider.stop_thread()
 
 
-def oa_async(mock: MockProvider, **kw: Any) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(
-        base_url=mock.base_url + "/v1", api_key="sk-test", max_retries=0, **kw
-    )
+@pytest_asyncio.fixture
+async def oa(mock: MockProvider) -> AsyncIterator[openai.AsyncOpenAI]:
+    """An async OpenAI client aimed at the mock; closed so no sockets leak between tests."""
+    async with openai.AsyncOpenAI(
+        base_url=mock.base_url + "/v1", api_key="sk-test", max_retries=0
+    ) as client:
+        yield client
 
 
-def an_async(mock: MockProvider, **kw: Any) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=mock.base_url, api_key="sk-ant", max_retries=0, **kw)
+@pytest_asyncio.fixture
+async def an(mock: MockProvider) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    """An async Anthropic client aimed at the mock."""
+    async with anthropic.AsyncAnthropic(
+        base_url=mock.base_url, api_key="sk-ant", max_retries=0
+    ) as client:
+        yield client
 
 
 async def raw_post(
@@ -111,9 +119,13 @@ def test_token_count_rule() -> None:
     assert mock_token_count("one two\tthree\nfour") == 4
 
 
-def test_sync_openai_chat(threaded: MockProvider) -> None:
-    client = openai.OpenAI(base_url=threaded.base_url + "/v1", api_key="sk-test", max_retries=0)
-    done = client.chat.completions.create(model="gpt-mock", messages=OA_MESSAGES)
+def test_sync_clients(threaded: MockProvider) -> None:
+    with openai.OpenAI(
+        base_url=threaded.base_url + "/v1", api_key="sk-test", max_retries=0
+    ) as client:
+        done = client.chat.completions.create(model="gpt-mock", messages=OA_MESSAGES)
+        stream = client.chat.completions.create(model="gpt-mock", messages=OA_MESSAGES, stream=True)
+        chunks = list(stream)
     assert done.id.startswith("chatcmpl-mock")
     assert done.object == "chat.completion"
     assert done.model == "gpt-mock"
@@ -124,18 +136,15 @@ def test_sync_openai_chat(threaded: MockProvider) -> None:
     assert done.usage.completion_tokens == mock_token_count(REPLY)
     assert done.usage.total_tokens == OA_PROMPT + mock_token_count(REPLY)
     assert done.usage.prompt_tokens_details and done.usage.prompt_tokens_details.cached_tokens == 0
-
-    stream = client.chat.completions.create(model="gpt-mock", messages=OA_MESSAGES, stream=True)
-    chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == REPLY
     assert chunks[-1].choices[0].finish_reason == "stop"
     assert all(c.usage is None for c in chunks)
 
-    anth = anthropic.Anthropic(base_url=threaded.base_url, api_key="k", max_retries=0)
-    msg = anth.messages.create(
-        model="claude-mock", max_tokens=64, messages=[{"role": "user", "content": USER}]
-    )
+    with anthropic.Anthropic(base_url=threaded.base_url, api_key="k", max_retries=0) as anth:
+        msg = anth.messages.create(
+            model="claude-mock", max_tokens=64, messages=[{"role": "user", "content": USER}]
+        )
     assert msg.content[0].type == "text" and msg.content[0].text == REPLY
     recorded = threaded.requests[-1]
     assert isinstance(recorded, RecordedRequest)
@@ -148,8 +157,8 @@ def test_sync_openai_chat(threaded: MockProvider) -> None:
 
 
 @pytest.mark.asyncio
-async def test_chat_stream_include_usage(mock: MockProvider) -> None:
-    client = oa_async(mock)
+async def test_chat_stream_include_usage(mock: MockProvider, oa: openai.AsyncOpenAI) -> None:
+    client = oa
     stream = await client.chat.completions.create(
         model="gpt-mock", messages=OA_MESSAGES, stream=True, stream_options={"include_usage": True}
     )
@@ -183,8 +192,8 @@ async def test_chat_stream_include_usage(mock: MockProvider) -> None:
 
 
 @pytest.mark.asyncio
-async def test_chat_tools(mock: MockProvider) -> None:
-    client = oa_async(mock)
+async def test_chat_tools(mock: MockProvider, oa: openai.AsyncOpenAI) -> None:
+    client = oa
     done = await client.chat.completions.create(model="m", messages=OA_MESSAGES, tools=TOOLS_OA)
     call = done.choices[0].message.tool_calls[0]  # type: ignore[index]
     assert done.choices[0].finish_reason == "tool_calls"
@@ -240,8 +249,10 @@ async def test_chat_tools(mock: MockProvider) -> None:
 
 
 @pytest.mark.asyncio
-async def test_chat_max_tokens_and_reply_controls(mock: MockProvider) -> None:
-    client = oa_async(mock)
+async def test_chat_max_tokens_and_reply_controls(
+    mock: MockProvider, oa: openai.AsyncOpenAI
+) -> None:
+    client = oa
     cut = await client.chat.completions.create(model="m", messages=OA_MESSAGES, max_tokens=3)
     assert cut.choices[0].message.content == "This is tollway's"
     assert cut.choices[0].finish_reason == "length"
@@ -279,8 +290,8 @@ async def test_chat_max_tokens_and_reply_controls(mock: MockProvider) -> None:
 
 
 @pytest.mark.asyncio
-async def test_legacy_completions(mock: MockProvider) -> None:
-    client = oa_async(mock)
+async def test_legacy_completions(mock: MockProvider, oa: openai.AsyncOpenAI) -> None:
+    client = oa
     done = await client.completions.create(model="davinci-mock", prompt="say hello world")
     assert done.object == "text_completion"
     assert done.choices[0].text == DEFAULT_REPLY_PREFIX + "say hello world"
@@ -298,8 +309,8 @@ async def test_legacy_completions(mock: MockProvider) -> None:
 
 
 @pytest.mark.asyncio
-async def test_embeddings(mock: MockProvider) -> None:
-    client = oa_async(mock)
+async def test_embeddings(mock: MockProvider, oa: openai.AsyncOpenAI) -> None:
+    client = oa
     default = await client.embeddings.create(model="emb", input=["alpha beta", "gamma"])
     assert mock.requests[-1].json["encoding_format"] == "base64"  # the SDK's default
     floats = await client.embeddings.create(
@@ -325,10 +336,12 @@ async def test_embeddings(mock: MockProvider) -> None:
 
 
 @pytest.mark.asyncio
-async def test_models(mock: MockProvider) -> None:
-    listed = [m.id async for m in oa_async(mock).models.list()]
+async def test_models(
+    mock: MockProvider, oa: openai.AsyncOpenAI, an: anthropic.AsyncAnthropic
+) -> None:
+    listed = [m.id async for m in oa.models.list()]
     assert "mock-gpt" in listed
-    anth = [m.id async for m in an_async(mock).models.list()]
+    anth = [m.id async for m in an.models.list()]
     assert anth == listed
 
 
@@ -336,8 +349,8 @@ async def test_models(mock: MockProvider) -> None:
 
 
 @pytest.mark.asyncio
-async def test_responses(mock: MockProvider) -> None:
-    client = oa_async(mock)
+async def test_responses(mock: MockProvider, oa: openai.AsyncOpenAI) -> None:
+    client = oa
     done = await client.responses.create(model="gpt-mock", input=USER, instructions="Be brief.")
     assert done.output_text == REPLY
     assert done.status == "completed"
@@ -394,8 +407,8 @@ async def test_responses(mock: MockProvider) -> None:
 
 
 @pytest.mark.asyncio
-async def test_anthropic_messages(mock: MockProvider) -> None:
-    client = an_async(mock)
+async def test_anthropic_messages(mock: MockProvider, an: anthropic.AsyncAnthropic) -> None:
+    client = an
     kwargs: dict[str, Any] = {
         "model": "claude-mock",
         "max_tokens": 100,
@@ -440,8 +453,8 @@ async def test_anthropic_messages(mock: MockProvider) -> None:
 
 
 @pytest.mark.asyncio
-async def test_anthropic_tools(mock: MockProvider) -> None:
-    client = an_async(mock)
+async def test_anthropic_tools(mock: MockProvider, an: anthropic.AsyncAnthropic) -> None:
+    client = an
     messages: list[Any] = [{"role": "user", "content": [{"type": "text", "text": USER}]}]
     msg = await client.messages.create(model="c", max_tokens=50, messages=messages, tools=TOOLS_AN)
     block = msg.content[0]
@@ -490,8 +503,9 @@ async def test_anthropic_tools(mock: MockProvider) -> None:
 
 
 @pytest.mark.asyncio
-async def test_injected_status_errors(mock: MockProvider) -> None:
-    oa, an = oa_async(mock), an_async(mock)
+async def test_injected_status_errors(
+    mock: MockProvider, oa: openai.AsyncOpenAI, an: anthropic.AsyncAnthropic
+) -> None:
     with pytest.raises(openai.InternalServerError) as oa_err:
         await oa.chat.completions.create(
             model="m", messages=OA_MESSAGES, extra_headers={"x-mock-status": "500"}
@@ -530,8 +544,9 @@ async def test_injected_status_errors(mock: MockProvider) -> None:
 
 
 @pytest.mark.asyncio
-async def test_disconnect_after(mock: MockProvider) -> None:
-    oa, an = oa_async(mock), an_async(mock)
+async def test_disconnect_after(
+    mock: MockProvider, oa: openai.AsyncOpenAI, an: anthropic.AsyncAnthropic
+) -> None:
     received: list[Any] = []
     with pytest.raises(openai.APIConnectionError):
         stream = await oa.chat.completions.create(
@@ -599,7 +614,9 @@ async def test_no_usage_header(mock: MockProvider) -> None:
 
 
 @pytest.mark.asyncio
-async def test_dialect_errors_and_auth(mock: MockProvider) -> None:
+async def test_dialect_errors_and_auth(
+    mock: MockProvider, oa: openai.AsyncOpenAI, an: anthropic.AsyncAnthropic
+) -> None:
     status, _, raw = await raw_post(mock, "/v1/nope", {})
     assert status == 404 and set(orjson.loads(raw)["error"]) == {"message", "type", "param", "code"}
     status, _, raw = await raw_post(mock, "/v1/chat/completions", b"{not json")
@@ -611,13 +628,15 @@ async def test_dialect_errors_and_auth(mock: MockProvider) -> None:
 
     mock.settings.require_key = "right-key"
     with pytest.raises(openai.AuthenticationError):
-        await oa_async(mock).chat.completions.create(model="m", messages=OA_MESSAGES)
+        await oa.chat.completions.create(model="m", messages=OA_MESSAGES)
     with pytest.raises(anthropic.AuthenticationError):
-        await an_async(mock).messages.create(
+        await an.messages.create(
             model="c", max_tokens=5, messages=[{"role": "user", "content": "x"}]
         )
-    good = openai.AsyncOpenAI(base_url=mock.base_url + "/v1", api_key="right-key", max_retries=0)
-    assert (await good.chat.completions.create(model="m", messages=OA_MESSAGES)).choices
+    async with openai.AsyncOpenAI(
+        base_url=mock.base_url + "/v1", api_key="right-key", max_retries=0
+    ) as good:
+        assert (await good.chat.completions.create(model="m", messages=OA_MESSAGES)).choices
     status, _, _ = await raw_post(
         mock,
         "/v1/messages/count_tokens",
@@ -647,8 +666,8 @@ def test_command_line_entry_point() -> None:
         assert proc.stdout is not None
         url = proc.stdout.readline().decode().strip()
         assert url.startswith("http://127.0.0.1:")
-        client = openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0)
-        done = client.chat.completions.create(model="m", messages=OA_MESSAGES)
+        with openai.OpenAI(base_url=url + "/v1", api_key="k", max_retries=0) as client:
+            done = client.chat.completions.create(model="m", messages=OA_MESSAGES)
         assert done.choices[0].message.content == "hi"
     finally:
         proc.terminate()

@@ -88,7 +88,7 @@ class TokenCounter:
         return self._factors.get(model, seed)
 
     def estimate(self, model: str, seed: float, raw_count: int) -> int:
-        return math.ceil(raw_count * self.factor(model, seed))
+        return math.ceil(round(raw_count * self.factor(model, seed), 6))
 
     def calibrate(self, model: str, seed: float, raw_count: int, actual: int) -> None:
         """Move the model's factor toward what upstream really counted (EWMA)."""

@@ -1,0 +1,76 @@
+"""Config loading: errors name file, line and key; env interpolation; `tollway check`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tollway.config import ConfigError, load_config, load_config_text
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_root_gateway_yaml_runs_as_it_is() -> None:
+    cfg = load_config(ROOT / "gateway.yaml", environ={})
+    assert {"demo-gpt", "demo-claude"} <= set(cfg.models)
+    assert cfg.identity.unknown_keys == "anonymous"
+
+
+def test_errors_have_file_line_and_key() -> None:
+    text = ("server:\n  port: 4100\n  prot: 1\nproviders:\n  p: {kind: openai}\n"
+            "models:\n  m:\n    provider: q\n")
+    with pytest.raises(ConfigError) as e:
+        load_config_text(text, "g.yaml", {})
+    lines = [str(p) for p in e.value.problems]
+    assert "g.yaml:3: server.prot: unknown key" in lines
+    assert any(s.startswith("g.yaml:5: providers.p:") and "base_url" in s for s in lines)
+
+
+def test_cross_references_are_checked() -> None:
+    text = ("providers:\n  p: {kind: demo}\nmodels:\n  m:\n    provider: q\n"
+            "agents:\n  a: {keys: [k1]}\n  b: {keys: [k1]}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config_text(text.replace("k1]}\n  b", "k2]}\n  b"), "g.yaml", {})
+    assert str(e.value) == ("g.yaml:5: models.m.provider: model 'm' names provider 'q', which "
+                            "is not under providers: (known: p)")
+    fixed = text.replace("provider: q", "provider: p")
+    with pytest.raises(ConfigError) as e:
+        load_config_text(fixed, "g.yaml", {})
+    assert "g.yaml:8: agents.b.keys[0]" in str(e.value) and "agent 'a'" in str(e.value)
+
+
+def test_env_interpolation() -> None:
+    text = "providers:\n  p: {kind: openai, base_url: 'http://x', api_key: '${KEY}'}\n"
+    assert load_config_text(text, "g", {"KEY": "s3cret"}).providers["p"].api_key == "s3cret"
+    with pytest.raises(ConfigError) as e:
+        load_config_text(text, "g", {})
+    assert "g:2: providers.p.api_key: environment variable KEY is not set" in str(e.value)
+    dflt = text.replace("${KEY}", "${KEY:-}")
+    assert load_config_text(dflt, "g", {}).providers["p"].api_key == ""
+
+
+def test_hashed_keys_must_be_well_formed() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config_text("agents:\n  a: {keys: ['sha256:abc']}\n", "g", {})
+    assert "64 lower-case hex" in str(e.value)
+
+
+def test_invalid_yaml_names_the_line() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config_text("server:\n  port: [1,\n", "g.yaml", {})
+    assert e.value.problems[0].line is not None
+
+
+def test_check_command(tmp_path: Path) -> None:
+    ok = subprocess.run([sys.executable, "-m", "tollway", "check", "-c", str(ROOT / "gateway.yaml")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server:\n  port: nope\n")
+    r = subprocess.run([sys.executable, "-m", "tollway", "check", "-c", str(bad)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert f"{bad}:2: server.port:" in r.stderr
