@@ -184,7 +184,8 @@ def _model_entry(name: str, provider: str, anthropic_style: bool) -> dict[str, A
 async def _models(request: web.Request) -> web.Response:
     rt = request.app[GATEWAY].runtime
     anthropic_style = "anthropic-version" in request.headers
-    data = [_model_entry(n, r.provider.name, anthropic_style) for n, r in rt.registry.routes.items()]
+    routes = rt.registry.routes
+    data = [_model_entry(n, r.provider.name, anthropic_style) for n, r in routes.items()]
     if anthropic_style:
         return json_response({"data": data, "has_more": False,
                               "first_id": data[0]["id"] if data else None,

@@ -65,7 +65,8 @@ def test_invalid_yaml_names_the_line() -> None:
 
 
 def test_check_command(tmp_path: Path) -> None:
-    ok = subprocess.run([sys.executable, "-m", "tollway", "check", "-c", str(ROOT / "gateway.yaml")],
+    cmd = [sys.executable, "-m", "tollway", "check", "-c", str(ROOT / "gateway.yaml")]
+    ok = subprocess.run(cmd,
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     bad = tmp_path / "bad.yaml"

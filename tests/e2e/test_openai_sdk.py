@@ -142,7 +142,7 @@ def test_unchanged_body_is_forwarded_byte_for_byte(stack: Stack) -> None:
                    headers={"Authorization": "Bearer sk-tw-support",
                             "Content-Type": "application/json"})
     assert r.status_code == 200
-    assert stack.mock.raw_bodies[-1] == body
+    assert stack.mock.requests[-1].raw == body
 
 
 async def test_async_client_streams_and_counts(stack: Stack) -> None:

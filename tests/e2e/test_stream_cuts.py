@@ -51,7 +51,7 @@ def test_upstream_drops_openai_stream(stack: Stack) -> None:
 
 def test_upstream_drops_anthropic_stream(stack: Stack) -> None:
     c = anthropic.Anthropic(base_url=stack.url, api_key="sk-tw-support", max_retries=0)
-    with pytest.raises(anthropic.APIError):  # noqa: PT012
+    with pytest.raises(anthropic.APIError):
         with c.messages.stream(model="claude-sonnet", max_tokens=300, messages=MSG,
                                extra_headers={"x-mock-disconnect-after": "5"}) as s:
             for _ in s.text_stream:

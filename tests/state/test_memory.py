@@ -8,7 +8,8 @@ from tollway.state.base import StepRecord
 from tollway.state.memory import MemoryState
 
 
-def step(i: int, *, agent: str = "a", session: str = "s1", cost: float = 1.0, t: float | None = None,
+def step(i: int, *, agent: str = "a", session: str = "s1", cost: float = 1.0,
+         t: float | None = None,
          tags: tuple[str, ...] = ()) -> StepRecord:
     return StepRecord(request_id=f"r{i}", time=t or time.time(), agent=agent, team="t",
                       session=session, endpoint="chat", model="m", requested_model="m",
@@ -44,7 +45,7 @@ async def test_sessions_are_bounded_and_ordered() -> None:
     await st.record(step(9, session="s2"))
     await st.record(step(10, session="s3"))
     assert await st.session("s1") is None  # least recently active dropped
-    assert [s["session"] for s in await st.sessions(sort="recent")][0] == "s3"
+    assert next(s["session"] for s in await st.sessions(sort="recent")) == "s3"
 
 
 async def test_old_buckets_expire() -> None:

@@ -6,8 +6,8 @@ import hashlib
 import hmac
 import ipaddress
 import time
-from datetime import datetime
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from aiohttp import web

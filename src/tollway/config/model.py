@@ -144,7 +144,7 @@ class Config(Strict):
         return self
 
 
-class ReferenceError_(ValueError):  # noqa: N801 - a ValueError pydantic reports with a location
+class ReferenceError_(ValueError):
     """A cross-section error that knows which key it is about."""
 
     def __init__(self, loc: tuple[str | int, ...], message: str) -> None:

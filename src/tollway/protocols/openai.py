@@ -40,7 +40,8 @@ class OpenAIDialect:
     def observer(self, endpoint: Endpoint, strip_usage: bool) -> ChatObserver | ResponsesObserver:
         if endpoint.name == "responses":
             return ResponsesObserver()
-        return ChatObserver(strip_usage, text_key="text" if endpoint.name == "completions" else None)
+        text_key = "text" if endpoint.name == "completions" else None
+        return ChatObserver(strip_usage, text_key=text_key)
 
     def prepare(self, endpoint: Endpoint, body: dict[str, Any]) -> bool:
         """Ask for usage in chat/completions streams; the observer strips what we added."""

@@ -41,7 +41,8 @@ class Provider:
             self.openai_base = base
         self.kind = cfg.kind
         self._session: aiohttp.ClientSession | None = None
-        self.timeout = aiohttp.ClientTimeout(total=cfg.timeout_s, sock_connect=cfg.connect_timeout_s)
+        self.timeout = aiohttp.ClientTimeout(total=cfg.timeout_s,
+                                             sock_connect=cfg.connect_timeout_s)
         self.stream_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=cfg.connect_timeout_s, sock_read=cfg.read_timeout_s)
         self._auth = self._auth_headers()
@@ -86,7 +87,8 @@ class Provider:
 
     def request_headers(self, client: Mapping[str, str], dialect: str) -> dict[str, str]:
         headers = {k: v for k, v in client.items()
-                   if k.lower() not in DROP_REQUEST_HEADERS and not k.lower().startswith("x-tollway")}
+                   if (lk := k.lower()) not in DROP_REQUEST_HEADERS
+                   and not lk.startswith("x-tollway")}
         if self.cfg.passthrough_auth:
             for k in ("Authorization", "x-api-key", "api-key"):
                 if k in client:

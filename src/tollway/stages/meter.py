@@ -25,6 +25,7 @@ class Meter(Stage):
 
     async def on_response(self, ex: Exchange) -> None:
         route, u = ex.route, ex.usage
-        if route is not None and route.estimated and u is not None and ex.usage_source == "upstream":
+        if (route is not None and route.estimated and u is not None
+                and ex.usage_source == "upstream"):
             self.counter.calibrate(route.name, route.tokenizer_factor, ex.prompt_tokens_raw,
                                    u.total_input)

@@ -73,6 +73,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     json: Any
+    raw: bytes = b""
 
 
 def split_pieces(text: str, n: int) -> list[str]:
@@ -126,6 +127,7 @@ class Turn:
         "created",
         "disconnect_after",
         "no_usage",
+        "on_cancel",
         "reply_override",
         "request",
         "seq",
@@ -145,6 +147,7 @@ class Turn:
         raw = headers.get("x-mock-disconnect-after")
         self.disconnect_after: int | None = int(raw) if raw and raw.strip().isdigit() else None
         self.no_usage = headers.get("x-mock-no-usage", "").lower() in ("1", "true", "yes")
+        self.on_cancel: Callable[[], None] | None = None
 
     @property
     def model(self) -> str:
@@ -199,7 +202,8 @@ class Turn:
                 return resp
             await resp.write_eof()
         except ConnectionError:
-            pass  # the client went away; nothing left to do
+            if self.on_cancel is not None:
+                self.on_cancel()  # the client went away mid-stream
         return resp
 
     def json(self, payload: Any, status: int = 200) -> web.Response:
@@ -237,6 +241,8 @@ class MockProvider:
     def __init__(self, settings: MockSettings | None = None) -> None:
         self.settings: MockSettings = settings if settings is not None else MockSettings()
         self.requests: list[RecordedRequest] = []
+        #: Streams whose client (the gateway) went away before the end: proof it cancelled.
+        self.cancelled_streams = 0
         self._counter = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
@@ -318,6 +324,9 @@ class MockProvider:
 
     # -- request handling ----------------------------------------------------------------------
 
+    def _stream_cancelled(self) -> None:
+        self.cancelled_streams += 1
+
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         """Record, authenticate, inject faults, then hand the turn to the dialect handler."""
         path = request.path
@@ -335,7 +344,7 @@ class MockProvider:
         if len(recorded) >= MAX_RECORDED:
             del recorded[: len(recorded) - MAX_RECORDED + 1]
         recorded.append(
-            RecordedRequest(method, path, {k.lower(): v for k, v in headers.items()}, body)
+            RecordedRequest(method, path, {k.lower(): v for k, v in headers.items()}, body, raw)
         )
 
         dialects = self._dialects
@@ -350,6 +359,7 @@ class MockProvider:
             route = dialect.routes.get(("GET", "/v1/models/{id}"))
         settings = self.settings
         turn = Turn(request, body, next(self._counter), settings)
+        turn.on_cancel = self._stream_cancelled
         extra = turn.extra_headers()
 
         latency = _float_header(headers, "x-mock-latency-ms", settings.latency_ms)
