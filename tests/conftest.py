@@ -100,6 +100,15 @@ class Stack:
             return fn()
         return self.loop.run(call())
 
+    def upstream_connections_in_use(self) -> int:
+        """Connections checked out of the providers' pools: must be 0 when nothing runs."""
+        def count() -> int:
+            rt = self.gateway.runtime
+            assert rt is not None
+            return sum(len(p.session.connector._acquired)  # type: ignore[union-attr]
+                       for p in rt.providers.values())
+        return int(self.on_loop(count))
+
     def metric(self, name: str, **labels: str) -> float:
         """The sum of a metric's samples that carry these labels, read from /metrics."""
         from prometheus_client.parser import text_string_to_metric_families

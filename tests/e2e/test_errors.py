@@ -115,6 +115,7 @@ def test_upstream_errors_pass_through(stack: Stack) -> None:
     rows = stack.admin.get("/admin/spend", params={"by": "agent"}).json()["rows"]
     assert rows[0]["requests"] == 3 and rows[0]["cost_usd"] == 0
     assert stack.metric("tollway_requests_total", status="429") == 1
+    assert stack.upstream_connections_in_use() == 0
 
 
 def test_upstream_drops_non_streamed_request(stack: Stack) -> None:
@@ -122,6 +123,7 @@ def test_upstream_drops_non_streamed_request(stack: Stack) -> None:
         oa(stack).chat.completions.create(model="gpt-4o-mini", messages=MSG,
                                           extra_headers={"x-mock-disconnect-after": "0"})
     assert e.value.status_code == 502
+    assert stack.upstream_connections_in_use() == 0
 
 
 def test_reject_unknown_keys(make_stack) -> None:  # type: ignore[no-untyped-def]

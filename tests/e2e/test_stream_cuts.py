@@ -47,6 +47,7 @@ def test_upstream_drops_openai_stream(stack: Stack) -> None:
     session = stack.admin.get("/admin/sessions").json()["sessions"][0]["session"]
     step = stack.admin.get(f"/admin/sessions/{session}").json()["steps"][0]
     assert step["status"] == 502 and step["usage_source"] == "counted"
+    assert stack.upstream_connections_in_use() == 0
 
 
 def test_upstream_drops_anthropic_stream(stack: Stack) -> None:
@@ -103,3 +104,4 @@ def test_client_disconnect_cancels_upstream_and_accounts(stack: Stack, path: str
     step = stack.admin.get(f"/admin/sessions/{session}").json()["steps"][0]
     assert step["status"] == 499 and step["usage_source"] == "counted"
     assert stack.metric("tollway_inflight_requests") == 0
+    assert stack.upstream_connections_in_use() == 0

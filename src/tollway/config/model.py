@@ -21,7 +21,7 @@ class ServerConfig(Strict):
     max_body_mb: float = Field(16, gt=0)
     drain_timeout_s: float = Field(30, ge=0)
     # Empty: the admin API answers loopback clients only. Plain or "sha256:<hex>".
-    admin_key: str | None = None
+    admin_key: str | None = Field(None, repr=False)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
 
@@ -55,7 +55,7 @@ ProviderKind = Literal["openai", "anthropic", "demo"]
 class ProviderConfig(Strict):
     kind: ProviderKind
     base_url: str | None = None
-    api_key: str | None = None
+    api_key: str | None = Field(None, repr=False)
     # Forward the client's own Authorization / x-api-key instead of api_key.
     passthrough_auth: bool = False
     # No key set (and no passthrough): let the in-process demo provider answer instead.
@@ -103,7 +103,7 @@ class ModelConfig(Strict):
 
 
 class AgentConfig(Strict):
-    keys: list[str] = Field(default_factory=list)  # plain, or "sha256:<hex>"
+    keys: list[str] = Field(default_factory=list, repr=False)  # plain, or "sha256:<hex>"
     team: str = "default"
 
     @field_validator("keys")

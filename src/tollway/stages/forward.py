@@ -28,6 +28,7 @@ log = logging.getLogger("tollway.forward")
 # Upstream response headers worth passing on to the client.
 _PASS_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "openai-")
 _PASS_HEADERS = frozenset({"retry-after", "x-request-id", "request-id", "retry-after-ms"})
+_HIDDEN = frozenset({"openai-organization", "openai-project"})  # the provider account's ids
 
 # A chunk hook sees each event the client is about to get and may stop the stream by raising
 # a GatewayError (a budget that ran out mid-stream, say).
@@ -38,7 +39,7 @@ def _passed_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:
     out = {}
     for k, v in upstream.headers.items():
         lk = k.lower()
-        if lk in _PASS_HEADERS or lk.startswith(_PASS_PREFIXES):
+        if (lk in _PASS_HEADERS or lk.startswith(_PASS_PREFIXES)) and lk not in _HIDDEN:
             out[k] = v
     return out
 
