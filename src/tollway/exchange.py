@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +65,7 @@ class Exchange:
     # account
     usage: Usage | None = None
     usage_source: str = "none"  # "upstream" | "counted" | "none"
-    completion_text: list[str] = field(default_factory=list)
+    completion_text: Callable[[], str] | None = None  # the stream's text, decoded on demand
     cost_usd: float = 0.0
     status: int = 0
     error_code: str | None = None

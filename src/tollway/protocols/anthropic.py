@@ -9,7 +9,7 @@ import orjson
 from tollway.errors import GatewayError
 from tollway.exchange import Usage
 from tollway.protocols.base import ERROR_TYPES_ANTHROPIC, Endpoint
-from tollway.protocols.sse import event_data
+from tollway.protocols.sse import TextCapture, data_of
 
 
 class AnthropicDialect:
@@ -60,50 +60,46 @@ def _usage(u: dict[str, Any]) -> Usage:
 class MessagesObserver:
     """Usage from message_start (input) and message_delta (cumulative output); produced text."""
 
-    __slots__ = ("finished", "saw_content", "text", "usage", "usage_final")
+    __slots__ = ("capture", "finished", "saw_content", "usage", "usage_final")
 
     def __init__(self) -> None:
+        self.capture = TextCapture(("text", "partial_json", "thinking"))
         self.usage: Usage | None = None
         self.usage_final = False
-        self.text: list[str] = []
         self.saw_content = False
         self.finished = False
 
-    def event(self, raw: bytes) -> bytes | None:
-        name, data = event_data(raw)
-        if name == b"ping" or not data:
-            return raw
-        if name == b"content_block_delta":
-            try:
-                delta = orjson.loads(data).get("delta") or {}
-            except orjson.JSONDecodeError:
-                return raw
-            t = delta.get("text") or delta.get("partial_json") or delta.get("thinking")
-            if t:
-                self.text.append(t)
-                self.saw_content = True
-            return raw
-        if name in (b"message_start", b"message_delta"):
-            try:
-                ev = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                return raw
-            u = (ev.get("message") or {}).get("usage") if name == b"message_start" else ev.get(
-                "usage")
-            if isinstance(u, dict):
-                if self.usage is None:
-                    self.usage = Usage()
-                new = _usage(u)
-                if name == b"message_start" or "input_tokens" in u:
-                    self.usage.input = new.input
-                    self.usage.cached = new.cached or self.usage.cached
-                    self.usage.cache_write = new.cache_write or self.usage.cache_write
-                self.usage.output = max(self.usage.output, new.output)
-                if name == b"message_delta":
-                    self.usage_final = True
-        elif name == b"message_stop":
+    def text(self) -> str:
+        return self.capture.text()
+
+    def feed(self, blob: bytes) -> bytes:
+        if self.capture.scan(blob):
+            self.saw_content = True
+        for marker in (b"message_start", b"message_delta"):
+            if marker not in blob:
+                continue
+            for ev in data_of(blob, marker):
+                if not isinstance(ev, dict) or ev.get("type") != marker.decode():
+                    continue
+                final = marker == b"message_delta"
+                u = ev.get("usage") if final else (ev.get("message") or {}).get("usage")
+                if isinstance(u, dict):
+                    self._usage(u, final)
+        if b"message_stop" in blob:
             self.finished = True
-        return raw
+        return blob
+
+    def _usage(self, u: dict[str, Any], final: bool) -> None:
+        if self.usage is None:
+            self.usage = Usage()
+        new = _usage(u)
+        if not final or "input_tokens" in u:
+            self.usage.input = new.input
+            self.usage.cached = new.cached or self.usage.cached
+            self.usage.cache_write = new.cache_write or self.usage.cache_write
+        self.usage.output = max(self.usage.output, new.output)
+        if final:
+            self.usage_final = True
 
 
 DIALECT = AnthropicDialect()

@@ -20,15 +20,20 @@ class Endpoint:
 
 
 class StreamObserver(Protocol):
-    """Reads each complete SSE event of a response stream; may rewrite or drop it."""
+    """Reads the complete SSE events of each network chunk; may rewrite or drop some."""
 
     usage: Usage | None
     usage_final: bool  # the usage is the upstream's last word, not a partial one
-    text: list[str]
     saw_content: bool  # set once the first content-bearing event went by
     finished: bool  # the stream's own terminal event went by
 
-    def event(self, raw: bytes) -> bytes | None: ...
+    def text(self) -> str:
+        """The generated text so far, to count when no usage arrived."""
+        ...
+
+    def feed(self, blob: bytes) -> bytes:
+        """Observe a blob of whole events; return what the client should get."""
+        ...
 
 
 class Dialect(Protocol):

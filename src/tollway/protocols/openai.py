@@ -9,9 +9,10 @@ import orjson
 from tollway.errors import GatewayError
 from tollway.exchange import Usage
 from tollway.protocols.base import ERROR_TYPES_OPENAI, Endpoint
-from tollway.protocols.sse import event_data
+from tollway.protocols.sse import TextCapture, data_of, event_data
 
 _NULL_USAGE = (b',"usage":null', b', "usage": null')
+_USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 
 
 class OpenAIDialect:
@@ -114,13 +115,13 @@ def _responses_usage(u: dict[str, Any]) -> Usage:
 class ChatObserver:
     """chat.completion.chunk / text_completion streams: usage, produced text, our extra chunk."""
 
-    __slots__ = ("_text_key", "finished", "saw_content", "strip", "text", "usage")
+    __slots__ = ("capture", "finished", "saw_content", "strip", "usage")
 
     def __init__(self, strip_usage: bool, text_key: str | None = None) -> None:
         self.strip = strip_usage
-        self._text_key = text_key
+        self.capture = TextCapture((text_key,) if text_key else ("content", "refusal",
+                                                                  "arguments"))
         self.usage: Usage | None = None
-        self.text: list[str] = []
         self.saw_content = False
         self.finished = False
 
@@ -128,57 +129,56 @@ class ChatObserver:
     def usage_final(self) -> bool:
         return self.usage is not None
 
-    def event(self, raw: bytes) -> bytes | None:
-        if raw.startswith(b"data: ") and raw.count(b"\n") == 2:
-            data = raw[6:-2]
-        else:
-            data = event_data(raw)[1]
-        if data == b"[DONE]":
+    def text(self) -> str:
+        return self.capture.text()
+
+    def feed(self, blob: bytes) -> bytes:
+        if self.capture.scan(blob):
+            self.saw_content = True
+        if b"data: [DONE]" in blob:
             self.finished = True
-            return raw
-        if not data:
-            return raw
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return raw
-        if not isinstance(chunk, dict):
-            return raw
-        u = chunk.get("usage")
-        if isinstance(u, dict):
-            cached = int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
-            self.usage = Usage(input=int(u.get("prompt_tokens") or 0) - cached,
-                               output=int(u.get("completion_tokens") or 0), cached=cached)
-            if self.strip and not chunk.get("choices"):
-                return None  # the chunk only we asked for
-        for choice in chunk.get("choices") or ():
-            if self._text_key:
-                t = choice.get(self._text_key)
-            else:
-                delta = choice.get("delta") or {}
-                t = delta.get("content") or delta.get("refusal")
-                for call in delta.get("tool_calls") or ():
-                    fn = call.get("function") or {}
-                    self.text.append((fn.get("name") or "") + (fn.get("arguments") or ""))
-                    self.saw_content = True
-            if t:
-                self.text.append(t)
-                self.saw_content = True
-        if self.strip and u is None and b"usage" in raw:
+        for marker in _USAGE_MARKERS:
+            at = blob.find(marker)
+            while at >= 0:
+                start = blob.rfind(b"\n\n", 0, at) + 2 if at else 0
+                start = 0 if start == 1 else start
+                end = blob.find(b"\n\n", at) + 2
+                chunk = _usage_chunk(blob[start:end])
+                if chunk is not None:
+                    u = chunk["usage"]
+                    cached = int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+                    self.usage = Usage(input=int(u.get("prompt_tokens") or 0) - cached,
+                                       output=int(u.get("completion_tokens") or 0), cached=cached)
+                    if self.strip and not chunk.get("choices"):
+                        blob = blob[:start] + blob[end:]  # the chunk only we asked for
+                        at = blob.find(marker, start)
+                        continue
+                at = blob.find(marker, end)
+        if self.strip:
             for pattern in _NULL_USAGE:
-                if pattern in raw:
-                    return raw.replace(pattern, b"", 1)
-        return raw
+                if pattern in blob:
+                    blob = blob.replace(pattern, b"")
+        return blob
+
+
+def _usage_chunk(event: bytes) -> dict[str, Any] | None:
+    try:
+        chunk = orjson.loads(event_data(event)[1])
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+        return chunk
+    return None
 
 
 class ResponsesObserver:
     """Responses API streams: text deltas and the usage inside response.completed."""
 
-    __slots__ = ("finished", "saw_content", "text", "usage")
+    __slots__ = ("capture", "finished", "saw_content", "usage")
 
     def __init__(self) -> None:
+        self.capture = TextCapture(("delta",))
         self.usage: Usage | None = None
-        self.text: list[str] = []
         self.saw_content = False
         self.finished = False
 
@@ -186,26 +186,22 @@ class ResponsesObserver:
     def usage_final(self) -> bool:
         return self.usage is not None
 
-    def event(self, raw: bytes) -> bytes | None:
-        name, data = event_data(raw)
-        if not data:
-            return raw
-        if name == b"response.output_text.delta" or b'"response.output_text.delta"' in data[:80]:
-            try:
-                self.text.append(orjson.loads(data).get("delta") or "")
-            except orjson.JSONDecodeError:
-                pass
+    def text(self) -> str:
+        return self.capture.text()
+
+    def feed(self, blob: bytes) -> bytes:
+        if self.capture.scan(blob):
             self.saw_content = True
-        elif name in (b"response.completed", b"response.incomplete", b"response.failed") or (
-                name is None and b'"response.completed"' in data[:80]):
-            try:
-                resp = orjson.loads(data).get("response") or {}
-            except orjson.JSONDecodeError:
-                return raw
-            if isinstance(resp.get("usage"), dict):
-                self.usage = _responses_usage(resp["usage"])
-            self.finished = True
-        return raw
+        for marker in (b"response.completed", b"response.incomplete", b"response.failed"):
+            if marker not in blob:
+                continue
+            for ev in data_of(blob, marker):
+                if isinstance(ev, dict) and ev.get("type") == marker.decode():
+                    resp = ev.get("response") or {}
+                    if isinstance(resp.get("usage"), dict):
+                        self.usage = _responses_usage(resp["usage"])
+                    self.finished = True
+        return blob
 
 
 DIALECT = OpenAIDialect()

@@ -52,7 +52,7 @@ class Account(Stage):
         route = ex.route
         assert route is not None
         partial = ex.usage or Usage()
-        text = "".join(ex.completion_text)
+        text = ex.completion_text() if ex.completion_text else ""
         counted_out = self.counter.count_text(route.encoding, text) if text else 0
         if route.estimated:
             counted_out = self.counter.estimate(route.name, route.tokenizer_factor, counted_out)

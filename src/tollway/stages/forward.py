@@ -20,6 +20,7 @@ from aiohttp import web
 from tollway.errors import GatewayError
 from tollway.exchange import Exchange
 from tollway.observe.metrics import Metrics
+from tollway.protocols.base import StreamObserver
 from tollway.protocols.sse import EventSplitter
 from tollway.stages.base import Stage, tollway_headers
 
@@ -30,9 +31,9 @@ _PASS_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "openai-")
 _PASS_HEADERS = frozenset({"retry-after", "x-request-id", "request-id", "retry-after-ms"})
 _HIDDEN = frozenset({"openai-organization", "openai-project"})  # the provider account's ids
 
-# A chunk hook sees each event the client is about to get and may stop the stream by raising
-# a GatewayError (a budget that ran out mid-stream, say).
-ChunkHook = Callable[[Exchange, bytes], None]
+# A chunk hook sees the stream's observer after each network chunk, before the client gets
+# it, and may stop the stream by raising a GatewayError (a budget that ran out, say).
+ChunkHook = Callable[[Exchange, StreamObserver], None]
 
 
 def _passed_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:
@@ -144,17 +145,16 @@ class Forward(Stage):
             return response
         try:
             async for chunk in upstream.content.iter_any():
-                out: list[bytes] = []
-                for event in splitter.feed(chunk):
-                    passed = observer.event(event)
-                    if passed:
-                        for hook in hooks:
-                            hook(ex, passed)
-                        out.append(passed)
+                blob = splitter.feed(chunk)
+                if not blob:
+                    continue
+                out = observer.feed(blob)
+                for hook in hooks:
+                    hook(ex, observer)
                 if out:
                     if not ex.first_token_at and observer.saw_content:
                         ex.first_token_at = time.perf_counter()
-                    if not await _write(response, out[0] if len(out) == 1 else b"".join(out)):
+                    if not await _write(response, out):
                         ex.client_disconnected = True
                         break
             else:
