@@ -47,17 +47,21 @@ class TokenCounter:
     def _count_loose(self, encoding: str, text: str) -> int:
         if len(text) < 64:
             return self.count_text(encoding, text)
-        return self._memoised(encoding, text, text)
+        return self._memoised(encoding, (len(text), hash(text)), text)
 
     def _count_message(self, encoding: str, m: Any) -> int:
+        # The memo is keyed by the content's hash (Python's, cached on the str), not the
+        # content itself, so it stays small however long the conversations are.
         if isinstance(m, dict):
             content = m.get("content")
             if type(content) is str and len(m) <= 2:
-                key: Any = (m.get("role"), content)
+                key: Any = (m.get("role"), len(content), hash(content))
             else:
-                key = orjson.dumps(m, option=orjson.OPT_SORT_KEYS)
+                raw = orjson.dumps(m, option=orjson.OPT_SORT_KEYS)
+                key = (len(raw), hash(raw))
         else:
-            key = orjson.dumps(m)
+            raw = orjson.dumps(m)
+            key = (len(raw), hash(raw))
         return self._memoised(encoding, key, m)
 
     def _memoised(self, encoding: str, key: Any, value: Any) -> int:
