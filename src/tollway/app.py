@@ -25,11 +25,14 @@ from tollway.providers.registry import (
     needs_demo,
 )
 from tollway.stages.account import Account
-from tollway.stages.base import Chain, json_response
+from tollway.stages.backpressure import Backpressure, Limiter
+from tollway.stages.base import Chain, Stage, json_response
 from tollway.stages.forward import Forward
+from tollway.stages.guard import Guard
 from tollway.stages.identify import Identify
 from tollway.stages.meter import Meter
 from tollway.stages.parse import Parse
+from tollway.stages.price import Price
 from tollway.state.base import State
 from tollway.state.memory import MemoryState
 from tollway.tokens.counter import TokenCounter
@@ -62,8 +65,12 @@ class Runtime:
             await p.close()
 
 
-def build_state(cfg: Config) -> State:
+def build_state(cfg: Config, metrics: Metrics) -> State:
     s = cfg.state
+    if s.backend == "redis":
+        from tollway.state.redis import RedisState
+
+        return RedisState(s, metrics)
     return MemoryState(s.session_steps, s.max_sessions, s.retention_hours)
 
 
@@ -75,10 +82,11 @@ class Gateway:
         self.config_path = config_path
         self.metrics = Metrics()
         self.counter = TokenCounter()
-        self.state = build_state(config)
+        self.state = build_state(config, self.metrics)
         self.demo: Any = None
         self.runtime: Runtime | None = None
         self.draining = False
+        self._sweeper: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
 
@@ -88,6 +96,7 @@ class Gateway:
     async def start(self) -> None:
         await self.state.start()
         self.runtime = await self.build_runtime(self.config)
+        self._sweeper = asyncio.create_task(self._sweep_sessions())
         # Load the BPE files now (0.3 s each), not on the first request that needs them.
         for enc in {r.encoding for r in self.runtime.registry.routes.values()}:
             await asyncio.get_running_loop().run_in_executor(None, get_encoding, enc)
@@ -101,13 +110,26 @@ class Gateway:
         return Runtime(cfg, providers, registry, self.build_chain(cfg, registry))
 
     def build_chain(self, cfg: Config, registry: ModelRegistry) -> Chain:
-        stages = [
-            Account(self.state, self.metrics, self.counter),
+        """Only what the config switches on is in the chain."""
+        stages: list[Stage] = [
+            Account(self.state, self.metrics),
             Parse(registry, int(cfg.server.max_body_mb * 1024 * 1024)),
             Identify(cfg),
             Meter(self.counter),
-            Forward(self.metrics),
         ]
+        hooks = []
+        if cfg.guarded:
+            guard = Guard(cfg, self.state, self.metrics, self.counter)
+            stages.append(guard)
+            if cfg.budgets.any:
+                hooks.append(guard.chunk_hook)
+        providers = {n: Limiter(f"provider:{n}", p.concurrency)
+                     for n, p in cfg.providers.items() if p.concurrency}
+        models = {n: Limiter(f"model:{n}", m.concurrency)
+                  for n, m in cfg.models.items() if m.concurrency}
+        if providers or models:
+            stages.append(Backpressure(self.metrics, providers, models))
+        stages += [Price(self.metrics, self.counter), Forward(self.metrics, hooks)]
         return Chain(stages)
 
     async def _demo_url(self) -> str:
@@ -119,7 +141,20 @@ class Gateway:
             log.info("demo provider answering on %s", self.demo.base_url)
         return str(self.demo.base_url)
 
+    async def _sweep_sessions(self) -> None:
+        """Observe each session's cost once it has gone quiet (tollway_session_cost_usd)."""
+        idle = self.config.state.session_idle_s
+        while True:
+            await asyncio.sleep(min(30.0, max(0.05, idle / 4)))
+            try:
+                for cost in await self.state.idle_sessions(idle):
+                    self.metrics.session_cost.observe(cost)
+            except Exception:  # the state is down: try again next round
+                log.debug("session sweep failed", exc_info=True)
+
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self.runtime is not None:
             await self.runtime.close()
         if self.demo is not None:

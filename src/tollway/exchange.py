@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
     from tollway.protocols.base import Endpoint
     from tollway.providers.registry import ModelRoute
+    from tollway.state.guards import Settlement
 
 
 @dataclass(slots=True)
@@ -44,12 +45,18 @@ class Exchange:
     session: str = ""
     session_derived: bool = False
     tags: tuple[str, ...] = ()
+    key_id: str | None = None  # a short digest of the virtual key, never the key
+    parent_session: str | None = None
     # the model asked for, and where it goes
     requested_model: str = ""
     route: ModelRoute | None = None
     rule: str | None = None
     stream: bool = False
     body_changed: bool = False
+    # guard
+    settlement: Settlement | None = None
+    stream_allowance_usd: float | None = None  # what a stream may cost before it is ended
+    held_slots: list[Any] = field(default_factory=list)  # backpressure slots to release
     # meter
     prompt_tokens_counted: int = 0
     prompt_tokens_raw: int = 0  # before the estimate factor (Anthropic)

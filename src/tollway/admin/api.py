@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from tollway.app import Gateway
 
 
+log = logging.getLogger("tollway.admin")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -100,6 +102,26 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
                                        sort=request.query.get("sort", "cost"), limit=limit)
         return json_response({"sessions": rows})
 
+    async def set_flag(request: web.Request) -> web.Response:
+        kind = "session" if request.path.startswith("/admin/sessions/") else "agent"
+        name = request.match_info["name"]
+        action = request.match_info["action"]
+        on = action in ("kill", "pause")
+        if (kind, action) not in (("session", "kill"), ("session", "revive"),
+                                  ("agent", "pause"), ("agent", "resume")):
+            return _error(404, f"no action {action!r} for a {kind}", "unknown_action")
+        await gw.state.set_flag(kind, name, on)
+        log.warning("admin action", extra={"fields": {"action": action, kind: name,
+                                                      "peer": request.remote}})
+        return json_response({kind: name, "action": action,
+                              "denied": on})
+
+    async def flags(request: web.Request) -> web.Response:
+        return json_response(await gw.state.flags())
+
+    app.router.add_post("/admin/sessions/{name}/{action}", guarded(set_flag))
+    app.router.add_post("/admin/agents/{name}/{action}", guarded(set_flag))
+    app.router.add_get("/admin/flags", guarded(flags))
     app.router.add_get("/admin/spend", guarded(spend))
     app.router.add_get("/admin/sessions", guarded(sessions))
     app.router.add_get("/admin/sessions/{session}", guarded(session))

@@ -12,7 +12,7 @@ _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class ServerConfig(Strict):
@@ -33,8 +33,24 @@ class ServerConfig(Strict):
         return v or None
 
 
+class RedisConfig(Strict):
+    url: str = Field("redis://127.0.0.1:6379/0", repr=False)  # may carry a password
+    # Every key starts with "{prefix}": one hash tag, so a Redis Cluster keeps the keys one
+    # request touches in one slot and the guard scripts stay atomic.
+    key_prefix: str = "tollway"
+    timeout_ms: int = Field(250, ge=10)  # per command; past it the state counts as down
+    max_connections: int = Field(64, ge=1)
+    retry_interval_s: float = Field(1.0, gt=0)  # how often a down Redis is probed
+    pending_max: int = Field(100_000, ge=0)  # settlements kept while Redis is down
+
+
 class StateConfig(Strict):
-    backend: Literal["memory"] = "memory"
+    backend: Literal["memory", "redis"] = "memory"
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    # Redis unreachable: let requests through unguarded (spend is queued and written when it
+    # comes back), or refuse them with 503.
+    on_failure: Literal["fail_open", "fail_closed"] = "fail_open"
+    session_idle_s: float = Field(900, gt=0)  # a session this quiet is "done" for metrics
     session_steps: int = Field(500, ge=1)  # steps kept per session
     max_sessions: int = Field(20_000, ge=1)  # sessions kept, least recently active dropped
     retention_hours: int = Field(24 * 35, ge=1)  # spend buckets kept
@@ -50,6 +66,14 @@ class IdentityConfig(Strict):
 
 
 ProviderKind = Literal["openai", "anthropic", "demo"]
+
+
+class ConcurrencyLimit(Strict):
+    """Backpressure: at most `max` upstream requests at once, `queue` more waiting."""
+
+    max: int = Field(ge=1)
+    queue: int = Field(0, ge=0)
+    queue_timeout_s: float = Field(10, gt=0)
 
 
 class ProviderConfig(Strict):
@@ -69,6 +93,7 @@ class ProviderConfig(Strict):
     connect_timeout_s: float = Field(10, gt=0)
     read_timeout_s: float = Field(300, gt=0)  # longest silence inside a stream
     max_connections: int = Field(1000, ge=1)
+    concurrency: ConcurrencyLimit | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ProviderConfig:
@@ -100,6 +125,7 @@ class ModelConfig(Strict):
     encoding: Literal["o200k_base", "cl100k_base", "o200k_harmony"] | None = None
     # Anthropic models have no public tokenizer: o200k count x this, corrected from real usage.
     tokenizer_factor: float = Field(1.1, gt=0)
+    concurrency: ConcurrencyLimit | None = None
 
 
 class AgentConfig(Strict):
@@ -114,6 +140,104 @@ class AgentConfig(Strict):
         return v
 
 
+Period = Literal["day", "week", "month", "total"]
+
+
+class BudgetLimit(Strict):
+    usd: float = Field(gt=0)
+    period: Period = "month"
+
+
+class AgentBudget(Strict):
+    usd: float | None = Field(None, gt=0)
+    period: Period = "day"
+    session_usd: float | None = Field(None, gt=0)  # overrides budgets.session for this agent
+
+
+class SessionBudget(Strict):
+    usd: float = Field(gt=0)
+
+
+class BudgetsConfig(Strict):
+    # Reserved as output for requests that set no max_tokens.
+    default_output_tokens: int = Field(1024, ge=1)
+    soft_threshold: float = Field(0.8, gt=0, le=1)  # share of a budget that raises a warning
+    global_: BudgetLimit | None = Field(None, alias="global")
+    teams: dict[str, BudgetLimit] = Field(default_factory=dict)
+    agents: dict[str, AgentBudget] = Field(default_factory=dict)
+    session: SessionBudget | None = None
+
+    @property
+    def any(self) -> bool:
+        return bool(self.global_ or self.teams or self.agents or self.session)
+
+
+class RateLimit(Strict):
+    rpm: int | None = Field(None, ge=1)  # requests per minute
+    tpm: int | None = Field(None, ge=1)  # tokens per minute (prompt counted, then real usage)
+    # How much of a minute's allowance may be spent at once (1.0 = a whole minute's worth).
+    burst: float = Field(1.0, gt=0, le=1)
+
+
+class RateLimitsConfig(Strict):
+    agents: dict[str, RateLimit] = Field(default_factory=dict)
+    default_agent: RateLimit | None = None  # every agent without its own entry
+    per_key: RateLimit | None = None  # each virtual key on its own
+    models: dict[str, RateLimit] = Field(default_factory=dict)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.agents or self.default_agent or self.per_key or self.models)
+
+
+class LoopAction(Strict):
+    action: Literal["halt", "alert"] = "halt"
+
+
+class RepeatedToolCall(LoopAction):
+    """The same tool, same arguments, same result, this many times in the conversation."""
+
+    threshold: int = Field(3, ge=2)
+
+
+class RepeatedRequest(LoopAction):
+    """The same request body this many times within window_s in one session."""
+
+    threshold: int = Field(5, ge=2)
+    window_s: float = Field(300, gt=0)
+
+
+class PingPong(LoopAction):
+    """Two agents handing one task back and forth more than max_rounds times."""
+
+    max_rounds: int = Field(5, ge=1)
+
+
+class MaxSteps(LoopAction):
+    limit: int = Field(ge=1)
+
+
+class MaxDuration(LoopAction):
+    seconds: float = Field(gt=0)
+
+
+class LoopsConfig(Strict):
+    repeated_tool_call: RepeatedToolCall | None = None
+    repeated_request: RepeatedRequest | None = None
+    ping_pong: PingPong | None = None
+    max_steps: MaxSteps | None = None
+    max_duration: MaxDuration | None = None
+
+    @property
+    def any(self) -> bool:
+        return any((self.repeated_tool_call, self.repeated_request, self.ping_pong,
+                    self.max_steps, self.max_duration))
+
+    @property
+    def stateful(self) -> bool:
+        return any((self.repeated_request, self.ping_pong, self.max_steps, self.max_duration))
+
+
 class Config(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     state: StateConfig = Field(default_factory=StateConfig)
@@ -121,9 +245,31 @@ class Config(Strict):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
+    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
+    rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
+    loops: LoopsConfig = Field(default_factory=LoopsConfig)
+    # POST /admin/sessions/{id}/kill and /admin/agents/{name}/pause take effect on every
+    # replica; it costs one state lookup per request (part of the guard's round trip).
+    kill_switch: bool = True
+
+    @property
+    def guarded(self) -> bool:
+        return (self.kill_switch or self.budgets.any or self.rate_limits.any
+                or self.loops.any)
 
     @model_validator(mode="after")
     def _references(self) -> Config:
+        teams = {a.team for a in self.agents.values()}
+        for section, names, known, what in (
+                (("budgets", "agents"), self.budgets.agents, self.agents, "agent"),
+                (("budgets", "teams"), self.budgets.teams, teams, "team"),
+                (("rate_limits", "agents"), self.rate_limits.agents, self.agents, "agent"),
+                (("rate_limits", "models"), self.rate_limits.models, self.models, "model")):
+            for name in names:
+                if name not in known:
+                    raise ReferenceError_(
+                        (*section, name), f"no {what} named {name!r} is configured "
+                        f"(known: {', '.join(sorted(known)) or 'none'})")
         for name, m in self.models.items():
             if m.provider not in self.providers:
                 raise ReferenceError_(

@@ -51,6 +51,36 @@ class Metrics:
         self.counted_usage = Counter(
             "tollway_usage_counted", "Responses whose usage was counted by tollway because "
             "upstream gave none (cut streams).", ["model"], registry=r)
+        self.budget_rejections = Counter(
+            "tollway_budget_rejections", "Requests refused with 402 budget_exceeded.",
+            ["scope"], registry=r)
+        self.budget_remaining = Gauge(
+            "tollway_budget_remaining_usd", "What is left of agent, team and global budgets "
+            "in the current period, as of the last request.", ["scope", "name"], registry=r)
+        self.budget_soft_limit = Counter(
+            "tollway_budget_soft_limit", "Budgets that crossed budgets.soft_threshold.",
+            ["scope"], registry=r)
+        self.ratelimit_rejections = Counter(
+            "tollway_ratelimit_rejections", "Requests refused with 429.", ["limit"],
+            registry=r)
+        self.queue_wait = Histogram(
+            "tollway_queue_wait_seconds", "Time waiting for an upstream concurrency slot.",
+            ["target"], buckets=(.001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30),
+            registry=r)
+        self.backpressure_rejections = Counter(
+            "tollway_backpressure_rejections", "Requests refused with 503: too many in "
+            "flight and the wait queue full or too slow.", ["target"], registry=r)
+        self.loops_detected = Counter(
+            "tollway_loops_detected", "Loops detected, by detector (halted or alerted).",
+            ["detector", "agent"], registry=r)
+        self.session_cost = Histogram(
+            "tollway_session_cost_usd", "What one session (an agent run) cost, observed "
+            "when it has been idle for state.session_idle_s.",
+            buckets=(.001, .005, .01, .05, .1, .25, .5, 1, 2.5, 5, 10, 25, 50, 100, 500),
+            registry=r)
+        self.state_errors = Counter(
+            "tollway_state_errors", "Calls to the shared state that failed.", ["op"],
+            registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:

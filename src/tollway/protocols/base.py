@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from tollway.errors import GatewayError
 from tollway.exchange import Usage
+from tollway.protocols.sse import TextCapture
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,8 @@ class StreamObserver(Protocol):
     usage_final: bool  # the usage is the upstream's last word, not a partial one
     saw_content: bool  # set once the first content-bearing event went by
     finished: bool  # the stream's own terminal event went by
+
+    capture: TextCapture  # the generated text so far (escaped), and its size
 
     def text(self) -> str:
         """The generated text so far, to count when no usage arrived."""

@@ -63,13 +63,14 @@ class TextCapture:
     text; the pieces stay JSON-escaped until (and unless) they are needed.
     """
 
-    __slots__ = ("_pattern", "pieces")
+    __slots__ = ("_pattern", "nbytes", "pieces")
 
     def __init__(self, fields: tuple[str, ...]) -> None:
         names = "|".join(re.escape(f) for f in fields)
         self._pattern = _patterns.get(names) or _patterns.setdefault(names, re.compile(
             rb'"(?:' + names.encode() + rb')":\s*"([^"\\]*(?:\\.[^"\\]*)*)"'))
         self.pieces: list[bytes] = []
+        self.nbytes = 0
 
     def scan(self, blob: bytes) -> bool:
         """True when the blob carried some generated text."""
@@ -77,6 +78,7 @@ class TextCapture:
         if not found:
             return False
         self.pieces.extend(found)
+        self.nbytes += sum(map(len, found))
         return any(found)
 
     def text(self) -> str:

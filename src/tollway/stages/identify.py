@@ -35,13 +35,16 @@ class Identify(Stage):
         if key is None:
             auth = h.get("Authorization", "")
             key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-        found = self.by_digest.get(hashlib.sha256(key.encode()).hexdigest()) if key else None
+        digest = hashlib.sha256(key.encode()).hexdigest() if key else None
+        found = self.by_digest.get(digest) if digest else None
         if found is None:
             if self.reject_unknown:
                 raise GatewayError(401, "invalid_api_key",
                                    "missing or unknown API key: use a tollway virtual key "
                                    "(Authorization: Bearer <key> or x-api-key)")
             found = (ANONYMOUS, "default")
+        else:
+            ex.key_id = digest[:12]  # type: ignore[index]
         ex.agent, ex.team = found
         if self.trust_agent_header and (named := h.get("x-tollway-agent")):
             if named not in self.teams:
@@ -58,6 +61,9 @@ class Identify(Stage):
             digest = hashlib.blake2b(ex.agent.encode() + b"\0" + seed, digest_size=8)
             ex.session = "s-" + digest.hexdigest()
             ex.session_derived = True
+        parent = h.get("x-tollway-parent-session")
+        if parent:
+            ex.parent_session = parent[:128]
         tags = h.get("x-tollway-tags")
         if tags and self.max_tags:
             ex.tags = tuple(t.strip()[:64] for t in tags.split(",") if t.strip())[: self.max_tags]

@@ -6,6 +6,13 @@ import abc
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tollway.state.guards import Admission, Settlement, Verdict
+
+
+class StateUnavailable(Exception):
+    """The shared state could not be reached; the guard applies state.on_failure."""
+
+
 SPEND_DIMENSIONS = ("agent", "team", "model", "provider", "session", "tag")
 
 
@@ -86,7 +93,7 @@ class SpendRow:
 
 
 class State(abc.ABC):
-    """Shared mutable state. One call per request after the response (`record`)."""
+    """Shared mutable state: one call before a request (`admit`), one after (`record`)."""
 
     backend: str = "abstract"
 
@@ -100,8 +107,33 @@ class State(abc.ABC):
         return True
 
     @abc.abstractmethod
-    async def record(self, step: StepRecord) -> None:
-        """Attribute a finished step's spend to every dimension and append it to its session."""
+    async def admit(self, adm: Admission) -> Verdict:
+        """Kill switch, loop counters, rate limits and budget reservations, atomically.
+
+        Rate limits and reservations are all-or-nothing: a refused request consumes none.
+        Loop counters count every request that got past the kill switch.
+        """
+
+    @abc.abstractmethod
+    async def record(self, step: StepRecord, settle: Settlement | None = None) -> None:
+        """Settle the reservation and token buckets, attribute the step's spend to every
+        dimension and append it to its session."""
+
+    @abc.abstractmethod
+    async def set_flag(self, kind: str, name: str, on: bool) -> None:
+        """kind "session": kill it; kind "agent": pause it (on=False resumes)."""
+
+    @abc.abstractmethod
+    async def flags(self) -> dict[str, list[str]]:
+        """{"session": [killed...], "agent": [paused...]}"""
+
+    @abc.abstractmethod
+    async def budget_usage(self, key: str) -> tuple[float, float]:
+        """(spent, reserved) of one budget key (scope:name:period)."""
+
+    @abc.abstractmethod
+    async def idle_sessions(self, idle_s: float, limit: int = 1000) -> list[float]:
+        """The costs of sessions quiet for idle_s, each handed out once (for the histogram)."""
 
     @abc.abstractmethod
     async def spend(self, by: str, since: float | None = None) -> list[SpendRow]:

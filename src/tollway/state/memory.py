@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tollway.state.base import SPEND_DIMENSIONS, SpendRow, State, StepRecord
+from tollway.state.guards import Admission, Settlement, Verdict
 
 HOUR = 3600
+EPSILON = 1e-12
 
 
 @dataclass(slots=True)
@@ -21,6 +23,7 @@ class _Session:
     steps: deque[StepRecord]
     totals: SpendRow = field(default_factory=lambda: SpendRow(""))
     step_count: int = 0
+    observed: bool = False  # handed out to the session-cost histogram
 
 
 class MemoryState(State):
@@ -35,8 +38,144 @@ class MemoryState(State):
         self._buckets: dict[tuple[str, int], dict[str, SpendRow]] = {}
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._newest_hour = 0
+        # guards
+        self._killed: set[str] = set()
+        self._paused: set[str] = set()
+        self._tat: dict[str, float] = {}  # GCRA theoretical arrival time, µs
+        self._budgets: dict[str, list[float]] = {}  # key -> [spent, reserved, expires]
+        self._fingerprints: dict[tuple[str, str], list[float]] = {}  # -> [count, expires]
+        self._steps: OrderedDict[str, list[float]] = OrderedDict()  # session -> [n, first]
+        self._chains: OrderedDict[str, list[Any]] = OrderedDict()  # chain -> [agent, rounds]
+        self._admits = 0
 
-    async def record(self, step: StepRecord) -> None:
+    # --- guards -------------------------------------------------------------------------
+    async def admit(self, adm: Admission) -> Verdict:
+        v = Verdict()
+        if adm.session in self._killed:
+            v.allowed, v.denied_by = False, "killed"
+            return v
+        if adm.agent in self._paused:
+            v.allowed, v.denied_by = False, "paused"
+            return v
+        now = time.time()
+        self._admits += 1
+        if self._admits % 4096 == 0:
+            self._purge(now)
+        if adm.loop is not None:
+            self._count_loop(adm, v, now)
+        now_us = now * 1e6
+        new_tats = []
+        for rc in adm.rates:
+            tat = max(self._tat.get(rc.key, now_us), now_us)
+            new_tat = tat + rc.interval_us * rc.cost
+            allow_at = new_tat - rc.tolerance_us
+            if allow_at > now_us:
+                v.allowed, v.denied_by, v.rate = False, "rate", rc
+                v.retry_after_s = (allow_at - now_us) / 1e6
+                return v
+            new_tats.append((rc.key, new_tat))
+            v.rate_state.append((int((rc.tolerance_us - (new_tat - now_us)) / rc.interval_us),
+                                 (new_tat - now_us) / 1e6))
+        for bc in adm.budgets:
+            spent, reserved = self._budget(bc.key, now)
+            v.budget_state.append((spent, reserved))
+            if spent + reserved + bc.reserve > bc.limit + EPSILON:
+                v.allowed, v.denied_by, v.budget = False, "budget", bc
+                return v
+        for key, tat in new_tats:
+            self._tat[key] = tat
+        for bc in adm.budgets:
+            entry = self._budgets.get(bc.key)
+            if entry is None:
+                entry = self._budgets[bc.key] = [0.0, 0.0, now + bc.ttl_s if bc.ttl_s else 0.0]
+            entry[1] += bc.reserve
+        return v
+
+    def _count_loop(self, adm: Admission, v: Verdict, now: float) -> None:
+        lp = adm.loop
+        assert lp is not None
+        if lp.fingerprint:
+            fkey = (lp.session, lp.fingerprint)
+            entry = self._fingerprints.get(fkey)
+            if entry is None or entry[1] < now:
+                entry = self._fingerprints[fkey] = [0, now + lp.fp_window_s]
+            entry[0] += 1
+            v.repeats = int(entry[0])
+        if lp.steps:
+            st = self._steps.get(lp.session)
+            if st is None:
+                st = self._steps[lp.session] = [0, now]
+                if len(self._steps) > self._max_sessions:
+                    self._steps.popitem(last=False)
+            else:
+                self._steps.move_to_end(lp.session)
+            st[0] += 1
+            v.steps, v.age_s = int(st[0]), now - st[1]
+        if lp.chain:
+            ch = self._chains.get(lp.chain)
+            if ch is None:
+                ch = self._chains[lp.chain] = [lp.agent, 0]
+                if len(self._chains) > self._max_sessions:
+                    self._chains.popitem(last=False)
+            elif ch[0] != lp.agent:
+                ch[0] = lp.agent
+                ch[1] += 1
+            v.rounds = int(ch[1])
+
+    def _budget(self, key: str, now: float) -> tuple[float, float]:
+        entry = self._budgets.get(key)
+        if entry is None:
+            return 0.0, 0.0
+        if entry[2] and entry[2] < now:
+            del self._budgets[key]
+            return 0.0, 0.0
+        return entry[0], entry[1]
+
+    def _purge(self, now: float) -> None:
+        for k in [k for k, e in self._fingerprints.items() if e[1] < now]:
+            del self._fingerprints[k]
+        for k in [k for k, e in self._budgets.items() if e[2] and e[2] < now]:
+            del self._budgets[k]
+
+    def _settle(self, settle: Settlement) -> None:
+        now = time.time()
+        for bc, actual in settle.budgets:
+            entry = self._budgets.get(bc.key)
+            if entry is None:
+                entry = self._budgets[bc.key] = [0.0, 0.0, now + bc.ttl_s if bc.ttl_s else 0.0]
+            entry[1] = max(0.0, entry[1] - bc.reserve)
+            entry[0] += actual
+        for rc, delta in settle.token_rates:
+            if rc.key in self._tat:
+                self._tat[rc.key] += delta * rc.interval_us
+
+    async def budget_usage(self, key: str) -> tuple[float, float]:
+        return self._budget(key, time.time())
+
+    async def set_flag(self, kind: str, name: str, on: bool) -> None:
+        target = self._killed if kind == "session" else self._paused
+        if on:
+            target.add(name)
+        else:
+            target.discard(name)
+
+    async def flags(self) -> dict[str, list[str]]:
+        return {"session": sorted(self._killed), "agent": sorted(self._paused)}
+
+    async def idle_sessions(self, idle_s: float, limit: int = 1000) -> list[float]:
+        cutoff = time.time() - idle_s
+        out = []
+        for s in self._sessions.values():  # least recently active first
+            if s.last >= cutoff or len(out) >= limit:
+                break
+            if not s.observed:
+                s.observed = True
+                out.append(s.totals.cost_usd)
+        return out
+
+    async def record(self, step: StepRecord, settle: Settlement | None = None) -> None:
+        if settle is not None:
+            self._settle(settle)
         hour = int(step.time // HOUR)
         if hour > self._newest_hour:
             self._newest_hour = hour
@@ -59,7 +198,7 @@ class MemoryState(State):
                 self._sessions.popitem(last=False)
         else:
             self._sessions.move_to_end(step.session)
-        s.last = max(s.last, step.time)
+        s.last = max(s.last, time.time())
         s.step_count += 1
         s.steps.append(step)
         s.totals.add(step)
