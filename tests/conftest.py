@@ -33,7 +33,7 @@ models:
   fast: {{provider: oai, model: gpt-4.1-nano, price: {{input: 1, output: 2}}}}
   claude-sonnet: {{provider: ant, model: claude-sonnet-4-5, price: {{input: 3, output: 15}}}}
   unreachable: {{provider: dead}}
-agents:
+{models_extra}agents:
   support-bot: {{team: support, keys: [sk-tw-support]}}
   research-agent:
     team: research
@@ -71,7 +71,7 @@ class Stack:
     """A mock provider plus a gateway in front of it, on one background loop."""
 
     def __init__(self, loop: Loop, extra: str = "", unknown_keys: str = "anonymous",
-                 config_text: str | None = None) -> None:
+                 config_text: str | None = None, models_extra: str = "") -> None:
         import hashlib
 
         self.loop = loop
@@ -79,6 +79,7 @@ class Stack:
         mock_url = loop.run(self.mock.start())
         text = config_text or BASE_CONFIG.format(
             mock=mock_url, dead_port=free_port(), extra=extra, unknown_keys=unknown_keys,
+            models_extra=models_extra,
             research_digest=hashlib.sha256(b"sk-tw-research").hexdigest())
         self.config = load_config_text(text, "test.yaml", {})
         self.app = build_app(self.config)
@@ -109,7 +110,7 @@ class Stack:
                        for p in rt.providers.values())
         return int(self.on_loop(count))
 
-    def metric(self, name: str, **labels: str) -> float:
+    def metric(self, name: str, /, **labels: str) -> float:
         """The sum of a metric's samples that carry these labels, read from /metrics."""
         from prometheus_client.parser import text_string_to_metric_families
 

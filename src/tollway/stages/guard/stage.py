@@ -179,12 +179,12 @@ class Guard(Stage):
             self._loop(ex, "max_duration", lc.max_duration.action,
                        f"session {ex.session!r} has run for {v.age_s:.0f}s; the limit is "
                        f"{lc.max_duration.seconds:.0f}s")
-        if lc.ping_pong and v.rounds // 2 > lc.ping_pong.max_rounds:
+        # A round is there and back: two hand-offs between agents.
+        if lc.ping_pong and v.rounds > 2 * lc.ping_pong.max_rounds:
             chain = ex.parent_session or ex.session
             self._loop(ex, "ping_pong", lc.ping_pong.action,
                        f"the task in session {chain!r} has been handed between agents "
-                       f"{v.rounds} times ({v.rounds // 2} rounds); the limit is "
-                       f"{lc.ping_pong.max_rounds} rounds")
+                       f"{v.rounds} times, more than {lc.ping_pong.max_rounds} rounds")
 
     def _loop(self, ex: Exchange, detector: str, action: str, evidence: str) -> None:
         self.metrics.loops_detected.labels(detector, ex.agent).inc()
