@@ -157,3 +157,72 @@ def make_stack(bg_loop: Loop) -> Iterator[Callable[..., Stack]]:
 
 def pool() -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(4)
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port that tests may stop and start again."""
+
+    def __init__(self, directory: str) -> None:
+        import shutil
+
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            raise RuntimeError("redis-server is not installed; `make test` installs it")
+        self.port = free_port()
+        self.dir = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: Any = None
+
+    def start(self) -> None:
+        import subprocess
+        import time
+
+        import redis
+
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.dir], stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        client.close()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def flush(self) -> None:
+        import redis
+
+        client = redis.Redis(port=self.port, socket_timeout=2)
+        client.flushall()
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(str(tmp_path_factory.mktemp("redis")))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(redis_process: RedisServer) -> Iterator[dict[str, Any]]:
+    """A clean Redis for one test: {"url", "stop", "start"}; restarted if a test stopped it."""
+    if redis_process.proc is None:
+        redis_process.start()
+    redis_process.flush()
+    yield {"url": redis_process.url, "stop": redis_process.stop, "start": redis_process.start,
+           "port": redis_process.port}
+    if redis_process.proc is None:
+        redis_process.start()

@@ -62,6 +62,8 @@ def load_config_text(text: str, file: str = "<config>", environ: dict[str, str] 
         raise ConfigError(problems)
     if not isinstance(data, dict):
         raise ConfigError([Problem(file, 1, "", "the config must be a mapping")])
+    # A section whose keys are all commented out is empty, not an error.
+    data = {k: ({} if v is None else v) for k, v in data.items()}
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
