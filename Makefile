@@ -32,7 +32,7 @@ test: $(STAMP) redis-server lint
 	$(BIN)/tollway check -c gateway.yaml
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench: $(STAMP)
+bench: $(STAMP) redis-server
 	$(BIN)/python bench/run.py
 
 clean:

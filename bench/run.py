@@ -22,6 +22,7 @@ import os
 import platform
 import random
 import select
+import shutil
 import signal
 import socket
 import statistics
@@ -42,10 +43,11 @@ from conversation import body_template, prompt_tokens
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 CONFIG = BENCH / "gateway.bench.yaml"
+GUARDS_CONFIG = BENCH / "gateway.guards.yaml"
 PYTHON = sys.executable
 TOLLWAY = str(Path(sys.executable).parent / "tollway")
 LOAD_CORE, TARGET_CORE = 0, 1
-TARGETS = ("direct", "relay", "tollway")
+TARGETS = ("direct", "relay", "tollway", "guards-mem", "guards-redis")
 MODES = ("non-stream", "stream")
 MOCK_CHUNKS = 20
 LATENCY_MS = 50.0
@@ -176,12 +178,36 @@ def start_mock(children: Children, latency_ms: float) -> tuple[Proc, str]:
     raise BenchError(f"mock did not start:\n{children.log_tail('mock')}")
 
 
-def start_target(children: Children, name: str, upstream: str) -> tuple[Proc, str]:
+def start_redis(children: Children) -> tuple[Proc, str]:
+    """A throwaway redis-server on the load core for the guards-redis row."""
+    port = free_port()
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise BenchError("redis-server is not installed (make bench installs it)")
+    proc = children.start("redis", LOAD_CORE, [binary, "--port", str(port), "--bind",
+                                               "127.0.0.1", "--save", "", "--appendonly", "no"])
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as s:
+            s.sendall(b"PING\r\n")
+            if s.recv(16).startswith(b"+PONG"):
+                return proc, f"redis://127.0.0.1:{port}/0"
+        time.sleep(0.02)
+    raise BenchError(f"redis-server did not start:\n{children.log_tail('redis')}")
+
+
+def start_target(children: Children, name: str, upstream: str, redis_url: str | None = None,
+                 ) -> tuple[Proc, str]:
     """Start relay or tollway on the target core; return it and its base URL once healthy."""
     port = free_port()
     env = None
     if name == "relay":
         argv = [PYTHON, str(BENCH / "relay.py"), "--port", str(port), "--upstream", upstream]
+    elif name.startswith("guards"):
+        argv = [TOLLWAY, "serve", "-c", str(GUARDS_CONFIG), "--host", "127.0.0.1", "--port",
+                str(port)]
+        env = {"BENCH_UPSTREAM": upstream, "BENCH_STATE": "redis" if redis_url else "memory",
+               "BENCH_REDIS_URL": redis_url or ""}
     else:
         argv = [TOLLWAY, "serve", "-c", str(CONFIG), "--host", "127.0.0.1", "--port", str(port)]
         env = {"BENCH_UPSTREAM": upstream}
@@ -401,12 +427,15 @@ def run_scenario(sc: Scenario, opts: argparse.Namespace, children: Children) -> 
         for mode in opts.modes:
             for target in opts.targets:
                 cell = Cell(target, mode)
-                print(f"  {target:8} {mode:10} ", end="", flush=True)
-                proc = None
+                print(f"  {target:12} {mode:10} ", end="", flush=True)
+                proc = redis = None
                 if target == "direct":
                     base, pid = upstream, None
                 else:
-                    proc, base = start_target(children, target, upstream)
+                    redis_url = None
+                    if target == "guards-redis":
+                        redis, redis_url = start_redis(children)
+                    proc, base = start_target(children, target, upstream, redis_url)
                     pid = proc.pid
                 try:
                     uvloop.run(measure(cell, base + PATH, pid, mock.pid, cell_opts))
@@ -415,6 +444,8 @@ def run_scenario(sc: Scenario, opts: argparse.Namespace, children: Children) -> 
                 finally:
                     if proc is not None:
                         children.stop(proc)
+                    if redis is not None:
+                        children.stop(redis)
                 sc.cells.append(cell)
                 cpu = cell.median("cpu_us")
                 print(f"{cell.median('rps'):8.0f} req/s  p50 {cell.median('p50_ms'):7.2f} ms  "
@@ -498,7 +529,24 @@ def ratios(sc: Scenario) -> list[str]:
         if a and b:
             verdict = "ok" if a / b <= 2.0 else "over the 2.0x goal"
             parts.append(f"{mode} **{a / b:.2f}x** ({a:.0f} / {b:.0f} µs, {verdict})")
-    return [f"CPU per request, tollway / relay: {'; '.join(parts)}"] if parts else []
+    lines = [f"CPU per request, tollway / relay: {'; '.join(parts)}"] if parts else []
+    for guards in ("guards-mem", "guards-redis"):
+        extra = []
+        for mode in MODES:
+            g, core = sc.cell(guards, mode), sc.cell("tollway", mode)
+            if g is None or core is None:
+                continue
+            dcpu = _diff(g.median("cpu_us"), core.median("cpu_us"))
+            d50 = _diff(g.median("p50_ms"), core.median("p50_ms"))
+            extra.append(f"{mode} {_fmt(dcpu, '.0f', True)} µs CPU, "
+                         f"{_fmt(d50, '.2f', True)} ms p50")
+        if extra:
+            lines.append(f"{guards} over the core tollway row: {'; '.join(extra)}")
+    return lines
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
 
 
 def _cpu_model() -> str:
@@ -575,7 +623,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-runs", type=int, default=1,
                    help="runs per cell in the latency scenario (default 1)")
     p.add_argument("--targets", type=_csv(TARGETS), default=TARGETS,
-                   help="comma-separated subset of direct,relay,tollway")
+                   help="comma-separated subset of direct,relay,tollway,guards-mem,"
+                        "guards-redis")
     p.add_argument("--modes", type=_csv(MODES), default=MODES,
                    help="comma-separated subset of non-stream,stream")
     p.add_argument("--output", type=Path, default=RESULTS / "latest.md")

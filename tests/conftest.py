@@ -23,6 +23,7 @@ from tollway.testing import MockProvider, MockSettings
 BASE_CONFIG = """
 server: {{host: 127.0.0.1, port: 0, max_body_mb: 1, drain_timeout_s: 5, admin_key: admin-secret}}
 identity: {{unknown_keys: {unknown_keys}, trust_agent_header: true}}
+state: {{backend: {backend}, redis: {{url: "{redis_url}", timeout_ms: 500}}{state_extra}}}
 providers:
   oai: {{kind: openai, base_url: "{mock}/v1", api_key: sk-upstream-openai}}
   ant: {{kind: anthropic, base_url: "{mock}", api_key: sk-upstream-anthropic}}
@@ -71,7 +72,9 @@ class Stack:
     """A mock provider plus a gateway in front of it, on one background loop."""
 
     def __init__(self, loop: Loop, extra: str = "", unknown_keys: str = "anonymous",
-                 config_text: str | None = None, models_extra: str = "") -> None:
+                 config_text: str | None = None, models_extra: str = "",
+                 backend: str = "memory", redis_url: str = "redis://127.0.0.1:1/0",
+                 state_extra: str = "") -> None:
         import hashlib
 
         self.loop = loop
@@ -79,7 +82,8 @@ class Stack:
         mock_url = loop.run(self.mock.start())
         text = config_text or BASE_CONFIG.format(
             mock=mock_url, dead_port=free_port(), extra=extra, unknown_keys=unknown_keys,
-            models_extra=models_extra,
+            models_extra=models_extra, backend=backend, redis_url=redis_url,
+            state_extra=f", {state_extra}" if state_extra else "",
             research_digest=hashlib.sha256(b"sk-tw-research").hexdigest())
         self.config = load_config_text(text, "test.yaml", {})
         self.app = build_app(self.config)

@@ -1,6 +1,6 @@
 """Budgets, rate limits, backpressure, loop halting and the kill switch, end to end with the
-official SDKs against the mock provider (in-memory state; the Redis runs are in
-tests/e2e/test_guards_redis.py)."""
+official SDKs against the mock provider, on the memory state and on a real Redis. Several
+gateway processes sharing one Redis are in tests/e2e/test_guards_redis.py."""
 
 from __future__ import annotations
 
@@ -21,6 +21,16 @@ TOOLS = [{"type": "function", "function": {
                                            "properties": {"q": {"type": "string"}}}}}]
 
 
+@pytest.fixture(params=["memory", "redis"])
+def make_guarded(request: pytest.FixtureRequest, make_stack):  # type: ignore[no-untyped-def]
+    """Every guard test runs on both state backends, Redis a real redis-server."""
+    def make(**kw: object) -> Stack:
+        if request.param == "redis":
+            kw.update(backend="redis", redis_url=request.getfixturevalue("redis_server")["url"])
+        return make_stack(**kw)
+    return make
+
+
 def oa(stack: Stack, key: str = "sk-tw-support", **headers: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.url + "/v1", api_key=key, max_retries=0,
                          default_headers=headers)
@@ -33,9 +43,9 @@ def spend(stack: Stack, by: str, key: str) -> float:
 
 # --- budgets ------------------------------------------------------------------------------
 
-def test_session_budget_refuses_with_402_and_tells_remaining(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_session_budget_refuses_with_402_and_tells_remaining(make_guarded) -> None:  # type: ignore[no-untyped-def]
     # gpt-4o-mini: $0.15 / $0.60 per 1M; max_tokens 1000 reserves ~$0.0006 per request.
-    s = make_stack(extra="budgets: {session: {usd: 0.002}}")
+    s = make_guarded(extra="budgets: {session: {usd: 0.002}}")
     s.mock.settings.reply = "word " * 900  # the answers really cost about what is reserved
     c = oa(s, **{"x-tollway-session": "job-1"})
     remaining = []
@@ -54,8 +64,8 @@ def test_session_budget_refuses_with_402_and_tells_remaining(make_stack) -> None
         model="gpt-4o-mini", messages=MSG, max_tokens=1000)
 
 
-def test_concurrent_requests_cannot_overshoot(make_stack) -> None:  # type: ignore[no-untyped-def]
-    s = make_stack(extra="budgets: {agents: {support-bot: {usd: 0.01, period: day}}}")
+def test_concurrent_requests_cannot_overshoot(make_guarded) -> None:  # type: ignore[no-untyped-def]
+    s = make_guarded(extra="budgets: {agents: {support-bot: {usd: 0.01, period: day}}}")
     s.mock.settings.latency_ms = 20  # keep many in flight at once
 
     async def burst() -> list[int]:
@@ -85,8 +95,8 @@ def test_concurrent_requests_cannot_overshoot(make_stack) -> None:  # type: igno
     assert s.metric("tollway_budget_remaining_usd", scope="agent", name="support-bot") >= 0
 
 
-def test_runaway_stream_is_ended_cleanly_at_the_budget(make_stack) -> None:  # type: ignore[no-untyped-def]
-    s = make_stack(extra="budgets: {session: {usd: 0.0005}, default_output_tokens: 50}")
+def test_runaway_stream_is_ended_cleanly_at_the_budget(make_guarded) -> None:  # type: ignore[no-untyped-def]
+    s = make_guarded(extra="budgets: {session: {usd: 0.0005}, default_output_tokens: 50}")
     s.mock.settings.reply = " ".join(f"token{i}" for i in range(3000))
     s.mock.settings.chunks = 300
     s.mock.settings.chunk_delay_ms = 1
@@ -112,8 +122,8 @@ def test_runaway_stream_is_ended_cleanly_at_the_budget(make_stack) -> None:  # t
 
 # --- rate limits --------------------------------------------------------------------------
 
-def test_rpm_limit_429_with_headers(make_stack) -> None:  # type: ignore[no-untyped-def]
-    s = make_stack(extra="rate_limits: {agents: {support-bot: {rpm: 3}}}")
+def test_rpm_limit_429_with_headers(make_guarded) -> None:  # type: ignore[no-untyped-def]
+    s = make_guarded(extra="rate_limits: {agents: {support-bot: {rpm: 3}}}")
     c = oa(s)
     raw = c.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MSG)
     assert raw.headers["x-ratelimit-limit-requests"] == "3"
@@ -130,10 +140,10 @@ def test_rpm_limit_429_with_headers(make_stack) -> None:  # type: ignore[no-unty
     oa(s, key="sk-tw-research").chat.completions.create(model="gpt-4o-mini", messages=MSG)
 
 
-def test_sdk_backs_off_on_its_own(make_stack) -> None:  # type: ignore[no-untyped-def]
+def test_sdk_backs_off_on_its_own(make_guarded) -> None:  # type: ignore[no-untyped-def]
     # 600 rpm with a burst of 1% (6 requests): the 7th waits ~0.1s; the SDK retries after
     # retry-after-ms and succeeds.
-    s = make_stack(extra="rate_limits: {agents: {support-bot: {rpm: 600, burst: 0.01}}}")
+    s = make_guarded(extra="rate_limits: {agents: {support-bot: {rpm: 600, burst: 0.01}}}")
     c = openai.OpenAI(base_url=s.url + "/v1", api_key="sk-tw-support", max_retries=5)
     for _ in range(10):
         c.chat.completions.create(model="gpt-4o-mini", messages=MSG)
@@ -141,8 +151,8 @@ def test_sdk_backs_off_on_its_own(make_stack) -> None:  # type: ignore[no-untype
     assert s.metric("tollway_requests_total", status="200") == 10
 
 
-def test_tpm_limit_counts_prompt_then_reconciles(make_stack) -> None:  # type: ignore[no-untyped-def]
-    s = make_stack(extra="rate_limits: {models: {gpt-4o-mini: {tpm: 600}}}")
+def test_tpm_limit_counts_prompt_then_reconciles(make_guarded) -> None:  # type: ignore[no-untyped-def]
+    s = make_guarded(extra="rate_limits: {models: {gpt-4o-mini: {tpm: 600}}}")
     c = oa(s)
     big = [{"role": "user", "content": "word " * 250}]  # ~255 tokens counted
     c.chat.completions.create(model="gpt-4o-mini", messages=big)
@@ -158,8 +168,8 @@ def test_tpm_limit_counts_prompt_then_reconciles(make_stack) -> None:  # type: i
 
 # --- backpressure -------------------------------------------------------------------------
 
-def test_backpressure_queue_then_503(make_stack) -> None:  # type: ignore[no-untyped-def]
-    s = make_stack(models_extra=(
+def test_backpressure_queue_then_503(make_guarded) -> None:  # type: ignore[no-untyped-def]
+    s = make_guarded(models_extra=(
         "  slow: {provider: oai, model: gpt-4o-mini, "
         "concurrency: {max: 1, queue: 1, queue_timeout_s: 5}}\n"))
     s.mock.settings.latency_ms = 400
@@ -187,8 +197,8 @@ def test_backpressure_queue_then_503(make_stack) -> None:  # type: ignore[no-unt
 
 # --- loops ---------------------------------------------------------------------------------
 
-def test_ping_pong_between_two_agents_is_halted(make_stack) -> None:  # type: ignore[no-untyped-def]
-    s = make_stack(extra="loops: {ping_pong: {max_rounds: 3}}\n"
+def test_ping_pong_between_two_agents_is_halted(make_guarded) -> None:  # type: ignore[no-untyped-def]
+    s = make_guarded(extra="loops: {ping_pong: {max_rounds: 3}}\n"
                          "budgets: {session: {usd: 0.05}}")
     agents = [oa(s, key="sk-tw-support", **{"x-tollway-session": "task-42"}),
               oa(s, key="sk-tw-research", **{"x-tollway-session": "task-42"})]
@@ -206,8 +216,8 @@ def test_ping_pong_between_two_agents_is_halted(make_stack) -> None:  # type: ig
     assert s.metric("tollway_loops_detected_total", detector="ping_pong") == 1
 
 
-def test_parent_session_links_two_agents(make_stack) -> None:  # type: ignore[no-untyped-def]
-    s = make_stack(extra="loops: {ping_pong: {max_rounds: 1}}")
+def test_parent_session_links_two_agents(make_guarded) -> None:  # type: ignore[no-untyped-def]
+    s = make_guarded(extra="loops: {ping_pong: {max_rounds: 1}}")
     a = oa(s, key="sk-tw-support", **{"x-tollway-session": "root"})
     b = oa(s, key="sk-tw-research", **{"x-tollway-session": "child",
                                         "x-tollway-parent-session": "root"})
@@ -225,8 +235,8 @@ def tool_turn(history: list, call_id: str, args: str, result: str) -> None:
     history.append({"role": "tool", "tool_call_id": call_id, "content": result})
 
 
-def test_same_failing_tool_call_is_halted_at_n(make_stack) -> None:  # type: ignore[no-untyped-def]
-    s = make_stack(extra="loops: {repeated_tool_call: {threshold: 3}}")
+def test_same_failing_tool_call_is_halted_at_n(make_guarded) -> None:  # type: ignore[no-untyped-def]
+    s = make_guarded(extra="loops: {repeated_tool_call: {threshold: 3}}")
     c = oa(s)
     history = list(MSG)
     made = 0
@@ -240,8 +250,8 @@ def test_same_failing_tool_call_is_halted_at_n(make_stack) -> None:  # type: ign
     assert len(s.mock.requests) == 3
 
 
-def test_no_false_halt_on_progress(make_stack) -> None:  # type: ignore[no-untyped-def]
-    s = make_stack(extra="loops: {repeated_tool_call: {threshold: 3}, "
+def test_no_false_halt_on_progress(make_guarded) -> None:  # type: ignore[no-untyped-def]
+    s = make_guarded(extra="loops: {repeated_tool_call: {threshold: 3}, "
                          "repeated_request: {threshold: 3}}")
     c = oa(s)
     history = list(MSG)
@@ -255,8 +265,8 @@ def test_no_false_halt_on_progress(make_stack) -> None:  # type: ignore[no-untyp
     assert s.metric("tollway_loops_detected_total") == 0
 
 
-def test_repeated_request_and_max_steps(make_stack) -> None:  # type: ignore[no-untyped-def]
-    s = make_stack(extra="loops: {repeated_request: {threshold: 3, window_s: 60},"
+def test_repeated_request_and_max_steps(make_guarded) -> None:  # type: ignore[no-untyped-def]
+    s = make_guarded(extra="loops: {repeated_request: {threshold: 3, window_s: 60},"
                          " max_steps: {limit: 5}}")
     c = oa(s, **{"x-tollway-session": "retry-storm"})
     c.chat.completions.create(model="gpt-4o-mini", messages=MSG)
@@ -273,8 +283,8 @@ def test_repeated_request_and_max_steps(make_stack) -> None:  # type: ignore[no-
     assert "max_steps" in e2.value.message
 
 
-def test_alert_only_lets_requests_through(make_stack) -> None:  # type: ignore[no-untyped-def]
-    s = make_stack(extra="loops: {repeated_request: {threshold: 2, action: alert}}")
+def test_alert_only_lets_requests_through(make_guarded) -> None:  # type: ignore[no-untyped-def]
+    s = make_guarded(extra="loops: {repeated_request: {threshold: 2, action: alert}}")
     c = oa(s)
     for _ in range(4):
         c.chat.completions.create(model="gpt-4o-mini", messages=MSG)
@@ -283,7 +293,8 @@ def test_alert_only_lets_requests_through(make_stack) -> None:  # type: ignore[n
 
 # --- kill switch --------------------------------------------------------------------------
 
-def test_kill_session_and_pause_agent(stack: Stack) -> None:
+def test_kill_session_and_pause_agent(make_guarded) -> None:  # type: ignore[no-untyped-def]
+    stack = make_guarded()
     c = oa(stack, **{"x-tollway-session": "doomed"})
     c.chat.completions.create(model="gpt-4o-mini", messages=MSG)
     assert stack.admin.post("/admin/sessions/doomed/kill").json()["denied"] is True
@@ -303,16 +314,16 @@ def test_kill_session_and_pause_agent(stack: Stack) -> None:
     assert httpx.post(stack.url + "/admin/sessions/x/kill").status_code == 401
 
 
-def test_session_cost_histogram(make_stack) -> None:  # type: ignore[no-untyped-def]
-    s = make_stack(extra="state: {session_idle_s: 0.2}")
+def test_session_cost_histogram(make_guarded) -> None:  # type: ignore[no-untyped-def]
+    s = make_guarded(state_extra="session_idle_s: 0.2")
     oa(s, **{"x-tollway-session": "short"}).chat.completions.create(
         model="gpt-4o-mini", messages=MSG)
     wait_until(lambda: s.metric("tollway_session_cost_usd_count") == 1)
     assert s.metric("tollway_session_cost_usd_sum") > 0
 
 
-def test_anthropic_dialect_errors_for_guards(make_stack) -> None:  # type: ignore[no-untyped-def]
-    s = make_stack(extra="budgets: {session: {usd: 0.00001}}")
+def test_anthropic_dialect_errors_for_guards(make_guarded) -> None:  # type: ignore[no-untyped-def]
+    s = make_guarded(extra="budgets: {session: {usd: 0.00001}}")
     r = httpx.post(s.url + "/v1/messages", headers={"x-api-key": "sk-tw-support"},
                    content=orjson.dumps({"model": "claude-sonnet", "max_tokens": 500,
                                          "messages": MSG}))
