@@ -166,37 +166,45 @@ def pool() -> concurrent.futures.ThreadPoolExecutor:
 class RedisServer:
     """A real redis-server on a free loopback port that tests may stop and start again."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, workdir: str) -> None:
         import shutil
 
-        self.binary = shutil.which("redis-server")
-        if self.binary is None:
+        binary = shutil.which("redis-server")
+        if binary is None:
             raise RuntimeError("redis-server is not installed; `make test` installs it")
+        self.binary = binary
+        self.dir = workdir
         self.port = free_port()
-        self.dir = directory
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: Any = None
 
-    def start(self) -> None:
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, deadline_s: float = 10.0) -> None:
         import subprocess
         import time
 
         import redis
 
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir], stdout=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_timeout=1)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
+            [self.binary, "--save", "", "--appendonly", "no", "--port", str(self.port),
+             "--bind", "127.0.0.1", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_timeout=0.2, socket_connect_timeout=0.2)
+        end = time.monotonic() + deadline_s
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.ConnectionError:
+                    if self.proc.poll() is not None or time.monotonic() > end:
+                        raise
                 time.sleep(0.01)
-        client.close()
+        finally:
+            client.close()
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -207,9 +215,8 @@ class RedisServer:
     def flush(self) -> None:
         import redis
 
-        client = redis.Redis(port=self.port, socket_timeout=2)
-        client.flushall()
-        client.close()
+        with redis.Redis(port=self.port, socket_timeout=2) as client:
+            client.flushall()
 
 
 @pytest.fixture(scope="session")
@@ -221,12 +228,14 @@ def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSer
 
 
 @pytest.fixture
-def redis_server(redis_process: RedisServer) -> Iterator[dict[str, Any]]:
-    """A clean Redis for one test: {"url", "stop", "start"}; restarted if a test stopped it."""
-    if redis_process.proc is None:
+def redis_server(redis_process: RedisServer) -> RedisServer:
+    """The shared redis-server, running and empty; a test may stop and start it."""
+    if not redis_process.running:
         redis_process.start()
     redis_process.flush()
-    yield {"url": redis_process.url, "stop": redis_process.stop, "start": redis_process.start,
-           "port": redis_process.port}
-    if redis_process.proc is None:
-        redis_process.start()
+    return redis_process
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url

@@ -26,7 +26,7 @@ def make_guarded(request: pytest.FixtureRequest, make_stack):  # type: ignore[no
     """Every guard test runs on both state backends, Redis a real redis-server."""
     def make(**kw: object) -> Stack:
         if request.param == "redis":
-            kw.update(backend="redis", redis_url=request.getfixturevalue("redis_server")["url"])
+            kw.update(backend="redis", redis_url=request.getfixturevalue("redis_url"))
         return make_stack(**kw)
     return make
 

@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import RedisServer, free_port
 from tests.e2e.test_stream_cuts import wait_until
 from tests.test_serve import wait_http
 
@@ -86,12 +86,12 @@ agents:
 
 
 @pytest.fixture
-def gateways(tmp_path: Path, mock_url: str, redis_server: dict,
+def gateways(tmp_path: Path, mock_url: str, redis_server: RedisServer,
              ) -> Iterator[Callable[..., Gateways]]:
     made: list[Gateways] = []
 
     def make(extra: str = "", **kw: object) -> Gateways:
-        g = Gateways(tmp_path, mock_url, redis_server["url"], extra, **kw)  # type: ignore[arg-type]
+        g = Gateways(tmp_path, mock_url, redis_server.url, extra, **kw)  # type: ignore[arg-type]
         made.append(g)
         return g
     yield make
@@ -153,13 +153,13 @@ def test_kill_switch_reaches_every_replica(gateways: Callable[..., Gateways]) ->
 
 
 @pytest.mark.parametrize("mode", ["fail_open", "fail_closed"])
-def test_redis_stopped_and_restarted(gateways: Callable[..., Gateways], redis_server: dict,
+def test_redis_stopped_and_restarted(gateways: Callable[..., Gateways], redis_server: RedisServer,
                                      mode: str) -> None:
     g = gateways("budgets: {session: {usd: 5}}", n=1, on_failure=mode)
     session = f"outage-{mode}"
     c = g.client(0, default_headers={"x-tollway-session": session})
     c.chat.completions.create(model="gpt-4o-mini", messages=MSG)
-    redis_server["stop"]()
+    redis_server.stop()
     try:
         if mode == "fail_open":
             for _ in range(3):  # served unguarded; the spend is kept for later
@@ -171,7 +171,7 @@ def test_redis_stopped_and_restarted(gateways: Callable[..., Gateways], redis_se
         assert httpx.get(g.urls[0] + "/readyz").status_code == 503
         assert "tollway_state_errors_total{" in httpx.get(g.urls[0] + "/metrics").text
     finally:
-        redis_server["start"]()
+        redis_server.start()
     # Back without a gateway restart: ready again, and what was incurred meanwhile is
     # written. (The restarted throwaway Redis kept nothing: the steps before are gone.)
     wait_until(lambda: httpx.get(g.urls[0] + "/readyz").status_code == 200, timeout=15)
