@@ -112,15 +112,13 @@ def _responses_usage(u: dict[str, Any]) -> Usage:
                  output=int(u.get("output_tokens") or 0), cached=cached, reasoning=reasoning)
 
 
-class ChatObserver:
-    """chat.completion.chunk / text_completion streams: usage, produced text, our extra chunk."""
+class _Observer:
+    """OpenAI streams carry usage once, at the end: having it means having the last word."""
 
-    __slots__ = ("capture", "finished", "saw_content", "strip", "usage")
+    __slots__ = ("capture", "finished", "saw_content", "usage")
 
-    def __init__(self, strip_usage: bool, text_key: str | None = None) -> None:
-        self.strip = strip_usage
-        self.capture = TextCapture((text_key,) if text_key else ("content", "refusal",
-                                                                  "arguments"))
+    def __init__(self, fields: tuple[str, ...]) -> None:
+        self.capture = TextCapture(fields)
         self.usage: Usage | None = None
         self.saw_content = False
         self.finished = False
@@ -131,6 +129,16 @@ class ChatObserver:
 
     def text(self) -> str:
         return self.capture.text()
+
+
+class ChatObserver(_Observer):
+    """chat.completion.chunk / text_completion streams: usage, produced text, our extra chunk."""
+
+    __slots__ = ("strip",)
+
+    def __init__(self, strip_usage: bool, text_key: str | None = None) -> None:
+        super().__init__((text_key,) if text_key else ("content", "refusal", "arguments"))
+        self.strip = strip_usage
 
     def feed(self, blob: bytes) -> bytes:
         if self.capture.scan(blob):
@@ -171,23 +179,13 @@ def _usage_chunk(event: bytes) -> dict[str, Any] | None:
     return None
 
 
-class ResponsesObserver:
+class ResponsesObserver(_Observer):
     """Responses API streams: text deltas and the usage inside response.completed."""
 
-    __slots__ = ("capture", "finished", "saw_content", "usage")
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self.capture = TextCapture(("delta",))
-        self.usage: Usage | None = None
-        self.saw_content = False
-        self.finished = False
-
-    @property
-    def usage_final(self) -> bool:
-        return self.usage is not None
-
-    def text(self) -> str:
-        return self.capture.text()
+        super().__init__(("delta",))
 
     def feed(self, blob: bytes) -> bytes:
         if self.capture.scan(blob):

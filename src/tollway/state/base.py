@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -90,6 +91,18 @@ class SpendRow:
              "cost_usd": round(self.cost_usd, 10)}
         d.update(self.extra)
         return d
+
+
+def merge_rows(buckets: Iterable[dict[str, SpendRow]]) -> list[SpendRow]:
+    """Sum per-key rows over buckets (hours); most expensive first."""
+    out: dict[str, SpendRow] = {}
+    for bucket in buckets:
+        for key, row in bucket.items():
+            acc = out.get(key)
+            if acc is None:
+                acc = out[key] = SpendRow(key)
+            acc.merge(row)
+    return sorted(out.values(), key=lambda r: -r.cost_usd)
 
 
 class State(abc.ABC):

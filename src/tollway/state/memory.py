@@ -7,7 +7,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tollway.state.base import SPEND_DIMENSIONS, SpendRow, State, StepRecord
+from tollway.state.base import SPEND_DIMENSIONS, SpendRow, State, StepRecord, merge_rows
 from tollway.state.guards import Admission, Settlement, Verdict
 
 HOUR = 3600
@@ -226,16 +226,8 @@ class MemoryState(State):
                 rows.append(row)
             return sorted(rows, key=lambda r: -r.cost_usd)
         first_hour = int(since // HOUR) if since is not None else 0
-        out: dict[str, SpendRow] = {}
-        for (dim, hour), bucket in self._buckets.items():
-            if dim != by or hour < first_hour:
-                continue
-            for key, row in bucket.items():
-                acc = out.get(key)
-                if acc is None:
-                    acc = out[key] = SpendRow(key)
-                acc.merge(row)
-        return sorted(out.values(), key=lambda r: -r.cost_usd)
+        return merge_rows(bucket for (dim, hour), bucket in self._buckets.items()
+                          if dim == by and hour >= first_hour)
 
     async def session(self, session_id: str) -> dict[str, Any] | None:
         s = self._sessions.get(session_id)

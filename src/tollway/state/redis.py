@@ -58,7 +58,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tollway.state.base import SPEND_DIMENSIONS, SpendRow, State, StateUnavailable, StepRecord
+from tollway.state.base import (
+    SPEND_DIMENSIONS,
+    SpendRow,
+    State,
+    StateUnavailable,
+    StepRecord,
+    merge_rows,
+)
 from tollway.state.guards import Admission, Settlement, Verdict
 from tollway.state.memory import HOUR, _Session, _session_view, _summary
 
@@ -398,14 +405,8 @@ class RedisState(State):
             self._k("sp", "hours"), first_hour, "+inf"))
         buckets = await self._pipelined("query", [("hgetall", self._k("sp", by, h))
                                                   for h in hours])
-        out: dict[str, SpendRow] = {}
-        for bucket in buckets:  # oldest hour first, as memory merges them
-            for key, row in _bucket_rows(bucket).items():
-                acc = out.get(key)
-                if acc is None:
-                    acc = out[key] = SpendRow(key)
-                acc.merge(row)
-        return sorted(out.values(), key=lambda r: -r.cost_usd)
+        # oldest hour first, as memory merges them
+        return merge_rows(_bucket_rows(bucket) for bucket in buckets)
 
     async def session(self, session_id: str) -> dict[str, Any] | None:
         async def run() -> list[Any]:
