@@ -24,6 +24,7 @@ from tollway.providers.registry import (
     build_registry,
     needs_demo,
 )
+from tollway.routing.rules import Router
 from tollway.stages.account import Account
 from tollway.stages.backpressure import Backpressure, Limiter
 from tollway.stages.base import Chain, Stage, json_response
@@ -33,6 +34,7 @@ from tollway.stages.identify import Identify
 from tollway.stages.meter import Meter
 from tollway.stages.parse import Parse
 from tollway.stages.price import Price
+from tollway.stages.route import Route
 from tollway.state.base import State
 from tollway.state.memory import MemoryState
 from tollway.tokens.counter import TokenCounter
@@ -123,13 +125,16 @@ class Gateway:
             stages.append(guard)
             if cfg.budgets.any:
                 hooks.append(guard.chunk_hook)
+        fallbacks = {n: m.fallbacks for n, m in cfg.models.items() if m.fallbacks}
+        if cfg.routing or fallbacks:
+            stages.append(Route(Router(cfg.routing), registry, self.metrics, fallbacks))
         providers = {n: Limiter(f"provider:{n}", p.concurrency)
                      for n, p in cfg.providers.items() if p.concurrency}
         models = {n: Limiter(f"model:{n}", m.concurrency)
                   for n, m in cfg.models.items() if m.concurrency}
         if providers or models:
             stages.append(Backpressure(self.metrics, providers, models))
-        stages += [Price(self.metrics, self.counter), Forward(self.metrics, hooks)]
+        stages += [Price(self.metrics, self.counter), Forward(self.metrics, hooks, cfg.retries)]
         return Chain(stages)
 
     async def _demo_url(self) -> str:

@@ -28,6 +28,25 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check", help="validate a config file and exit non-zero on errors")
     check.add_argument("-c", "--config", default=os.environ.get("TOLLWAY_CONFIG", DEFAULT_CONFIG))
 
+    explain = sub.add_parser("explain", help="show which routing rule a request would match "
+                             "and where it would go")
+    explain.add_argument("-c", "--config",
+                         default=os.environ.get("TOLLWAY_CONFIG", DEFAULT_CONFIG))
+    explain.add_argument("--agent", default="anonymous")
+    explain.add_argument("--team", help="default: the agent's team from the config")
+    explain.add_argument("--model", required=True, help="the model the client asks for")
+    explain.add_argument("--prompt-tokens", type=int, default=0)
+    explain.add_argument("--tools", action="store_true", help="the request offers tools")
+    explain.add_argument("--stream", action="store_true")
+    explain.add_argument("--tag", action="append", default=[], help="repeatable")
+    explain.add_argument("--header", action="append", default=[], metavar="NAME=VALUE")
+    explain.add_argument("--budget-spent", action="append", default=[], metavar="SCOPE=SHARE",
+                         help="e.g. agent=0.85 (share of the budget already spent)")
+    explain.add_argument("--at", help="evaluate time windows at this ISO-8601 time")
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of gateway.yaml")
+    schema.add_argument("-o", "--output", help="write it to this file instead")
+
     spend = sub.add_parser("spend", help="print spend from a running gateway")
     spend.add_argument("--by", default="agent",
                        choices=["agent", "team", "model", "provider", "session", "tag"])
@@ -41,7 +60,47 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "check":
         return _check(args.config)
+    if args.command == "explain":
+        return _explain(args)
+    if args.command == "schema":
+        return _schema(args.output)
     return _spend(args)
+
+
+def _schema(output: str | None) -> int:
+    from tollway.config.schema import schema_text
+
+    text = schema_text()
+    if output:
+        Path(output).write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from tollway.routing.explain import explain
+
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        headers = dict(h.split("=", 1) for h in args.header)
+        shares = {k: float(v) for k, v in (b.split("=", 1) for b in args.budget_spent)}
+        at = datetime.fromisoformat(args.at.replace("Z", "+00:00")).timestamp() if args.at \
+            else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    lines, ok = explain(cfg, agent=args.agent, team=args.team, model=args.model,
+                        prompt_tokens=args.prompt_tokens, tools=args.tools, stream=args.stream,
+                        tags=tuple(args.tag), headers=headers, budget_shares=shares, now=at)
+    print("\n".join(lines))
+    return 0 if ok else 1
 
 
 def _check(path: str) -> int:

@@ -51,8 +51,12 @@ class Exchange:
     requested_model: str = ""
     route: ModelRoute | None = None
     rule: str | None = None
+    fallbacks: list[ModelRoute] = field(default_factory=list)  # tried in order when it fails
+    attempts: list[str] = field(default_factory=list)  # "model: outcome" per target tried
+    budget_shares: dict[str, float] = field(default_factory=dict)  # scope -> spent / limit
     stream: bool = False
     body_changed: bool = False
+    usage_injected: bool = False  # we asked upstream for stream usage; strip it from the client
     # guard
     settlement: Settlement | None = None
     stream_allowance_usd: float | None = None  # what a stream may cost before it is ended

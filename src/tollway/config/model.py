@@ -126,6 +126,7 @@ class ModelConfig(Strict):
     # Anthropic models have no public tokenizer: o200k count x this, corrected from real usage.
     tokenizer_factor: float = Field(1.1, gt=0)
     concurrency: ConcurrencyLimit | None = None
+    fallbacks: list[str] = Field(default_factory=list)  # when no routing rule names its own
 
 
 class AgentConfig(Strict):
@@ -138,6 +139,95 @@ class AgentConfig(Strict):
         for k in v:
             _check_key(k)
         return v
+
+
+Globs = list[str]
+
+
+class Range(Strict):
+    """min inclusive, max exclusive; either may be left out."""
+
+    min: float | None = None
+    max: float | None = None
+
+
+class BudgetSpent(Strict):
+    """The share (0..1) of a budget already spent, e.g. {scope: agent, min: 0.8}."""
+
+    scope: Literal["session", "agent", "team", "global"] = "agent"
+    min: float = Field(0, ge=0)
+    max: float | None = Field(None, gt=0)
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class TimeWindow(Strict):
+    from_: str = Field("00:00", alias="from", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    to: str = Field("24:00", pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")
+    days: list[Weekday] | None = None
+    tz: str = "UTC"
+
+    @field_validator("tz")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+
+class When(Strict):
+    """All listed conditions must hold; globs match any of the patterns."""
+
+    agent: Globs | None = None
+    team: Globs | None = None
+    model: Globs | None = None  # the model the client asked for
+    prompt_tokens: Range | None = None
+    tools: bool | None = None  # whether the request offers tools
+    stream: bool | None = None
+    tags: list[str] | None = None  # every listed tag present
+    headers: dict[str, str] | None = None  # header name -> glob on its value
+    budget_spent: BudgetSpent | None = None
+    time: TimeWindow | None = None
+
+    @field_validator("agent", "team", "model", "tags", mode="before")
+    @classmethod
+    def _listify(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+
+class SplitTarget(Strict):
+    model: str
+    weight: float = Field(gt=0)
+
+
+class Rule(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    when: When = Field(default_factory=When)
+    to: str | None = None  # send to this model
+    split: list[SplitTarget] | None = None  # or spread over several by weight
+    fallbacks: list[str] = Field(default_factory=list)  # tried in order when it fails
+
+    @model_validator(mode="after")
+    def _action(self) -> Rule:
+        if self.to and self.split:
+            raise ValueError("a rule has either `to` or `split`, not both")
+        if not (self.to or self.split or self.fallbacks):
+            raise ValueError("a rule needs `to`, `split` or `fallbacks`")
+        return self
+
+
+class RetryConfig(Strict):
+    """When to give up on a target and try the next (fallbacks, other deployments)."""
+
+    on: list[Literal["connect", "timeout", "429", "5xx"]] = Field(
+        default_factory=lambda: ["connect", "timeout", "429", "5xx"])
+    backoff_ms: float = Field(100, ge=0)  # base of the jittered exponential backoff
+    deadline_s: float = Field(60, gt=0)  # for all attempts of one request together
 
 
 Period = Literal["day", "week", "month", "total"]
@@ -251,6 +341,8 @@ class Config(Strict):
     # POST /admin/sessions/{id}/kill and /admin/agents/{name}/pause take effect on every
     # replica; it costs one state lookup per request (part of the guard's round trip).
     kill_switch: bool = True
+    routing: list[Rule] = Field(default_factory=list)
+    retries: RetryConfig = Field(default_factory=RetryConfig)
 
     @property
     def guarded(self) -> bool:
@@ -260,6 +352,27 @@ class Config(Strict):
     @model_validator(mode="after")
     def _references(self) -> Config:
         teams = {a.team for a in self.agents.values()}
+        names_seen: set[str] = set()
+        for i, rule in enumerate(self.routing):
+            if rule.name in names_seen:
+                raise ReferenceError_(("routing", i, "name"),
+                                      f"another rule is already named {rule.name!r}")
+            names_seen.add(rule.name)
+            targets = ([("to", rule.to)] if rule.to else []) + [
+                (("split", j, "model"), t.model) for j, t in enumerate(rule.split or [])] + [
+                (("fallbacks", j), f) for j, f in enumerate(rule.fallbacks)]
+            for where, target in targets:
+                if target not in self.models:
+                    loc = (where,) if isinstance(where, str) else where
+                    raise ReferenceError_(("routing", i, *loc),
+                                          f"rule {rule.name!r} sends to model {target!r}, "
+                                          f"which is not under models: (known: "
+                                          f"{', '.join(sorted(self.models)) or 'none'})")
+        for name, m in self.models.items():
+            for j, f in enumerate(m.fallbacks):
+                if f not in self.models or f == name:
+                    raise ReferenceError_(("models", name, "fallbacks", j),
+                                          f"fallback {f!r} is not another configured model")
         for section, names, known, what in (
                 (("budgets", "agents"), self.budgets.agents, self.agents, "agent"),
                 (("budgets", "teams"), self.budgets.teams, teams, "team"),

@@ -81,9 +81,19 @@ class Metrics:
         self.state_errors = Counter(
             "tollway_state_errors", "Calls to the shared state that failed.", ["op"],
             registry=r)
+        self.routing_decisions = Counter(
+            "tollway_routing_decisions", "Requests a routing rule decided.",
+            ["rule", "from_model", "to_model"], registry=r)
+        self.fallbacks = Counter(
+            "tollway_fallbacks", "Attempts that failed over to the next target.",
+            ["from_model", "to_model", "reason"], registry=r)
+        self.config_reloads = Counter(
+            "tollway_config_reloads", "Config reloads by result (ok, invalid).", ["result"],
+            registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
 
-    def _child(self, metric: Any, *labels: str) -> Any:
+    def child(self, metric: Any, *labels: str) -> Any:
+        """A labelled child, cached: cheaper than metric.labels() on the hot path."""
         key = (id(metric), *labels)
         c = self._children.get(key)
         if c is None:
@@ -94,23 +104,23 @@ class Metrics:
         model = ex.model_name if ex.route else "none"
         provider = ex.route.provider.name if ex.route else "none"
         endpoint = ex.endpoint.name
-        self._child(self.requests, endpoint, ex.agent, ex.team, model, provider,
+        self.child(self.requests, endpoint, ex.agent, ex.team, model, provider,
                     str(ex.status)).inc()
-        self._child(self.duration, endpoint, model).observe(total_s)
+        self.child(self.duration, endpoint, model).observe(total_s)
         up = ex.upstream_seconds
         if ex.upstream_started:
-            self._child(self.upstream, provider, model).observe(up)
-        self._child(self.overhead, endpoint).observe(max(0.0, total_s - up))
+            self.child(self.upstream, provider, model).observe(up)
+        self.child(self.overhead, endpoint).observe(max(0.0, total_s - up))
         if ex.first_token_at:
-            self._child(self.ttft, model).observe(ex.first_token_at - ex.started)
+            self.child(self.ttft, model).observe(ex.first_token_at - ex.started)
         u = ex.usage
         if u is not None and ex.endpoint.billable:
             for kind, n in (("input", u.input), ("output", u.output), ("cached", u.cached),
                             ("cache_write", u.cache_write)):
                 if n:
-                    self._child(self.tokens, ex.agent, ex.team, model, kind).inc(n)
+                    self.child(self.tokens, ex.agent, ex.team, model, kind).inc(n)
             if ex.cost_usd:
-                self._child(self.cost, ex.agent, ex.team, model).inc(ex.cost_usd)
+                self.child(self.cost, ex.agent, ex.team, model).inc(ex.cost_usd)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -22,7 +22,7 @@ class Account(Stage):
         self.state = state
         self.metrics = metrics
 
-    async def on_response(self, ex: Exchange) -> None:
+    async def after(self, ex: Exchange) -> None:
         if ex.accounted:
             return
         ex.accounted = True

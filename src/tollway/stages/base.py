@@ -18,6 +18,7 @@ from tollway.errors import GatewayError
 from tollway.exchange import Exchange
 
 log = logging.getLogger("tollway.chain")
+_background: set[asyncio.Task[None]] = set()  # after-hooks of cancelled requests, in flight
 
 
 class Stage:
@@ -28,7 +29,11 @@ class Stage:
         return None
 
     async def on_response(self, ex: Exchange) -> None:
-        """Runs after the answer (after the last byte, for streams)."""
+        """Runs after the answer is known, before a non-streamed one is sent (so it may add
+        headers); after the last byte for streams."""
+
+    async def after(self, ex: Exchange) -> None:
+        """Runs once the answer has been sent: work the client should not wait for."""
 
 
 def tollway_headers(ex: Exchange) -> dict[str, str]:
@@ -58,6 +63,7 @@ class Chain:
     def __init__(self, stages: list[Stage]) -> None:
         self.stages = stages
         self.names = [s.name for s in stages]
+        self._after = {s for s in stages if type(s).after is not Stage.after}
 
     async def run(self, ex: Exchange) -> web.StreamResponse:
         entered: list[Stage] = []
@@ -74,6 +80,13 @@ class Chain:
             response = error_response(ex, err)
         except asyncio.CancelledError:
             ex.status = ex.status or 499
+            # The handler is being torn down (shutdown past its drain timeout): what was
+            # incurred is still recorded, in a task of its own.
+            after = [s for s in reversed(entered) if s in self._after]
+            if after:
+                task = asyncio.ensure_future(self._run_after(ex, after))
+                _background.add(task)
+                task.add_done_callback(_background.discard)
             raise
         except Exception:
             log.exception("request %s failed inside the gateway", ex.request_id)
@@ -90,7 +103,23 @@ class Chain:
                     log.exception("response hook of %s failed for %s", stage.name, ex.request_id)
         if not response.prepared:
             response.headers.update(ex.response_headers)
+        after = [s for s in reversed(entered) if s in self._after]
+        if after:
+            if not response.prepared:  # send it now; aiohttp's own prepare is then a no-op
+                try:
+                    await response.prepare(ex.request)
+                    await response.write_eof()
+                except ConnectionError:
+                    ex.client_disconnected = True
+            await self._run_after(ex, after)
         return response
+
+    async def _run_after(self, ex: Exchange, stages: list[Stage]) -> None:
+        for stage in stages:
+            try:
+                await stage.after(ex)
+            except Exception:
+                log.exception("after hook of %s failed for %s", stage.name, ex.request_id)
 
 
 def json_response(data: object, status: int = 200, headers: dict[str, str] | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 
@@ -17,11 +18,13 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from tollway.config.model import RetryConfig
 from tollway.errors import GatewayError
 from tollway.exchange import Exchange
 from tollway.observe.metrics import Metrics
 from tollway.protocols.base import StreamObserver
 from tollway.protocols.sse import EventSplitter
+from tollway.providers.registry import ModelRoute
 from tollway.stages.base import Stage, tollway_headers
 
 log = logging.getLogger("tollway.forward")
@@ -45,49 +48,112 @@ def _passed_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:
     return out
 
 
+class Retryable(Exception):
+    """This target failed before anything reached the client: the next one may answer."""
+
+    def __init__(self, reason: str, error: GatewayError) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error = error
+
+
 class Forward(Stage):
     name = "forward"
 
-    def __init__(self, metrics: Metrics, chunk_hooks: list[ChunkHook] | None = None) -> None:
+    def __init__(self, metrics: Metrics, chunk_hooks: list[ChunkHook] | None = None,
+                 retries: RetryConfig | None = None) -> None:
         self.metrics = metrics
         self.chunk_hooks = chunk_hooks or []
+        self.retries = retries or RetryConfig()
+        self.retry_on = frozenset(self.retries.on)
 
     async def on_request(self, ex: Exchange) -> web.StreamResponse:
-        route = ex.route
-        assert route is not None
+        """Try the chosen model, then its fallbacks, until one answers or the deadline."""
+        assert ex.route is not None
+        targets = [ex.route, *ex.fallbacks]
+        retry = self.retries
+        deadline = ex.started + retry.deadline_s
+        failure: Retryable | None = None
+        for i, route in enumerate(targets):
+            last = i == len(targets) - 1
+            if i:
+                pause = retry.backoff_ms / 1000 * (2 ** (i - 1)) * random.uniform(0.5, 1.5)
+                if time.perf_counter() + pause >= deadline:
+                    break
+                await asyncio.sleep(pause)
+            ex.route = route
+            try:
+                return await self._attempt(ex, route, last, deadline)
+            except Retryable as r:
+                failure = r
+                ex.attempts.append(f"{route.name}: {r.reason}")
+                if not last:
+                    self.metrics.fallbacks.labels(route.name, targets[i + 1].name,
+                                                  r.reason).inc()
+        assert failure is not None
+        raise failure.error
+
+    async def _attempt(self, ex: Exchange, route: ModelRoute, last: bool, deadline: float,
+                       ) -> web.StreamResponse:
         provider = route.provider
         dialect = ex.endpoint.dialect
+        if not provider.speaks(dialect.name):
+            err = GatewayError(400, "dialect_mismatch",
+                               f"the model {route.name!r} is served by a {provider.kind} "
+                               f"provider and cannot answer this {dialect.name} endpoint",
+                               param="model")
+            if last:
+                raise err
+            raise Retryable("dialect", err)
         body = ex.body
-        changed = ex.body_changed
         if body.get("model") != route.upstream_model:
             body["model"] = route.upstream_model
-            changed = True
-        strip_usage = False
+            ex.body_changed = True
         if ex.stream and dialect.prepare(ex.endpoint, body):
-            changed = strip_usage = True
+            ex.usage_injected = ex.body_changed = True
+        strip_usage = ex.usage_injected
+        changed = ex.body_changed
         data = orjson.dumps(body) if changed else ex.raw
         url = provider.url(dialect.name, ex.endpoint.path, route.upstream_model)
         headers = provider.request_headers(ex.request.headers, dialect.name)
         headers["Content-Type"] = "application/json"
+        timeout = provider.stream_timeout if ex.stream else provider.timeout
+        remaining = deadline - time.perf_counter()
+        if timeout.total is not None and remaining < timeout.total:
+            timeout = aiohttp.ClientTimeout(total=max(0.001, remaining),
+                                            sock_connect=timeout.sock_connect)
         ex.upstream_started = time.perf_counter()
+        retry_on = self.retry_on
         try:
-            upstream = await provider.session.post(
-                url, data=data, headers=headers,
-                timeout=provider.stream_timeout if ex.stream else provider.timeout)
+            upstream = await provider.session.post(url, data=data, headers=headers,
+                                                   timeout=timeout)
         except TimeoutError as exc:
             ex.upstream_ended = time.perf_counter()
             self.metrics.upstream_errors.labels(provider.name, "timeout").inc()
-            raise GatewayError(504, "upstream_timeout",
-                               f"provider {provider.name!r} did not answer in time") from exc
+            err = GatewayError(504, "upstream_timeout",
+                               f"provider {provider.name!r} did not answer in time")
+            if last or "timeout" not in retry_on:
+                raise err from exc
+            raise Retryable("timeout", err) from exc
         except aiohttp.ClientError as exc:
             ex.upstream_ended = time.perf_counter()
             self.metrics.upstream_errors.labels(provider.name, "connect").inc()
-            raise GatewayError(502, "upstream_unreachable",
+            err = GatewayError(502, "upstream_unreachable",
                                f"provider {provider.name!r} could not be reached "
-                               f"({type(exc).__name__})") from exc
+                               f"({type(exc).__name__})")
+            if last or "connect" not in retry_on:
+                raise err from exc
+            raise Retryable("connect", err) from exc
         ex.upstream_status = upstream.status
+        status = upstream.status
+        if not last and ((status == 429 and "429" in retry_on)
+                         or (status >= 500 and "5xx" in retry_on)):
+            upstream.release()  # nothing reached the client yet: try the next target
+            ex.upstream_ended = time.perf_counter()
+            raise Retryable(str(status), GatewayError(
+                status, "upstream_error", f"provider {provider.name!r} answered {status}"))
         ctype = upstream.headers.get("Content-Type", "")
-        if ex.stream and upstream.status < 300 and ctype.startswith("text/event-stream"):
+        if ex.stream and status < 300 and ctype.startswith("text/event-stream"):
             return await self._stream(ex, upstream, strip_usage)
         return await self._whole(ex, upstream, ctype)
 

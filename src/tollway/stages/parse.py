@@ -38,8 +38,3 @@ class Parse(Stage):
         ex.stream = body.get("stream") is True and ex.endpoint.streams
         ex.requested_model = body.get("model") if isinstance(body.get("model"), str) else ""
         ex.route = self.registry.resolve(body.get("model"))
-        if not ex.route.provider.speaks(ex.endpoint.dialect.name):
-            raise bad_request(
-                f"the model {ex.route.name!r} is served by a {ex.route.provider.kind} provider "
-                f"and cannot be called through this {ex.endpoint.dialect.name} endpoint",
-                code="dialect_mismatch", param="model")

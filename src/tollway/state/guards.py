@@ -14,8 +14,25 @@ from dataclasses import dataclass, field
 PERIOD_TTL_S = {"day": 2 * 86400, "week": 8 * 86400, "month": 32 * 86400, "total": 0}
 
 
+_period_cache: dict[tuple[str, int], str] = {}
+
+
 def period_id(period: str, now: float | None = None) -> str:
-    t = time.gmtime(now if now is not None else time.time())
+    """The current period's name (UTC): 2026-11-22, 2026-W47, 2026-11 or "all"."""
+    if period == "total":
+        return "all"
+    t_now = time.time() if now is None else now
+    key = (period, int(t_now // 60))  # periods change on the minute at the earliest
+    cached = _period_cache.get(key)
+    if cached is None:
+        if len(_period_cache) > 64:
+            _period_cache.clear()
+        cached = _period_cache[key] = _period_name(period, t_now)
+    return cached
+
+
+def _period_name(period: str, now: float) -> str:
+    t = time.gmtime(now)
     if period == "day":
         return time.strftime("%Y-%m-%d", t)
     if period == "month":

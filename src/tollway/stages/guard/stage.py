@@ -207,10 +207,11 @@ class Guard(Stage):
             return
         least = math.inf
         for bc, (spent, reserved) in zip(adm.budgets, v.budget_state, strict=False):
+            ex.budget_shares[bc.scope] = spent / bc.limit
             left = bc.limit - spent - reserved
             least = min(least, left)
             if bc.scope in ("agent", "team", "global"):
-                self.metrics.budget_remaining.labels(bc.scope, bc.name).set(
+                self.metrics.child(self.metrics.budget_remaining, bc.scope, bc.name).set(
                     max(0.0, left - bc.reserve))
             if (spent + reserved + bc.reserve) >= self.budgets.soft_threshold * bc.limit:
                 self._soft(ex, bc, spent + reserved + bc.reserve)

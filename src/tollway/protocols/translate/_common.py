@@ -1,0 +1,103 @@
+"""Tables and small helpers shared by the request, response and stream translators."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import orjson
+
+#: Anthropic ``stop_reason`` -> OpenAI ``finish_reason``.
+STOP_TO_FINISH: dict[str, str] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+#: OpenAI ``finish_reason`` -> Anthropic ``stop_reason``.
+FINISH_TO_STOP: dict[str, str] = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+_BAD_ID = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON, the way both services send it."""
+    return orjson.dumps(value)
+
+
+def new_id(prefix: str) -> str:
+    """A fresh id for objects the upstream did not name (Anthropic-style 24 hex chars)."""
+    return prefix + uuid.uuid4().hex[:24]
+
+
+def tool_id(raw: Any) -> str:
+    """A tool-call id Anthropic accepts (``^[a-zA-Z0-9_-]+$``); other providers' ids may not.
+
+    The same rewrite applies to tool_use and tool_result ids, so pairs keep matching.
+    """
+    if not isinstance(raw, str) or not raw:
+        return new_id("toolu_")
+    return _BAD_ID.sub("_", raw) if _BAD_ID.search(raw) else raw
+
+
+def parse_arguments(raw: Any) -> dict[str, Any]:
+    """OpenAI's JSON-string arguments as the object Anthropic wants; keeps bad JSON visible."""
+    if isinstance(raw, dict):
+        return raw
+    if not isinstance(raw, str) or not raw.strip():
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {"_raw": raw}
+    return value if isinstance(value, dict) else {"_raw": raw}
+
+
+def chat_usage(u: Any) -> dict[str, Any]:
+    """Anthropic usage -> OpenAI usage: OpenAI's prompt count includes cached tokens."""
+    if not isinstance(u, dict):
+        u = {}
+    cache_read = _int(u.get("cache_read_input_tokens"))
+    prompt = _int(u.get("input_tokens")) + cache_read + _int(u.get("cache_creation_input_tokens"))
+    completion = _int(u.get("output_tokens"))
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cache_read},
+    }
+
+
+def messages_usage(u: Any) -> dict[str, int]:
+    """OpenAI usage -> Anthropic usage: Anthropic's input count excludes cache reads."""
+    if not isinstance(u, dict):
+        u = {}
+    details = u.get("prompt_tokens_details")
+    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return {
+        "input_tokens": max(0, _int(u.get("prompt_tokens")) - cached),
+        "output_tokens": _int(u.get("completion_tokens")),
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+    }
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def strip_prefix(value: Any, prefix: str) -> str:
+    """An upstream id without its dialect prefix, to re-prefix it in the other dialect."""
+    if not isinstance(value, str) or not value:
+        return uuid.uuid4().hex[:24]
+    return value[len(prefix):] if value.startswith(prefix) else value
