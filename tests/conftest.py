@@ -29,7 +29,7 @@ providers:
   ant: {{kind: anthropic, base_url: "{mock}", api_key: sk-upstream-anthropic}}
   dead: {{kind: openai, base_url: "http://127.0.0.1:{dead_port}/v1", api_key: x,
           connect_timeout_s: 2}}
-models:
+{providers_extra}models:
   gpt-4o-mini: {{provider: oai, price: {{input: 0.15, output: 0.60, cached_input: 0.075}}}}
   fast: {{provider: oai, model: gpt-4.1-nano, price: {{input: 1, output: 2}}}}
   claude-sonnet: {{provider: ant, model: claude-sonnet-4-5, price: {{input: 3, output: 15}}}}
@@ -74,7 +74,7 @@ class Stack:
     def __init__(self, loop: Loop, extra: str = "", unknown_keys: str = "anonymous",
                  config_text: str | None = None, models_extra: str = "",
                  backend: str = "memory", redis_url: str = "redis://127.0.0.1:1/0",
-                 state_extra: str = "") -> None:
+                 state_extra: str = "", providers_extra: str = "") -> None:
         import hashlib
 
         self.loop = loop
@@ -83,6 +83,7 @@ class Stack:
         text = config_text or BASE_CONFIG.format(
             mock=mock_url, dead_port=free_port(), extra=extra, unknown_keys=unknown_keys,
             models_extra=models_extra, backend=backend, redis_url=redis_url,
+            providers_extra=providers_extra.replace("MOCK", mock_url),
             state_extra=f", {state_extra}" if state_extra else "",
             research_digest=hashlib.sha256(b"sk-tw-research").hexdigest())
         self.config = load_config_text(text, "test.yaml", {})
