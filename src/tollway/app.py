@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +24,7 @@ from tollway.providers.registry import (
     build_registry,
     needs_demo,
 )
+from tollway.reload import Reloader
 from tollway.routing.rules import Router
 from tollway.stages.account import Account
 from tollway.stages.backpressure import Backpressure, Limiter
@@ -61,6 +62,20 @@ class Runtime:
     providers: dict[str, Provider]
     registry: ModelRegistry
     chain: Chain
+    inflight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    def enter(self) -> None:
+        self.inflight += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.inflight -= 1
+        if not self.inflight:
+            self.idle.set()
 
     async def close(self) -> None:
         for p in self.providers.values():
@@ -89,6 +104,7 @@ class Gateway:
         self.runtime: Runtime | None = None
         self.draining = False
         self._sweeper: asyncio.Task[None] | None = None
+        self.reloader = Reloader(self)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
 
@@ -99,6 +115,7 @@ class Gateway:
         await self.state.start()
         self.runtime = await self.build_runtime(self.config)
         self._sweeper = asyncio.create_task(self._sweep_sessions())
+        self.reloader.start()
         # Load the BPE files now (0.3 s each), not on the first request that needs them.
         for enc in {r.encoding for r in self.runtime.registry.routes.values()}:
             await asyncio.get_running_loop().run_in_executor(None, get_encoding, enc)
@@ -157,7 +174,11 @@ class Gateway:
             except Exception:  # the state is down: try again next round
                 log.debug("session sweep failed", exc_info=True)
 
+    async def reload(self, trigger: str) -> dict[str, Any]:
+        return await self.reloader.reload(trigger)
+
     async def stop(self) -> None:
+        await self.reloader.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.runtime is not None:
@@ -171,9 +192,11 @@ class Gateway:
         assert rt is not None
         ex = Exchange(request=request, endpoint=endpoint, request_id=self.new_request_id())
         self.metrics.inflight.inc()
+        rt.enter()
         try:
             return await rt.chain.run(ex)
         finally:
+            rt.leave()
             self.metrics.inflight.dec()
 
 

@@ -140,7 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
 async def _run(cfg: object, config_path: str, host: str, port: int) -> int:
     from aiohttp import web
 
-    from tollway.app import build_app
+    from tollway.app import GATEWAY, build_app
     from tollway.config.model import Config
 
     assert isinstance(cfg, Config)
@@ -156,6 +156,15 @@ async def _run(cfg: object, config_path: str, host: str, port: int) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    gateway = app[GATEWAY]
+    reloads: set[asyncio.Task[object]] = set()
+
+    def on_sighup() -> None:
+        task = asyncio.ensure_future(gateway.reload("SIGHUP"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     await stop.wait()
     log.info("draining in-flight requests (up to %.0fs)", cfg.server.drain_timeout_s)
     await runner.cleanup()

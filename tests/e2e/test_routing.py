@@ -8,7 +8,8 @@ import pytest
 from tests.conftest import Stack
 
 MSG = [{"role": "user", "content": "Classify this ticket"}]
-BROKEN = """  broken: {kind: openai, base_url: "MOCK/v1", api_key: k, headers: {x-mock-status: "500"}}
+BROKEN = """  broken: {kind: openai, base_url: "MOCK/v1", api_key: k,
+          headers: {x-mock-status: "500"}}
   slow: {kind: openai, base_url: "MOCK/v1", api_key: k, timeout_s: 0.3,
          headers: {x-mock-latency-ms: "3000"}}
 """

@@ -121,7 +121,15 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
 
     app.router.add_post("/admin/sessions/{name}/{action}", guarded(set_flag))
     app.router.add_post("/admin/agents/{name}/{action}", guarded(set_flag))
+    async def reload(request: web.Request) -> web.Response:
+        result = await gw.reload("admin API")
+        log.warning("admin action", extra={"fields": {"action": "reload",
+                                                      "result": result["result"],
+                                                      "peer": request.remote}})
+        return json_response(result, 200 if result["result"] == "ok" else 400)
+
     app.router.add_get("/admin/flags", guarded(flags))
+    app.router.add_post("/admin/reload", guarded(reload))
     app.router.add_get("/admin/spend", guarded(spend))
     app.router.add_get("/admin/sessions", guarded(sessions))
     app.router.add_get("/admin/sessions/{session}", guarded(session))

@@ -24,6 +24,7 @@ class ServerConfig(Strict):
     admin_key: str | None = Field(None, repr=False)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
+    watch_interval_s: float = Field(2.0, ge=0)  # how often the config file is checked; 0: off
 
     @field_validator("admin_key")
     @classmethod

@@ -144,17 +144,19 @@ def _blocks(content: Any, where: str, text_only: bool = False) -> list[Block]:
     out: list[Block] = []
     for k, part in enumerate(content):
         at = f"{where}.content[{k}]"
-        kind = part.get("type") if isinstance(part, dict) else None
+        if not isinstance(part, dict):
+            raise TranslationError(f"{at} must be an object", at)
+        kind = part.get("type")
         if kind in ("text", "refusal"):
-            text = part.get(kind)  # type: ignore[union-attr]
+            text = part.get(kind)
             if isinstance(text, str) and text:
                 out.append(_cached({"type": "text", "text": text}, part))
         elif text_only:
             raise TranslationError(f"{at}: only text parts are allowed here", at)
         elif kind == "image_url":
-            out.append(_cached(_image(part, at), part))  # type: ignore[arg-type]
+            out.append(_cached(_image(part, at), part))
         elif kind == "file":
-            out.append(_cached(_document(part, at), part))  # type: ignore[arg-type]
+            out.append(_cached(_document(part, at), part))
         elif kind == "input_audio":
             raise TranslationError(f"{at}: audio input is not supported for this model", at)
         else:
@@ -194,10 +196,10 @@ def _image(part: dict[str, Any], at: str) -> Block:
 def _document(part: dict[str, Any], at: str) -> Block:
     """A ``file`` part with inline data: PDFs and plain text are what Anthropic reads."""
     spec = part.get("file")
-    data_url = spec.get("file_data") if isinstance(spec, dict) else None
-    if not isinstance(data_url, str):
+    if not isinstance(spec, dict) or not isinstance(spec.get("file_data"), str):
         raise TranslationError(f"{at}: only inline file_data is supported for this model "
                                "(file ids belong to the other provider)", at)
+    data_url: str = spec["file_data"]
     if not data_url.startswith("data:"):
         data_url = "data:application/pdf;base64," + data_url  # bare base64, as OpenAI allows
     media, data = _data_url(data_url, at)
@@ -213,7 +215,7 @@ def _document(part: dict[str, Any], at: str) -> Block:
                  "source": {"type": "text", "media_type": "text/plain", "data": text}}
     else:
         raise TranslationError(f"{at}: files of type {media!r} are not supported", at)
-    name = spec.get("filename")  # type: ignore[union-attr]
+    name = spec.get("filename")
     if isinstance(name, str) and name:
         block["title"] = name
     return block
@@ -223,11 +225,10 @@ def _tool_use(call: Any, at: str) -> Block:
     if not isinstance(call, dict) or call.get("type", "function") != "function":
         raise TranslationError(f"{at}: only function tool calls are supported", at)
     fn = call.get("function")
-    name = fn.get("name") if isinstance(fn, dict) else None
-    if not isinstance(name, str) or not name:
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
         raise TranslationError(f"{at}: function.name is required", at)
-    return {"type": "tool_use", "id": tool_id(call.get("id")), "name": name,
-            "input": parse_arguments(fn.get("arguments"))}  # type: ignore[union-attr]
+    return {"type": "tool_use", "id": tool_id(call.get("id")), "name": fn["name"],
+            "input": parse_arguments(fn.get("arguments"))}
 
 
 def _tool_result(m: dict[str, Any], where: str) -> Block:
@@ -291,7 +292,7 @@ def _tools(body: dict[str, Any], req: dict[str, Any], history: dict[str, None] |
     for i, tool in enumerate(tools or ()):
         at = f"tools[{i}]"
         fn = tool.get("function") if isinstance(tool, dict) else None
-        if tool.get("type") != "function" or not isinstance(fn, dict):  # type: ignore[union-attr]
+        if not isinstance(fn, dict) or tool.get("type") != "function":
             raise TranslationError(f"{at}: only function tools are supported for this model", at)
         name = fn.get("name")
         if not isinstance(name, str) or not name:
@@ -302,7 +303,7 @@ def _tools(body: dict[str, Any], req: dict[str, Any], history: dict[str, None] |
         desc = fn.get("description")
         if isinstance(desc, str) and desc:
             block["description"] = desc
-        out.append(_cached(block, tool))  # type: ignore[arg-type]
+        out.append(_cached(block, tool))
     if not out:
         if history:
             # Anthropic refuses tool_use/tool_result blocks unless tools are defined; declare

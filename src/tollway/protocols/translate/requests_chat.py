@@ -19,6 +19,10 @@ _DROPPED = frozenset({"thinking", "redacted_thinking", "server_tool_use", "mcp_t
                       "mcp_tool_result", "container_upload"})
 
 
+def _dropped(kind: Any) -> bool:
+    return kind in _DROPPED or (isinstance(kind, str) and kind.endswith("_tool_result"))
+
+
 def messages_to_chat(body: dict[str, Any], model: str) -> dict[str, Any]:
     """Translate an Anthropic Messages request for an OpenAI-compatible chat model."""
     msgs = body.get("messages")
@@ -85,13 +89,15 @@ def _user(content: Any, where: str, out: list[Message]) -> None:
     tool_images: list[dict[str, Any]] = []
     for k, block in enumerate(content):
         at = f"{where}.content.{k}"
-        kind = block.get("type") if isinstance(block, dict) else None
+        if not isinstance(block, dict):
+            raise TranslationError(f"{at}: Input should be an object", at)
+        kind = block.get("type")
         if kind == "tool_result":
-            out.append(_tool_message(block, at, tool_images))  # type: ignore[arg-type]
-        elif kind in _DROPPED or (isinstance(kind, str) and kind.endswith("_tool_result")):
+            out.append(_tool_message(block, at, tool_images))
+        elif _dropped(kind):
             continue
         else:
-            part = _part(block, at)  # type: ignore[arg-type]
+            part = _part(block, at)
             if part is not None:
                 parts.append(part)
     # OpenAI tool messages carry text only: images a tool returned follow as a user turn.
@@ -131,12 +137,14 @@ def _source_url(block: dict[str, Any], at: str) -> str:
 
 def _document(block: dict[str, Any], at: str) -> dict[str, Any]:
     source = block.get("source")
-    kind = source.get("type") if isinstance(source, dict) else None
+    if not isinstance(source, dict):
+        source = {}
+    kind = source.get("type")
     title = block.get("title")
     if kind == "text":
-        return {"type": "text", "text": str(source.get("data", ""))}  # type: ignore[union-attr]
-    if kind == "content" and isinstance(source.get("content"), str):  # type: ignore[union-attr]
-        return {"type": "text", "text": source["content"]}  # type: ignore[index]
+        return {"type": "text", "text": str(source.get("data", ""))}
+    if kind == "content" and isinstance(source.get("content"), str):
+        return {"type": "text", "text": source["content"]}
     if kind == "base64":
         file: dict[str, Any] = {"file_data": _source_url(block, at)}
         file["filename"] = title if isinstance(title, str) and title else "document.pdf"
@@ -181,14 +189,15 @@ def _assistant(content: Any, where: str, out: list[Message]) -> None:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     for k, block in enumerate(content):
-        kind = block.get("type") if isinstance(block, dict) else None
+        if not isinstance(block, dict):
+            raise TranslationError(f"{where}.content.{k}: Input should be an object", where)
+        kind = block.get("type")
         if kind == "text":
-            texts.append(str(block.get("text") or ""))  # type: ignore[union-attr]
+            texts.append(str(block.get("text") or ""))
         elif kind == "tool_use":
-            calls.append({"id": block.get("id"), "type": "function", "function": {  # type: ignore[union-attr]
-                "name": block.get("name"),  # type: ignore[union-attr]
-                "arguments": dumps(block.get("input") or {}).decode()}})  # type: ignore[union-attr]
-        elif kind in _DROPPED or (isinstance(kind, str) and kind.endswith("_tool_result")):
+            calls.append({"id": block.get("id"), "type": "function", "function": {
+                "name": block.get("name"), "arguments": dumps(block.get("input") or {}).decode()}})
+        elif _dropped(kind):
             continue
         else:
             raise TranslationError(f"{where}.content.{k}: assistant blocks of type {kind!r} are "
@@ -208,18 +217,19 @@ def _tools(body: dict[str, Any], req: dict[str, Any]) -> None:
         return  # OpenAI refuses tool_choice and parallel_tool_calls without tools
     out = []
     for i, tool in enumerate(tools):
-        kind = tool.get("type") if isinstance(tool, dict) else "?"
-        name = tool.get("name") if isinstance(tool, dict) else None
+        if not isinstance(tool, dict):
+            raise TranslationError(f"tools.{i}: Input should be an object", "tools")
+        kind = tool.get("type")
+        name = tool.get("name")
         if kind not in (None, "custom") or not isinstance(name, str):
             raise TranslationError(f"tools.{i}: server tools ({kind}) are not supported for this "
                                    "model; only custom tools with an input_schema are", "tools")
         fn: dict[str, Any] = {"name": name}
-        desc = tool.get("description")  # type: ignore[union-attr]
+        desc = tool.get("description")
         if isinstance(desc, str) and desc:
             fn["description"] = desc
-        fn["parameters"] = tool.get("input_schema") or {  # type: ignore[union-attr]
-            "type": "object", "properties": {}}
-        if tool.get("strict") is True:  # type: ignore[union-attr]
+        fn["parameters"] = tool.get("input_schema") or {"type": "object", "properties": {}}
+        if tool.get("strict") is True:
             fn["strict"] = True
         out.append({"type": "function", "function": fn})
     req["tools"] = out

@@ -79,7 +79,7 @@ def chat_response_to_messages(resp: dict[str, Any], model: str) -> dict[str, Any
         fn = call.get("function") if isinstance(call, dict) else None
         if not isinstance(fn, dict):
             continue
-        blocks.append({"type": "tool_use", "id": tool_id(call.get("id")),  # type: ignore[union-attr]
+        blocks.append({"type": "tool_use", "id": tool_id(call.get("id")),
                        "name": fn.get("name") or "", "input": parse_arguments(fn.get("arguments"))})
     finish = choice.get("finish_reason") if isinstance(choice, dict) else None
     stop = FINISH_TO_STOP.get(finish, "end_turn") if isinstance(finish, str) else "end_turn"

@@ -109,9 +109,9 @@ class MessagesToChatStream:
                 if block.get("input"):  # complete input up front: not how Anthropic streams
                     self._arguments(ordinal, dumps(block["input"]).decode(), out)
         elif kind == "content_block_stop":
-            ordinal = self._tools.get(ev.get("index", -1))
-            if ordinal is not None and not self._args.get(ordinal):
-                self._arguments(ordinal, "{}", out)  # no-argument tools: "" is not JSON
+            stopped = self._tools.get(ev.get("index", -1))
+            if stopped is not None and not self._args.get(stopped):
+                self._arguments(stopped, "{}", out)  # no-argument tools: "" is not JSON
         elif kind == "message_start":
             msg = ev.get("message") or {}
             self._merge_usage(msg.get("usage"))
