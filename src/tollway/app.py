@@ -25,6 +25,7 @@ from tollway.providers.registry import (
     needs_demo,
 )
 from tollway.reload import Reloader
+from tollway.routing.breakers import BreakerBoard
 from tollway.routing.rules import Router
 from tollway.stages.account import Account
 from tollway.stages.backpressure import Backpressure, Limiter
@@ -105,6 +106,7 @@ class Gateway:
         self.draining = False
         self._sweeper: asyncio.Task[None] | None = None
         self.reloader = Reloader(self)
+        self.breakers = BreakerBoard(self.state, self.metrics)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
 
@@ -116,6 +118,7 @@ class Gateway:
         self.runtime = await self.build_runtime(self.config)
         self._sweeper = asyncio.create_task(self._sweep_sessions())
         self.reloader.start()
+        self.breakers.start()
         # Load the BPE files now (0.3 s each), not on the first request that needs them.
         for enc in {r.encoding for r in self.runtime.registry.routes.values()}:
             await asyncio.get_running_loop().run_in_executor(None, get_encoding, enc)
@@ -131,7 +134,7 @@ class Gateway:
     def build_chain(self, cfg: Config, registry: ModelRegistry) -> Chain:
         """Only what the config switches on is in the chain."""
         stages: list[Stage] = [
-            Account(self.state, self.metrics),
+            Account(self.state, self.metrics, self.breakers.on_transitions),
             Parse(registry, int(cfg.server.max_body_mb * 1024 * 1024)),
             Identify(cfg),
             Meter(self.counter),
@@ -151,7 +154,10 @@ class Gateway:
                   for n, m in cfg.models.items() if m.concurrency}
         if providers or models:
             stages.append(Backpressure(self.metrics, providers, models))
-        stages += [Price(self.metrics, self.counter), Forward(self.metrics, hooks, cfg.retries)]
+        board = self.breakers if any(
+            d.breaker for r in registry.routes.values() for d in r.deployments) else None
+        stages += [Price(self.metrics, self.counter),
+                   Forward(self.metrics, hooks, cfg.retries, board)]
         return Chain(stages)
 
     async def _demo_url(self) -> str:
@@ -179,6 +185,7 @@ class Gateway:
 
     async def stop(self) -> None:
         await self.reloader.stop()
+        await self.breakers.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.runtime is not None:

@@ -52,7 +52,9 @@ class Exchange:
     route: ModelRoute | None = None
     rule: str | None = None
     fallbacks: list[ModelRoute] = field(default_factory=list)  # tried in order when it fails
-    attempts: list[str] = field(default_factory=list)  # "model: outcome" per target tried
+    attempts: list[str] = field(default_factory=list)  # "target: outcome" per target tried
+    provider_name: str = ""  # the deployment's provider that answered
+    breaker_outcomes: list[Any] = field(default_factory=list)  # BreakerOutcome per attempt
     budget_shares: dict[str, float] = field(default_factory=dict)  # scope -> spent / limit
     stream: bool = False
     body_changed: bool = False
@@ -67,6 +69,7 @@ class Exchange:
     # forward
     upstream_status: int = 0
     upstream_started: float = 0.0
+    upstream_headers_at: float = 0.0
     upstream_ended: float = 0.0
     first_token_at: float = 0.0
     finished_at: float = 0.0

@@ -128,6 +128,11 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
                                                       "peer": request.remote}})
         return json_response(result, 200 if result["result"] == "ok" else 400)
 
+    async def breakers(request: web.Request) -> web.Response:
+        views = await gw.state.breaker_views()
+        return json_response({"breakers": [v.to_dict() for v in views.values()]})
+
+    app.router.add_get("/admin/breakers", guarded(breakers))
     app.router.add_get("/admin/flags", guarded(flags))
     app.router.add_post("/admin/reload", guarded(reload))
     app.router.add_get("/admin/spend", guarded(spend))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -118,9 +118,43 @@ class PriceConfig(Strict):
     cache_write: float | None = Field(None, ge=0)  # default: the input price
 
 
+class BreakerConfig(Strict):
+    """A circuit breaker per upstream deployment (provider + model id)."""
+
+    consecutive_failures: int = Field(5, ge=1)
+    failure_rate: float = Field(0.5, gt=0, le=1)  # share of failures in the window that opens
+    window_s: float = Field(30, gt=0)
+    min_requests: int = Field(10, ge=1)  # the rate only counts past this many in the window
+    latency_ms: float | None = Field(None, gt=0)  # a slower success counts as a failure
+    open_s: float = Field(30, gt=0)  # how long it stays open before probes
+    half_open_probes: int = Field(1, ge=1)
+
+
+class DeploymentConfig(Strict):
+    """One place that serves the model: two API keys, three vLLM replicas..."""
+
+    provider: str
+    model: str | None = None  # default: the model's own `model`, else its name
+    weight: float = Field(1, gt=0)
+
+
 class ModelConfig(Strict):
     provider: str
     model: str | None = None  # the provider's own id; default: the name under `models:`
+    # Several deployments of the model; the first request goes to the one `balance` picks,
+    # a failed one is retried on the others before the model's fallbacks.
+    deployments: list[DeploymentConfig] = Field(default_factory=list)
+    balance: Literal["weighted", "least_inflight", "latency"] = "weighted"
+    breaker: BreakerConfig | Literal[False] | None = None  # None: the `breakers:` default
+
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_from_deployments(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "provider" not in data and data.get("deployments"):
+            first = data["deployments"][0]
+            if isinstance(first, dict) and "provider" in first:
+                data = {**data, "provider": first["provider"]}
+        return data
     price: PriceConfig = Field(default_factory=PriceConfig)
     # Encoding used to count prompts; default chosen from the model id.
     encoding: Literal["o200k_base", "cl100k_base", "o200k_harmony"] | None = None
@@ -344,6 +378,7 @@ class Config(Strict):
     kill_switch: bool = True
     routing: list[Rule] = Field(default_factory=list)
     retries: RetryConfig = Field(default_factory=RetryConfig)
+    breakers: BreakerConfig | None = None  # the default breaker of every model deployment
 
     @property
     def guarded(self) -> bool:
@@ -370,6 +405,10 @@ class Config(Strict):
                                           f"which is not under models: (known: "
                                           f"{', '.join(sorted(self.models)) or 'none'})")
         for name, m in self.models.items():
+            for j, d in enumerate(m.deployments):
+                if d.provider not in self.providers:
+                    raise ReferenceError_(("models", name, "deployments", j, "provider"),
+                                          f"no provider named {d.provider!r}")
             for j, f in enumerate(m.fallbacks):
                 if f not in self.models or f == name:
                     raise ReferenceError_(("models", name, "fallbacks", j),

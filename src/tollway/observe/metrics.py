@@ -90,6 +90,12 @@ class Metrics:
         self.config_reloads = Counter(
             "tollway_config_reloads", "Config reloads by result (ok, invalid).", ["result"],
             registry=r)
+        self.breaker_state = Gauge(
+            "tollway_breaker_state", "Circuit breaker per upstream target: 0 closed, "
+            "1 half-open, 2 open.", ["target"], registry=r)
+        self.breaker_transitions = Counter(
+            "tollway_breaker_transitions", "Circuit breaker state changes.",
+            ["target", "from_state", "to_state"], registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
@@ -102,7 +108,7 @@ class Metrics:
 
     def observe(self, ex: Exchange, total_s: float) -> None:
         model = ex.model_name if ex.route else "none"
-        provider = ex.route.provider.name if ex.route else "none"
+        provider = ex.provider_name or (ex.route.provider.name if ex.route else "none")
         endpoint = ex.endpoint.name
         self.child(self.requests, endpoint, ex.agent, ex.team, model, provider,
                     str(ex.status)).inc()

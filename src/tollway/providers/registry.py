@@ -8,8 +8,15 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from tollway.config.model import Config, ModelConfig, PriceConfig, ProviderConfig
+from tollway.config.model import (
+    BreakerConfig,
+    Config,
+    ModelConfig,
+    PriceConfig,
+    ProviderConfig,
+)
 from tollway.errors import GatewayError
+from tollway.state.breakers import BreakerPolicy
 from tollway.tokens.encodings import encoding_name_for_model
 
 log = logging.getLogger("tollway.providers")
@@ -99,9 +106,30 @@ class Provider:
         return headers
 
 
+@dataclass(slots=True, eq=False)
+class Deployment:
+    """One place that serves a model. Counters are this process's own view."""
+
+    provider: Provider
+    upstream_model: str
+    weight: float
+    breaker: BreakerPolicy | None
+    inflight: int = 0
+    ewma_s: float = 0.0  # time to the upstream's response headers, smoothed
+
+    @property
+    def target(self) -> str:
+        """The breaker's name for it (bounded by the config: fine as a metric label)."""
+        return f"{self.provider.name}/{self.upstream_model}"
+
+    def observe_latency(self, seconds: float) -> None:
+        self.ewma_s = seconds if not self.ewma_s else self.ewma_s * 0.8 + seconds * 0.2
+
+
 @dataclass(frozen=True, slots=True)
 class ModelRoute:
-    """A configured model name resolved to the provider and model id that serve it."""
+    """A configured model name resolved to the deployments that serve it (the first one's
+    provider and id stand for the model where only one matters: encodings, dialect)."""
 
     name: str
     provider: Provider
@@ -110,6 +138,8 @@ class ModelRoute:
     encoding: str
     tokenizer_factor: float
     estimated: bool  # no public tokenizer: prompt counts are estimates
+    deployments: tuple[Deployment, ...] = ()
+    balance: str = "weighted"
 
     def cost(self, input_: int, output: int, cached: int, cache_write: int) -> float:
         p = self.price
@@ -153,13 +183,29 @@ def needs_demo(cfg: Config) -> bool:
 
 
 def build_registry(cfg: Config, providers: Mapping[str, Provider]) -> ModelRegistry:
-    return ModelRegistry(_route(name, m, providers[m.provider]) for name, m in cfg.models.items())
+    return ModelRegistry(_route(name, m, providers, cfg.breakers)
+                         for name, m in cfg.models.items())
 
 
-def _route(name: str, m: ModelConfig, provider: Provider) -> ModelRoute:
+def _policy(b: BreakerConfig | None) -> BreakerPolicy | None:
+    if b is None:
+        return None
+    return BreakerPolicy(
+        consecutive_failures=b.consecutive_failures, failure_rate=b.failure_rate,
+        window_s=b.window_s, min_requests=b.min_requests,
+        latency_s=b.latency_ms / 1000 if b.latency_ms else None, open_s=b.open_s,
+        half_open_probes=b.half_open_probes)
+
+
+def _route(name: str, m: ModelConfig, providers: Mapping[str, Provider],
+           default_breaker: BreakerConfig | None) -> ModelRoute:
     upstream = m.model or name
+    provider = providers[m.provider]
+    breaker = _policy(default_breaker if m.breaker is None else (m.breaker or None))
+    deps = [Deployment(providers[d.provider], d.model or upstream, d.weight, breaker)
+            for d in m.deployments] or [Deployment(provider, upstream, 1.0, breaker)]
     anthropic = provider.kind == "anthropic" or (provider.kind == "demo" and "claude" in upstream)
     encoding = m.encoding or ("o200k_base" if anthropic else encoding_name_for_model(upstream))
-    return ModelRoute(name=name, provider=provider, upstream_model=upstream, price=m.price,
-                      encoding=encoding, tokenizer_factor=m.tokenizer_factor,
-                      estimated=anthropic)
+    return ModelRoute(name=name, provider=deps[0].provider, upstream_model=deps[0].upstream_model,
+                      price=m.price, encoding=encoding, tokenizer_factor=m.tokenizer_factor,
+                      estimated=anthropic, deployments=tuple(deps), balance=m.balance)

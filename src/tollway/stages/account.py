@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from tollway.exchange import Exchange, Usage
 from tollway.observe.metrics import Metrics
 from tollway.stages.base import Stage
 from tollway.state.base import State, StepRecord
+from tollway.state.breakers import Transition
+from tollway.state.guards import Settlement
 
 log = logging.getLogger("tollway.account")
 
@@ -18,9 +21,11 @@ log = logging.getLogger("tollway.account")
 class Account(Stage):
     name = "account"
 
-    def __init__(self, state: State, metrics: Metrics) -> None:
+    def __init__(self, state: State, metrics: Metrics,
+                 on_transitions: Callable[[list[Transition]], None] | None = None) -> None:
         self.state = state
         self.metrics = metrics
+        self.on_transitions = on_transitions
 
     async def after(self, ex: Exchange) -> None:
         if ex.accounted:
@@ -30,11 +35,20 @@ class Account(Stage):
         total = ex.finished_at - ex.started
         route = ex.route
         self.metrics.observe(ex, total)
-        if ex.session and route is not None:
-            try:
-                await self.state.record(self._step(ex, total), ex.settlement)
-            except Exception:
-                log.exception("could not record spend of request %s", ex.request_id)
+        settle = ex.settlement
+        if ex.breaker_outcomes:
+            settle = settle or Settlement()
+            settle.breakers = ex.breaker_outcomes
+        step = self._step(ex, total) if ex.session and route is not None else None
+        if step is None and settle is None:
+            return
+        try:
+            transitions = await self.state.record(step, settle)
+        except Exception:
+            log.exception("could not record spend of request %s", ex.request_id)
+            return
+        if transitions and self.on_transitions is not None:
+            self.on_transitions(transitions)
 
     def _step(self, ex: Exchange, total: float) -> StepRecord:
         u = ex.usage or Usage()

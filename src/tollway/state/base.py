@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tollway.state.breakers import BreakerPolicy, BreakerView, Transition
 from tollway.state.guards import Admission, Settlement, Verdict
 
 
@@ -128,9 +129,20 @@ class State(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def record(self, step: StepRecord, settle: Settlement | None = None) -> None:
-        """Settle the reservation and token buckets, attribute the step's spend to every
-        dimension and append it to its session."""
+    async def record(self, step: StepRecord | None, settle: Settlement | None = None,
+                     ) -> list[Transition]:
+        """Settle the reservation and token buckets, apply breaker outcomes, attribute the
+        step's spend to every dimension and append it to its session (step None: only the
+        settlement). Returns the breaker transitions the outcomes caused."""
+
+    @abc.abstractmethod
+    async def breaker_probe(self, target: str, policy: BreakerPolicy,
+                            ) -> tuple[bool, BreakerView, Transition | None]:
+        """For a target that looked open: may this caller try it now (a half-open probe)?"""
+
+    @abc.abstractmethod
+    async def breaker_views(self, targets: list[str] | None = None) -> dict[str, BreakerView]:
+        """Current breakers (all known ones when targets is None)."""
 
     @abc.abstractmethod
     async def set_flag(self, kind: str, name: str, on: bool) -> None:

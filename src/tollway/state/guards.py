@@ -11,6 +11,8 @@ import datetime
 import time
 from dataclasses import dataclass, field
 
+from tollway.state.breakers import BreakerOutcome
+
 PERIOD_TTL_S = {"day": 2 * 86400, "week": 8 * 86400, "month": 32 * 86400, "total": 0}
 
 
@@ -123,7 +125,9 @@ class Verdict:
 
 @dataclass(slots=True)
 class Settlement:
-    """Undo the reservation, add the real cost, correct token buckets by the real usage."""
+    """Undo the reservation, add the real cost, correct token buckets by the real usage,
+    and count each attempt's outcome on its target's circuit breaker."""
 
     budgets: list[tuple[BudgetCheck, float]] = field(default_factory=list)  # (check, actual)
     token_rates: list[tuple[RateCheck, int]] = field(default_factory=list)  # (check, delta)
+    breakers: list[BreakerOutcome] = field(default_factory=list)

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tollway.state.base import SPEND_DIMENSIONS, SpendRow, State, StepRecord, merge_rows
+from tollway.state.breakers import (
+    BreakerPolicy,
+    BreakerView,
+    Transition,
+    apply_outcome,
+    take_probe,
+)
 from tollway.state.guards import Admission, Settlement, Verdict
 
 HOUR = 3600
@@ -47,6 +54,7 @@ class MemoryState(State):
         self._steps: OrderedDict[str, list[float]] = OrderedDict()  # session -> [n, first]
         self._chains: OrderedDict[str, list[Any]] = OrderedDict()  # chain -> [agent, rounds]
         self._admits = 0
+        self._breakers: dict[str, BreakerView] = {}
 
     # --- guards -------------------------------------------------------------------------
     async def admit(self, adm: Admission) -> Verdict:
@@ -173,9 +181,36 @@ class MemoryState(State):
                 out.append(s.totals.cost_usd)
         return out
 
-    async def record(self, step: StepRecord, settle: Settlement | None = None) -> None:
+    async def record(self, step: StepRecord | None, settle: Settlement | None = None,
+                     ) -> list[Transition]:
+        transitions: list[Transition] = []
         if settle is not None:
             self._settle(settle)
+            now = time.time()
+            for o in settle.breakers:
+                v = self._breakers.get(o.target)
+                if v is None:
+                    v = self._breakers[o.target] = BreakerView(o.target, window_start=now)
+                t = apply_outcome(v, o, now)
+                if t is not None:
+                    transitions.append(t)
+        if step is not None:
+            self._record_step(step)
+        return transitions
+
+    async def breaker_probe(self, target: str, policy: BreakerPolicy,
+                            ) -> tuple[bool, BreakerView, Transition | None]:
+        v = self._breakers.get(target)
+        if v is None:
+            v = self._breakers[target] = BreakerView(target, window_start=time.time())
+        allowed, t = take_probe(v, policy, time.time())
+        return allowed, replace(v), t
+
+    async def breaker_views(self, targets: list[str] | None = None) -> dict[str, BreakerView]:
+        names = self._breakers.keys() if targets is None else targets
+        return {n: replace(self._breakers[n]) for n in names if n in self._breakers}
+
+    def _record_step(self, step: StepRecord) -> None:
         hour = int(step.time // HOUR)
         if hour > self._newest_hour:
             self._newest_hour = hour

@@ -4,7 +4,9 @@ Semantics are those of `MemoryState`, call for call; this backend only adds shar
 durability. Each request costs two round trips: `admit()` is one EVALSHA of `admit.lua`
 (kill switch, loop counters, GCRA rate limits on the server's clock, budget reservations,
 atomically and all-or-nothing), `record()` one EVALSHA of `record.lua` (settlement, token
-bucket correction, hourly spend per dimension, the session).
+bucket correction, circuit breaker outcomes, hourly spend per dimension, the session).
+A target whose breaker looked open costs one more: `breaker_probe()`, one EVALSHA of
+`probe.lua`, so that across processes at most `half_open_probes` probes are in flight.
 
 Key layout. Every key starts with ``{<key_prefix>}:`` - a single hash tag, so in a Redis
 Cluster all of the gateway's keys hash to one slot: each script may touch any of them and
@@ -23,17 +25,23 @@ one gateway's state lives on one shard; it is small (bounded by TTLs, `max_sessi
     sp:<dim>:<hour>                   hash "<key>|requests|input|output|cached|cache_write|cost"
     sp:hours                          zset of hours with spend (spend(since=) reads these)
     se:<session>  sl:<session>        summary hash and list of step JSON (last session_steps)
+    br:<target>                       hash state, until, failures, window_start,
+                                      window_requests, window_failures, probes (no TTL:
+                                      targets are the configured deployments)
+    br:all                            set of the targets with a breaker, for breaker_views()
     sessions  unobserved              zsets session -> last activity; unobserved feeds
                                       idle_sessions(), which pops each session once
 
 Floats are computed in Lua as doubles and stored with 17 significant digits (never with
 HINCRBYFLOAT, whose long double arithmetic differs from Python's), and travel back as
 strings, so the numbers are bit-identical to the memory backend's. Session activity
-("last") and the idle cutoff use the gateway's clock, as in memory; GCRA and loop counters
-use Redis's TIME so that all processes share one clock.
+("last"), the idle cutoff and the breakers (window, open until) use the gateway's clock, as
+in memory; GCRA and loop counters use Redis's TIME so that all processes share one clock.
 
-When Redis is unreachable the state is "down": `admit()` raises StateUnavailable at once
-(the guard fails open or closed), `record()` queues up to `pending_max` steps in memory,
+When Redis is unreachable the state is "down": `admit()` and `breaker_probe()` raise
+StateUnavailable at once (the caller decides), `record()` queues up to `pending_max`
+records in memory (breaker outcomes included, applied on recovery at the time they were
+recorded; the transitions they cause then are only logged) and returns no transitions,
 `ready()` is False, and a background probe PINGs every `retry_interval_s`; when Redis
 answers, the queue is written in order and the state is up again.
 """
@@ -66,6 +74,7 @@ from tollway.state.base import (
     StepRecord,
     merge_rows,
 )
+from tollway.state.breakers import BreakerPolicy, BreakerView, Transition
 from tollway.state.guards import Admission, Settlement, Verdict
 from tollway.state.memory import HOUR, _Session, _session_view, _summary
 
@@ -87,7 +96,9 @@ _FIELDS = {"requests": "requests", "input": "input_tokens", "output": "output_to
 _STEP_FIELDS = frozenset(f.name for f in fields(StepRecord))
 _CHUNK = 500  # commands per pipeline in admin queries
 
-Pending = tuple[StepRecord, Settlement | None, float]
+Pending = tuple[StepRecord | None, Settlement | None, float]
+_BREAKER_FIELDS = ("state", "until", "failures", "window_start", "window_requests",
+                   "window_failures", "probes")
 
 
 def _lua(name: str) -> str:
@@ -123,6 +134,7 @@ class RedisState(State):
         self._admit_script: AsyncScript = self._redis.register_script(_lua("admit.lua"))
         self._record_script: AsyncScript = self._redis.register_script(_lua("record.lua"))
         self._idle_script: AsyncScript = self._redis.register_script(_lua("idle.lua"))
+        self._probe_script: AsyncScript = self._redis.register_script(_lua("probe.lua"))
         self._up = False  # until a PING answers
         self._down = asyncio.Event()
         self._down.set()
@@ -182,13 +194,15 @@ class RedisState(State):
         while self._pending:
             item = self._pending.popleft()
             try:
-                await self._write(item)
+                for t in await self._write(item):
+                    log.info("breaker %s: %s -> %s (an outcome queued while redis was down)",
+                             t.target, t.before, t.after)
             except DOWN_ERRORS:
                 self._pending.appendleft(item)
                 self._count("record")
                 return False
             except RedisError:  # refused for good (not for being down): it cannot succeed
-                log.exception("queued step %s refused by redis; dropped", item[0].request_id)
+                log.exception("queued record %s refused by redis; dropped", _what(item))
                 self._count("dropped")
             flushed += 1
         # No await since the queue was seen empty: nothing can slip in between.
@@ -244,20 +258,26 @@ class RedisState(State):
             raise StateUnavailable(f"redis: {exc}") from exc
         return _verdict(adm, raw)
 
-    async def record(self, step: StepRecord, settle: Settlement | None = None) -> None:
-        """Never raises for Redis being down: the step is queued and written on recovery."""
+    async def record(self, step: StepRecord | None, settle: Settlement | None = None,
+                     ) -> list[Transition]:
+        """Never raises for Redis being down: the record is queued and written on recovery
+        (and then no transitions are returned: they happen when it is written)."""
+        if step is None and (settle is None or not (settle.budgets or settle.token_rates
+                                                     or settle.breakers)):
+            return []
         item = (step, settle, time.time())
         if not self._up:
             self._enqueue(item)
-            return
+            return []
         try:
-            await self._write(item)
+            return await self._write(item)
         except DOWN_ERRORS as exc:
             self._mark_down("record", exc)
             self._enqueue(item)
         except RedisError:
             self._count("record")
-            log.exception("redis refused step %s", step.request_id)
+            log.exception("redis refused record %s", _what(item))
+        return []
 
     def _enqueue(self, item: Pending) -> None:
         if self._pending_max <= 0:
@@ -268,37 +288,71 @@ class RedisState(State):
             self._count("dropped")
         self._pending.append(item)
 
-    async def _write(self, item: Pending) -> None:
+    async def _write(self, item: Pending) -> list[Transition]:
+        """One EVALSHA of record.lua (its KEYS and ARGV layout is documented there)."""
         step, settle, now = item
-        sid = step.session
-        hour = int(step.time // HOUR)
-        h = str(hour)
-        keys = [self._k("sessions"), self._k("unobserved"), self._k("sp", "hours"),
-                self._k("se", sid), self._k("sl", sid),
-                *(self._k("sp", dim, h) for dim in _BUCKET_DIMS)]
-        args: list[str | int] = [
-            sid, _f(now), self._retention, self._session_steps, self._max_sessions, hour,
-            orjson.dumps(step.to_dict()).decode(), step.agent, step.team, step.model,
-            step.provider, _f(step.time), step.input_tokens, step.output_tokens,
-            step.cached_tokens, step.cache_write_tokens, _f(step.cost_usd),
-            len(step.tags), *step.tags]
         budgets = settle.budgets if settle is not None else []
         rates = settle.token_rates if settle is not None else []
-        args.append(len(budgets))
+        outcomes = settle.breakers if settle is not None else []
+        keys = [self._k("br", "all")]
+        args: list[str | int] = [_f(now), len(budgets), len(rates), len(outcomes),
+                                 0 if step is None else 1]
         for bc, actual in budgets:
             keys.append(self._k("bu", bc.key))
             args += [_f(bc.reserve), _f(actual), bc.ttl_s]
-        args.append(len(rates))
         for rc, delta in rates:
             keys.append(self._k("rl", rc.key))
             args.append(_f(delta * rc.interval_us))
-        dropped = await self._record_script(keys=keys, args=args)
+        for o in outcomes:
+            p = o.policy
+            keys.append(self._k("br", o.target))
+            args += [o.target, 1 if o.ok else 0, _f(o.latency_s), 1 if o.probe else 0,
+                     _opt(o.retry_after_s), p.consecutive_failures, _f(p.failure_rate),
+                     _f(p.window_s), p.min_requests, _opt(p.latency_s), _f(p.open_s)]
+        if step is not None:
+            sid = step.session
+            hour = int(step.time // HOUR)
+            h = str(hour)
+            keys += [self._k("sessions"), self._k("unobserved"), self._k("sp", "hours"),
+                     self._k("se", sid), self._k("sl", sid),
+                     *(self._k("sp", dim, h) for dim in _BUCKET_DIMS)]
+            args += [
+                sid, self._retention, self._session_steps, self._max_sessions, hour,
+                orjson.dumps(step.to_dict()).decode(), step.agent, step.team, step.model,
+                step.provider, _f(step.time), step.input_tokens, step.output_tokens,
+                step.cached_tokens, step.cache_write_tokens, _f(step.cost_usd),
+                len(step.tags), *step.tags]
+        dropped, flat = await self._record_script(keys=keys, args=args)
         if dropped:  # sessions beyond max_sessions: free their steps now, not at their TTL
             try:
                 await self._redis.unlink(*[self._k(kind, s) for s in dropped
                                            for kind in ("se", "sl")])
             except RedisError:
                 log.debug("could not unlink dropped sessions", exc_info=True)
+        return [Transition(*flat[i:i + 3]) for i in range(0, len(flat), 3)]
+
+    # --- circuit breakers ---------------------------------------------------------------
+    async def breaker_probe(self, target: str, policy: BreakerPolicy,
+                            ) -> tuple[bool, BreakerView, Transition | None]:
+        """take_probe, atomically across processes; raises StateUnavailable when down."""
+        if not self._up:  # as admit(): no waiting on the timeout while down
+            self._count("breaker")
+            raise StateUnavailable("redis state is down")
+        raw = await self._call("breaker", lambda: self._probe_script(
+            keys=[self._k("br", target), self._k("br", "all")],
+            args=[target, _f(time.time()), policy.half_open_probes]))
+        view = _breaker(target, dict(zip(_BREAKER_FIELDS, raw[1:8], strict=True)))
+        t = Transition(target, raw[8], raw[9]) if raw[8] else None
+        return raw[0] == 1, view, t
+
+    async def breaker_views(self, targets: list[str] | None = None) -> dict[str, BreakerView]:
+        if targets is None:
+            targets = sorted(await self._call(
+                "query", lambda: self._redis.smembers(self._k("br", "all"))))
+        rows = await self._pipelined("query", [("hmget", self._k("br", t), _BREAKER_FIELDS)
+                                               for t in targets])
+        return {t: _breaker(t, dict(zip(_BREAKER_FIELDS, row, strict=True)))
+                for t, row in zip(targets, rows, strict=True) if row[0] is not None}
 
     async def budget_usage(self, key: str) -> tuple[float, float]:
         spent, reserved = await self._call(
@@ -452,6 +506,22 @@ def _verdict(adm: Admission, raw: list[Any]) -> Verdict:
     m = int(raw[i])
     v.budget_state = [(float(raw[i + 1 + 2 * j]), float(raw[i + 2 + 2 * j])) for j in range(m)]
     return v
+
+
+def _opt(x: float | None) -> str:
+    """An optional float for a script: '' for None."""
+    return "" if x is None else _f(x)
+
+
+def _what(item: Pending) -> str:
+    step = item[0]
+    return f"step {step.request_id}" if step is not None else "settlement (no step)"
+
+
+def _breaker(target: str, h: dict[str, Any]) -> BreakerView:
+    return BreakerView(target, h["state"], float(h["until"]), int(h["failures"]),
+                       float(h["window_start"]), int(h["window_requests"]),
+                       int(h["window_failures"]), int(h["probes"]))
 
 
 def _step(js: str) -> StepRecord:

@@ -60,10 +60,11 @@ def chat_to_messages(body: dict[str, Any], model: str, default_max_tokens: int =
                 "use 'tool' messages", f"{where}.role")
         else:
             raise TranslationError(f"{where}: unsupported role {role!r}", f"{where}.role")
+    if out:
+        _tidy(out)
     if not out:
-        raise TranslationError("'messages' must contain at least one user or assistant message",
-                               "messages")
-    _tidy(out)
+        raise TranslationError("'messages' must contain at least one non-empty user or "
+                               "assistant message", "messages")
 
     req: dict[str, Any] = {"model": model, "messages": out,
                            "max_tokens": _max_tokens(body, default_max_tokens)}
@@ -72,7 +73,7 @@ def chat_to_messages(body: dict[str, Any], model: str, default_max_tokens: int =
         req["system"] = only["text"] if len(system) == 1 and len(only) == 2 else system
     _sampling(body, req)
     _tools(body, req, used_tools if has_tool_blocks else None)
-    user = body.get("user")
+    user = body.get("user") or body.get("safety_identifier")
     if isinstance(user, str) and user:
         req["metadata"] = {"user_id": user}
     return req

@@ -35,7 +35,7 @@ def _payloads(blob: bytes) -> list[Any]:
         blob = blob.replace(b"\r\n", b"\n")
     out: list[Any] = []
     for ev in blob.split(b"\n\n"):
-        if not ev or ev.startswith(b"event: ping") or ev.startswith(b":"):
+        if not ev or ev.startswith(b"event: ping"):
             continue
         data = event_data(ev)[1]
         if not data:

@@ -1,18 +1,27 @@
 -- record.lua: everything after a request, in one atomic step: settle the budget
--- reservations, correct the token buckets by the real usage, attribute the step's spend
--- to every dimension for its hour, and append it to its session.
+-- reservations, correct the token buckets by the real usage, count each attempt's outcome
+-- on its target's circuit breaker, attribute the step's spend to every dimension for its
+-- hour, and append it to its session. Without a step (has_step 0) only the settlement.
 --
--- KEYS  1 sessions (zset: session -> last activity)   2 unobserved (zset, same scores)
---       3 sp:hours (zset of hours that have spend)    4 se:<session> (hash: summary)
---       5 sl:<session> (list of step JSON)
---       6 sp:agent:<h>  7 sp:team:<h>  8 sp:model:<h>  9 sp:provider:<h>  10 sp:tag:<h>
---       11 .. 10+nb     bu:<budget key>
---       11+nb .. 10+nb+nr  rl:<rate key>
--- ARGV  1 session  2 now (client clock, when record() was called)  3 retention_hours
---       4 session_steps  5 max_sessions  6 hour  7 step JSON  8 agent  9 team  10 model
---       11 provider  12 step time  13 input  14 output  15 cached  16 cache_write  17 cost
---       18 ntags, tags.., nb, (reserve actual ttl_s)*nb, nr, (delta_us)*nr
--- Returns the sessions dropped to keep max_sessions (the caller unlinks their keys).
+-- KEYS  1 br:all (set of breaker targets)
+--       then nb  bu:<budget key>
+--       then nr  rl:<rate key>
+--       then nbr br:<target>                          (one per outcome, in order)
+--       then, with a step: sessions (zset: session -> last activity), unobserved (zset,
+--       same scores), sp:hours (zset of hours that have spend), se:<session> (hash:
+--       summary), sl:<session> (list of step JSON), sp:agent:<h>, sp:team:<h>,
+--       sp:model:<h>, sp:provider:<h>, sp:tag:<h>
+-- ARGV  1 now (client clock, when record() was called)  2 nb  3 nr  4 nbr  5 has_step
+--       then per budget:  reserve actual ttl_s
+--       then per rate:    delta_us
+--       then per outcome: target ok(0/1) latency_s probe(0/1) retry_after_s('' none)
+--                         consecutive_failures failure_rate window_s min_requests
+--                         policy latency_s ('' none) open_s
+--       then, with a step: session retention_hours session_steps max_sessions hour
+--                         step_JSON agent team model provider step_time input output
+--                         cached cache_write cost ntags tags..
+-- Returns {dropped, transitions}: the sessions dropped to keep max_sessions (the caller
+-- unlinks their keys) and the breaker transitions as a flat list target, before, after..
 -- Floats are added here as doubles and stored with 17 digits, not with HINCRBYFLOAT (long
 -- double), so every sum is bit-identical to the in-process backend.
 
@@ -22,23 +31,20 @@ local function addf(key, field, x)
   redis.call('HSET', key, field, f(cur + x))
 end
 
-local sid, now = ARGV[1], tonumber(ARGV[2])
-local retention_h = tonumber(ARGV[3])
-local retention_s = retention_h * 3600
-local hour = tonumber(ARGV[6])
-local input, output, cached, cache_write = ARGV[13], ARGV[14], ARGV[15], ARGV[16]
-local cost = tonumber(ARGV[17])
-local ntags = tonumber(ARGV[18])
-local a = 18 + ntags
-local nb = tonumber(ARGV[a + 1])
-local nr = tonumber(ARGV[a + 2 + nb * 3])
+local ai, ki = 0, 0
+local function arg() ai = ai + 1; return ARGV[ai] end
+local function key() ki = ki + 1; return KEYS[ki] end
+local function opt(x) if x == '' then return nil end return tonumber(x) end
+
+local now = tonumber(arg())
+local nb, nr, nbr = tonumber(arg()), tonumber(arg()), tonumber(arg())
+local has_step = arg() == '1'
+local all = key()
 
 -- settle budgets: release this request's reservation, add what it really cost
-for j = 1, nb do
-  local b = a + 1 + (j - 1) * 3
-  local reserve, actual, ttl = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]),
-      tonumber(ARGV[b + 3])
-  local k = KEYS[10 + j]
+for _ = 1, nb do
+  local k = key()
+  local reserve, actual, ttl = tonumber(arg()), tonumber(arg()), tonumber(arg())
   local cur = redis.call('HMGET', k, 'spent', 'reserved')
   local reserved = (tonumber(cur[2]) or 0) - reserve
   if reserved < 0 then reserved = 0 end
@@ -51,81 +57,152 @@ end
 if nr > 0 then
   local t = redis.call('TIME')
   local now_us = tonumber(t[1]) * 1e6 + tonumber(t[2])
-  local r = a + 2 + nb * 3
-  for i = 1, nr do
-    local k = KEYS[10 + nb + i]
+  for _ = 1, nr do
+    local k = key()
+    local delta = tonumber(arg())
     local tat = tonumber(redis.call('GET', k))
     if tat then
-      tat = tat + tonumber(ARGV[r + i])
+      tat = tat + delta
       redis.call('SET', k, f(tat), 'PX', math.max(0, math.floor((tat - now_us) / 1000)) + 1000)
     end
   end
 end
 
+-- circuit breakers: breakers.apply_outcome, line for line, on the gateway's clock
+local CLOSED, HALF_OPEN, OPEN = 'closed', 'half_open', 'open'
+local transitions = {}
+for _ = 1, nbr do
+  local k = key()
+  local target, o_ok, o_latency = arg(), arg() == '1', tonumber(arg())
+  local o_probe, o_retry = arg() == '1', opt(arg())
+  local p_consecutive, p_rate, p_window = tonumber(arg()), tonumber(arg()), tonumber(arg())
+  local p_min, p_latency, p_open = tonumber(arg()), opt(arg()), tonumber(arg())
+  local h = redis.call('HMGET', k, 'state', 'until', 'failures', 'window_start',
+                       'window_requests', 'window_failures', 'probes')
+  local state, till, failures, wstart, wreq, wfail, probes
+  if h[1] then
+    state, till, failures, wstart = h[1], tonumber(h[2]), tonumber(h[3]), tonumber(h[4])
+    wreq, wfail, probes = tonumber(h[5]), tonumber(h[6]), tonumber(h[7])
+  else  -- a new breaker, as MemoryState creates it
+    state, till, failures, wstart, wreq, wfail, probes = CLOSED, 0, 0, now, 0, 0, 0
+  end
+  local before = state
+  local ok = o_ok and (p_latency == nil or o_latency <= p_latency)
+  if o_probe and probes > 0 then probes = probes - 1 end
+  if now - wstart >= p_window then wstart, wreq, wfail = now, 0, 0 end
+  wreq = wreq + 1
+  if ok then
+    failures = 0
+    if state == HALF_OPEN and o_probe then
+      state, till, probes = CLOSED, 0, 0
+      wstart, wreq, wfail = now, 0, 0
+    end
+  else
+    failures = failures + 1
+    wfail = wfail + 1
+    local trip = failures >= p_consecutive
+        or (wreq >= p_min and wfail / wreq > p_rate)
+        or o_retry ~= nil
+        or (state == HALF_OPEN and o_probe)
+    if trip and state ~= OPEN then
+      state = OPEN
+      till = now + math.max(p_open, o_retry or 0)
+      probes = 0
+    elseif state == OPEN and o_retry ~= nil then
+      till = math.max(till, now + o_retry)
+    end
+  end
+  redis.call('HSET', k, 'state', state, 'until', f(till), 'failures', failures,
+             'window_start', f(wstart), 'window_requests', wreq,
+             'window_failures', wfail, 'probes', probes)
+  redis.call('SADD', all, target)
+  if state ~= before then
+    transitions[#transitions + 1] = target
+    transitions[#transitions + 1] = before
+    transitions[#transitions + 1] = state
+  end
+end
+
+if not has_step then return {{}, transitions} end
+
+local k_sessions, k_unobserved, k_hours, k_summary, k_steps = key(), key(), key(), key(),
+    key()
+local k_dims = {key(), key(), key(), key(), key()}  -- agent team model provider tag
+local sid = arg()
+local retention_h = tonumber(arg())
+local retention_s = retention_h * 3600
+local session_steps, max_sessions, hour = tonumber(arg()), tonumber(arg()), tonumber(arg())
+local step_json, agent, team, model, provider = arg(), arg(), arg(), arg(), arg()
+local step_time = arg()
+local input, output, cached, cache_write = arg(), arg(), arg(), arg()
+local cost = tonumber(arg())
+local ntags = tonumber(arg())
+
 -- hourly spend per dimension (the session dimension is the session summary)
-local function attribute(k, key)
-  redis.call('HINCRBY', k, key .. '|requests', 1)
-  redis.call('HINCRBY', k, key .. '|input', input)
-  redis.call('HINCRBY', k, key .. '|output', output)
-  redis.call('HINCRBY', k, key .. '|cached', cached)
-  redis.call('HINCRBY', k, key .. '|cache_write', cache_write)
-  addf(k, key .. '|cost', cost)
+local function attribute(k, name)
+  redis.call('HINCRBY', k, name .. '|requests', 1)
+  redis.call('HINCRBY', k, name .. '|input', input)
+  redis.call('HINCRBY', k, name .. '|output', output)
+  redis.call('HINCRBY', k, name .. '|cached', cached)
+  redis.call('HINCRBY', k, name .. '|cache_write', cache_write)
+  addf(k, name .. '|cost', cost)
 end
 local expire_at = (hour + retention_h + 1) * 3600
-attribute(KEYS[6], ARGV[8])
-attribute(KEYS[7], ARGV[9])
-attribute(KEYS[8], ARGV[10])
-attribute(KEYS[9], ARGV[11])
-for i = 1, ntags do attribute(KEYS[10], ARGV[18 + i]) end
-for i = 6, 10 do redis.call('EXPIREAT', KEYS[i], expire_at) end
-redis.call('ZADD', KEYS[3], hour, hour)
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (hour - retention_h))
-redis.call('EXPIRE', KEYS[3], retention_s + 3600)
+attribute(k_dims[1], agent)
+attribute(k_dims[2], team)
+attribute(k_dims[3], model)
+attribute(k_dims[4], provider)
+for _ = 1, ntags do attribute(k_dims[5], arg()) end
+for i = 1, 5 do redis.call('EXPIREAT', k_dims[i], expire_at) end
+redis.call('ZADD', k_hours, hour, hour)
+redis.call('ZREMRANGEBYSCORE', k_hours, '-inf', '(' .. (hour - retention_h))
+redis.call('EXPIRE', k_hours, retention_s + 3600)
 
 -- the session: a session that is not listed (new, dropped or expired) starts afresh
-local new = not redis.call('ZSCORE', KEYS[1], sid) or redis.call('EXISTS', KEYS[4]) == 0
+local new = not redis.call('ZSCORE', k_sessions, sid)
+    or redis.call('EXISTS', k_summary) == 0
 local last
 if new then
-  redis.call('DEL', KEYS[4], KEYS[5])
-  redis.call('HSET', KEYS[4], 'agent', ARGV[8], 'team', ARGV[9], 'first', ARGV[12],
+  redis.call('DEL', k_summary, k_steps)
+  redis.call('HSET', k_summary, 'agent', agent, 'team', team, 'first', step_time,
              'steps', 0, 'requests', 0, 'input', 0, 'output', 0, 'cached', 0,
              'cache_write', 0, 'cost', '0')
-  last = tonumber(ARGV[12])
+  last = tonumber(step_time)
 else
-  last = tonumber(redis.call('HGET', KEYS[4], 'last')) or tonumber(ARGV[12])
+  last = tonumber(redis.call('HGET', k_summary, 'last')) or tonumber(step_time)
 end
 if now > last then last = now end
-redis.call('HSET', KEYS[4], 'last', f(last))
-redis.call('HINCRBY', KEYS[4], 'steps', 1)
-redis.call('HINCRBY', KEYS[4], 'requests', 1)
-redis.call('HINCRBY', KEYS[4], 'input', input)
-redis.call('HINCRBY', KEYS[4], 'output', output)
-redis.call('HINCRBY', KEYS[4], 'cached', cached)
-redis.call('HINCRBY', KEYS[4], 'cache_write', cache_write)
-addf(KEYS[4], 'cost', cost)
-redis.call('RPUSH', KEYS[5], ARGV[7])
-redis.call('LTRIM', KEYS[5], -tonumber(ARGV[4]), -1)
-redis.call('EXPIRE', KEYS[4], retention_s)
-redis.call('EXPIRE', KEYS[5], retention_s)
+redis.call('HSET', k_summary, 'last', f(last))
+redis.call('HINCRBY', k_summary, 'steps', 1)
+redis.call('HINCRBY', k_summary, 'requests', 1)
+redis.call('HINCRBY', k_summary, 'input', input)
+redis.call('HINCRBY', k_summary, 'output', output)
+redis.call('HINCRBY', k_summary, 'cached', cached)
+redis.call('HINCRBY', k_summary, 'cache_write', cache_write)
+addf(k_summary, 'cost', cost)
+redis.call('RPUSH', k_steps, step_json)
+redis.call('LTRIM', k_steps, -session_steps, -1)
+redis.call('EXPIRE', k_summary, retention_s)
+redis.call('EXPIRE', k_steps, retention_s)
 
-redis.call('ZADD', KEYS[1], f(last), sid)
+redis.call('ZADD', k_sessions, f(last), sid)
 if new then
-  redis.call('ZADD', KEYS[2], f(last), sid)
+  redis.call('ZADD', k_unobserved, f(last), sid)
 else
-  redis.call('ZADD', KEYS[2], 'XX', f(last), sid)
+  redis.call('ZADD', k_unobserved, 'XX', f(last), sid)
 end
 -- sessions past retention have lost their keys: forget them
 local horizon = '(' .. f(now - retention_s)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', horizon)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', horizon)
+redis.call('ZREMRANGEBYSCORE', k_sessions, '-inf', horizon)
+redis.call('ZREMRANGEBYSCORE', k_unobserved, '-inf', horizon)
 -- keep max_sessions, dropping the least recently active
 local dropped = {}
-local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[5])
+local over = redis.call('ZCARD', k_sessions) - max_sessions
 if over > 0 then
-  dropped = redis.call('ZRANGE', KEYS[1], 0, over - 1)
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
-  for i = 1, #dropped do redis.call('ZREM', KEYS[2], dropped[i]) end
+  dropped = redis.call('ZRANGE', k_sessions, 0, over - 1)
+  redis.call('ZREMRANGEBYRANK', k_sessions, 0, over - 1)
+  for i = 1, #dropped do redis.call('ZREM', k_unobserved, dropped[i]) end
 end
-redis.call('EXPIRE', KEYS[1], retention_s)
-redis.call('EXPIRE', KEYS[2], retention_s)
-return dropped
+redis.call('EXPIRE', k_sessions, retention_s)
+redis.call('EXPIRE', k_unobserved, retention_s)
+return {dropped, transitions}
