@@ -82,6 +82,9 @@ class Forward(Stage):
                 allowed, probe, wait = await self.board.check(dep)
                 if not allowed:
                     failure = self._skip(ex, dep, wait, failure)
+                    if not last:
+                        self.metrics.fallbacks.labels(route.name, plan[i + 1][0].name,
+                                                      "breaker_open").inc()
                     continue
             try:
                 return await self._attempt(ex, route, dep, last, deadline, probe)

@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -63,6 +63,8 @@ class MockSettings:
     chunks: int = 8
     reply: str | None = None
     require_key: str | None = None
+    #: model id -> status: requests for these models fail (a deployment that is down).
+    fail_models: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -374,6 +376,9 @@ class MockProvider:
                 return error(401, "Invalid API key provided.", headers=extra)
 
         forced = headers.get("x-mock-status")
+        if forced is None and settings.fail_models and isinstance(body, dict):
+            failing = settings.fail_models.get(str(body.get("model")))
+            forced = str(failing) if failing else None
         if forced is not None and forced.isdigit() and int(forced) >= 400:
             status = int(forced)
             if status in (429, 503, 529):
