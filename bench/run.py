@@ -44,10 +44,11 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 CONFIG = BENCH / "gateway.bench.yaml"
 GUARDS_CONFIG = BENCH / "gateway.guards.yaml"
+ROUTING_CONFIG = BENCH / "gateway.routing.yaml"
 PYTHON = sys.executable
 TOLLWAY = str(Path(sys.executable).parent / "tollway")
 LOAD_CORE, TARGET_CORE = 0, 1
-TARGETS = ("direct", "relay", "tollway", "guards-mem", "guards-redis")
+TARGETS = ("direct", "relay", "tollway", "routing-50", "guards-mem", "guards-redis")
 MODES = ("non-stream", "stream")
 MOCK_CHUNKS = 20
 LATENCY_MS = 50.0
@@ -209,7 +210,8 @@ def start_target(children: Children, name: str, upstream: str, redis_url: str | 
         env = {"BENCH_UPSTREAM": upstream, "BENCH_STATE": "redis" if redis_url else "memory",
                "BENCH_REDIS_URL": redis_url or ""}
     else:
-        argv = [TOLLWAY, "serve", "-c", str(CONFIG), "--host", "127.0.0.1", "--port", str(port)]
+        config = ROUTING_CONFIG if name == "routing-50" else CONFIG
+        argv = [TOLLWAY, "serve", "-c", str(config), "--host", "127.0.0.1", "--port", str(port)]
         env = {"BENCH_UPSTREAM": upstream}
     proc = children.start(name, TARGET_CORE, argv, env=env)
     base = f"http://127.0.0.1:{port}"
@@ -530,7 +532,7 @@ def ratios(sc: Scenario) -> list[str]:
             verdict = "ok" if a / b <= 2.0 else "over the 2.0x goal"
             parts.append(f"{mode} **{a / b:.2f}x** ({a:.0f} / {b:.0f} µs, {verdict})")
     lines = [f"CPU per request, tollway / relay: {'; '.join(parts)}"] if parts else []
-    for guards in ("guards-mem", "guards-redis"):
+    for guards in ("routing-50", "guards-mem", "guards-redis"):
         extra = []
         for mode in MODES:
             g, core = sc.cell(guards, mode), sc.cell("tollway", mode)
@@ -623,8 +625,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-runs", type=int, default=1,
                    help="runs per cell in the latency scenario (default 1)")
     p.add_argument("--targets", type=_csv(TARGETS), default=TARGETS,
-                   help="comma-separated subset of direct,relay,tollway,guards-mem,"
-                        "guards-redis")
+                   help="comma-separated subset of direct,relay,tollway,routing-50,"
+                        "guards-mem,guards-redis")
     p.add_argument("--modes", type=_csv(MODES), default=MODES,
                    help="comma-separated subset of non-stream,stream")
     p.add_argument("--output", type=Path, default=RESULTS / "latest.md")

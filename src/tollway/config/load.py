@@ -63,7 +63,7 @@ def load_config_text(text: str, file: str = "<config>", environ: dict[str, str] 
     if not isinstance(data, dict):
         raise ConfigError([Problem(file, 1, "", "the config must be a mapping")])
     # A section whose keys are all commented out is empty, not an error.
-    data = {k: ({} if v is None else v) for k, v in data.items()}
+    data = {k: v for k, v in data.items() if v is not None}
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
