@@ -165,7 +165,8 @@ async def test_probes_wait_for_until_then_are_rationed(any_state: State) -> None
     await wait_past(v.until)
     allowed, after, t = await any_state.breaker_probe("oai/gpt", pol)
     assert allowed and t == Transition("oai/gpt", OPEN, HALF_OPEN)
-    assert (after.state, after.probes, after.until) == (HALF_OPEN, 1, v.until)
+    # the half-open round lasts open_s; unanswered probe slots are freed when it ends
+    assert (after.state, after.probes) == (HALF_OPEN, 1) and after.until > v.until
     allowed, after, t = await any_state.breaker_probe("oai/gpt", pol)
     assert allowed and t is None and after.probes == 2
     for _ in range(3):
@@ -348,3 +349,16 @@ async def test_breakers_while_redis_is_down(redis_server: RedisServer,
         await asyncio.sleep(0.01)
     assert st.pending == 0
     assert (await view(st)).state == OPEN  # the queued outcome was applied on recovery
+
+
+async def test_lost_probes_free_their_slots_after_a_round(any_state: State) -> None:
+    pol = policy(half_open_probes=1)
+    v = await opened(any_state, pol)
+    await wait_past(v.until)
+    allowed, first, _ = await any_state.breaker_probe("oai/gpt", pol)
+    assert allowed  # this probe never reports (its replica died, say)
+    allowed, _, _ = await any_state.breaker_probe("oai/gpt", pol)
+    assert not allowed
+    await wait_past(first.until)
+    allowed, again, t = await any_state.breaker_probe("oai/gpt", pol)
+    assert allowed and t is None and again.state == HALF_OPEN and again.probes == 1

@@ -9,7 +9,8 @@ breaker.
   the current `window_s` with a failure share of `failure_rate` or more, or an upstream
   Retry-After (open for at least that long). A success slower than `latency_s` counts as a
   failure.
-- open -> half_open: once `until` has passed, the next caller that asks for a probe slot.
+- open -> half_open: once `until` has passed, the next caller that asks for a probe slot;
+  a half-open round lasts `open_s`, after which unanswered probe slots are freed.
 - half_open: at most `half_open_probes` requests in flight; a probe that succeeds closes the
   breaker (counters reset), one that fails opens it again for `open_s`.
 """
@@ -108,10 +109,14 @@ def take_probe(v: BreakerView, p: BreakerPolicy, now: float) -> tuple[bool, Tran
     if v.state == OPEN:
         if now < v.until:
             return False, None
-        v.state, v.probes = HALF_OPEN, 0
+        # A half-open round lasts open_s: probes that never report (a crashed replica, a
+        # cancelled request) free their slots when it ends.
+        v.state, v.probes, v.until = HALF_OPEN, 0, now + p.open_s
         t: Transition | None = Transition(v.target, OPEN, HALF_OPEN)
     else:
         t = None
+        if now >= v.until:
+            v.probes, v.until = 0, now + p.open_s
     if v.probes < p.half_open_probes:
         v.probes += 1
         return True, t

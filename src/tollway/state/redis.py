@@ -208,7 +208,7 @@ class RedisState(State):
         # No await since the queue was seen empty: nothing can slip in between.
         self._up = True
         self._down.clear()
-        log.info("redis state up%s", f"; wrote {flushed} queued steps" if flushed else "")
+        log.info("redis state up%s", f"; wrote {flushed} queued records" if flushed else "")
         return True
 
     async def _call(self, op: str, fn: Callable[[], Awaitable[T]]) -> T:
@@ -340,7 +340,7 @@ class RedisState(State):
             raise StateUnavailable("redis state is down")
         raw = await self._call("breaker", lambda: self._probe_script(
             keys=[self._k("br", target), self._k("br", "all")],
-            args=[target, _f(time.time()), policy.half_open_probes]))
+            args=[target, _f(time.time()), policy.half_open_probes, _f(policy.open_s)]))
         view = _breaker(target, dict(zip(_BREAKER_FIELDS, raw[1:8], strict=True)))
         t = Transition(target, raw[8], raw[9]) if raw[8] else None
         return raw[0] == 1, view, t

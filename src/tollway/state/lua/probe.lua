@@ -5,6 +5,7 @@
 -- KEYS  1 br:<target> (hash: state until failures window_start window_requests
 --         window_failures probes)   2 br:all (set of breaker targets)
 -- ARGV  1 target  2 now (the gateway's clock, as record.lua's outcomes)  3 half_open_probes
+--       4 open_s (a half-open round lasts this long; probes not answered by then are lost)
 -- Returns {allowed(0/1), state, until, failures, window_start, window_requests,
 --          window_failures, probes, before, after} (before/after '' without a transition).
 -- Floats travel as strings: a Lua number in a reply is truncated to an integer.
@@ -13,6 +14,7 @@ local function f(x) return string.format('%.17g', x) end
 local CLOSED, HALF_OPEN, OPEN = 'closed', 'half_open', 'open'
 
 local target, now, max_probes = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local open_s = tonumber(ARGV[4])
 local h = redis.call('HMGET', KEYS[1], 'state', 'until', 'failures', 'window_start',
                      'window_requests', 'window_failures', 'probes')
 local state, till, failures, wstart, wreq, wfail, probes
@@ -32,8 +34,10 @@ elseif state == OPEN and now < till then
   allowed = 0
 else
   if state == OPEN then
-    state, probes = HALF_OPEN, 0
+    state, probes, till = HALF_OPEN, 0, now + open_s
     before, after, dirty = OPEN, HALF_OPEN, true
+  elseif now >= till then  -- half-open with probes that never reported: a new round
+    probes, till, dirty = 0, now + open_s, true
   end
   if probes < max_probes then
     probes = probes + 1

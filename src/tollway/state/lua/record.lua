@@ -101,7 +101,7 @@ for _ = 1, nbr do
     failures = failures + 1
     wfail = wfail + 1
     local trip = failures >= p_consecutive
-        or (wreq >= p_min and wfail / wreq > p_rate)
+        or (wreq >= p_min and wfail / wreq >= p_rate)
         or o_retry ~= nil
         or (state == HALF_OPEN and o_probe)
     if trip and state ~= OPEN then
