@@ -35,8 +35,8 @@ class Route(Stage):
         ex.rule = rule.name
         names = rule.fallbacks or self.model_fallbacks.get(ex.route.name, ())  # type: ignore[union-attr]
         ex.fallbacks = [self.registry.routes[n] for n in names]
-        self.metrics.routing_decisions.labels(rule.name, route.name,
-                                              ex.route.name).inc()  # type: ignore[union-attr]
+        self.metrics.child(self.metrics.routing_decisions, rule.name, route.name,
+                           ex.route.name).inc()  # type: ignore[union-attr]
 
 
 def context(ex: Exchange) -> RouteContext:
