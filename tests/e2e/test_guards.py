@@ -36,6 +36,26 @@ def oa(stack: Stack, key: str = "sk-tw-support", **headers: str) -> openai.OpenA
                          default_headers=headers)
 
 
+async def burst(urls: list[str], n: int = 200) -> list[int]:
+    """n concurrent ~$0.0003-worst-case requests spread over gateways; their statuses."""
+    clients = [openai.AsyncOpenAI(base_url=u + "/v1", api_key="sk-tw-support", max_retries=0)
+               for u in urls]
+
+    async def one(i: int) -> int:
+        try:
+            await clients[i % len(clients)].chat.completions.create(
+                model="gpt-4o-mini", max_tokens=500,
+                messages=[{"role": "user", "content": f"task {i}: " + "word " * 200}])
+            return 200
+        except openai.APIStatusError as exc:
+            return exc.status_code
+    try:
+        return await asyncio.gather(*(one(i) for i in range(n)))
+    finally:
+        for c in clients:
+            await c.close()
+
+
 def spend(stack: Stack, by: str, key: str) -> float:
     rows = stack.admin.get("/admin/spend", params={"by": by}).json()["rows"]
     return next((r["cost_usd"] for r in rows if r["key"] == key), 0.0)
@@ -68,26 +88,10 @@ def test_concurrent_requests_cannot_overshoot(make_guarded) -> None:  # type: ig
     s = make_guarded(extra="budgets: {agents: {support-bot: {usd: 0.01, period: day}}}")
     s.mock.settings.latency_ms = 20  # keep many in flight at once
 
-    async def burst() -> list[int]:
-        c = openai.AsyncOpenAI(base_url=s.url + "/v1", api_key="sk-tw-support",
-                               max_retries=0)
-
-        async def one(i: int) -> int:
-            try:
-                await c.chat.completions.create(
-                    model="gpt-4o-mini", max_tokens=500,
-                    messages=[{"role": "user", "content": f"task {i}: " + "word " * 200}])
-                return 200
-            except openai.APIStatusError as exc:
-                return exc.status_code
-        try:
-            return await asyncio.gather(*(one(i) for i in range(200)))
-        finally:
-            await c.close()
-
-    statuses = asyncio.run(burst())
+    statuses = asyncio.run(burst([s.url]))
     assert statuses.count(200) > 10 and statuses.count(402) > 10
     assert set(statuses) == {200, 402}
+    wait_until(lambda: s.admin.get("/admin/spend").json()["rows"][0]["requests"] == 200)
     total = spend(s, "agent", "support-bot")
     assert 0 < total <= 0.01
     soft = s.metric("tollway_budget_soft_limit_total", scope="agent")

@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from tests.conftest import RedisServer, free_port
+from tests.e2e.test_guards import burst
 from tests.e2e.test_stream_cuts import wait_until
 from tests.test_serve import wait_http
 
@@ -102,27 +103,14 @@ def gateways(tmp_path: Path, mock_url: str, redis_server: RedisServer,
 def test_budget_holds_across_two_processes(gateways: Callable[..., Gateways]) -> None:
     g = gateways("budgets: {agents: {support-bot: {usd: 0.01, period: day}}}")
 
-    async def burst() -> list[int]:
-        clients = [openai.AsyncOpenAI(base_url=u + "/v1", api_key="sk-tw-support",
-                                      max_retries=0) for u in g.urls]
-
-        async def one(i: int) -> int:
-            try:
-                await clients[i % 2].chat.completions.create(
-                    model="gpt-4o-mini", max_tokens=500,
-                    messages=[{"role": "user", "content": f"task {i}: " + "word " * 200}])
-                return 200
-            except openai.APIStatusError as exc:
-                return exc.status_code
-        try:
-            return await asyncio.gather(*(one(i) for i in range(200)))
-        finally:
-            for c in clients:
-                await c.close()
-
-    statuses = asyncio.run(burst())
+    statuses = asyncio.run(burst(g.urls))
     assert statuses.count(200) > 10 and statuses.count(402) > 10, statuses
     assert set(statuses) == {200, 402}
+
+    def recorded() -> int:  # steps are recorded just after their answers went out
+        rows = g.admin(0, "GET", "/admin/spend", params={"by": "agent"}).json()["rows"]
+        return next((r["requests"] for r in rows if r["key"] == "support-bot"), 0)
+    wait_until(lambda: recorded() == 200)
     total = g.spend("agent", "support-bot", 0)
     assert total == g.spend("agent", "support-bot", 1)  # one shared ledger
     assert 0 < total <= 0.01

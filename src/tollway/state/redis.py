@@ -124,11 +124,14 @@ class RedisState(State):
         self._pending: deque[Pending] = deque()
         self._pending_max = rc.pending_max
         timeout = rc.timeout_ms / 1000
-        # Bounded pool; a caller waits at most `timeout` for a connection. No retries: a
-        # failed call fails within the timeout and the probe takes over.
+        # Bounded pool. A command must answer within `timeout`; opening a connection and
+        # waiting for a free one get at least a second, so that a burst of new requests on
+        # a busy machine (dozens of connections opened at once) is not mistaken for Redis
+        # being down. No retries: a failed call fails fast and the probe takes over.
+        slack = max(1.0, 4 * timeout)
         pool = BlockingConnectionPool.from_url(
-            rc.url, max_connections=rc.max_connections, timeout=timeout,
-            socket_timeout=timeout, socket_connect_timeout=timeout, protocol=2,
+            rc.url, max_connections=rc.max_connections, timeout=slack,
+            socket_timeout=timeout, socket_connect_timeout=slack, protocol=2,
             decode_responses=True, retry=Retry(NoBackoff(), 0))
         self._redis: Redis = Redis.from_pool(pool)
         self._admit_script: AsyncScript = self._redis.register_script(_lua("admit.lua"))
