@@ -48,6 +48,12 @@ def _retry_after(headers: object) -> float | None:
         return None
 
 
+def _with_member(raw: bytes, member: bytes) -> bytes:
+    """A JSON object's bytes with one more member (not already there) before its brace."""
+    end = raw.rstrip()
+    return end[:-1] + b"," + member + b"}"
+
+
 class Forward(Stage):
     name = "forward"
 
@@ -149,8 +155,15 @@ class Forward(Stage):
             if body.get("model") != dep.upstream_model:
                 body["model"] = dep.upstream_model
                 ex.body_changed = True
+            had_options = "stream_options" in body
             if ex.stream and endpoint.dialect.prepare(endpoint, body):
-                ex.usage_injected = ex.body_changed = True
+                ex.usage_injected = True
+                if had_options or ex.body_changed:
+                    ex.body_changed = True
+                else:
+                    # Only a new member to add: append it to the original bytes instead of
+                    # serialising the whole (often long) conversation again.
+                    ex.raw = _with_member(ex.raw, b'"stream_options":{"include_usage":true}')
             strip_usage = ex.usage_injected
             data = orjson.dumps(body) if ex.body_changed else ex.raw
         url = provider.url(endpoint.dialect.name, endpoint.path, dep.upstream_model)
