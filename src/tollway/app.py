@@ -30,6 +30,7 @@ from tollway.routing.rules import Router
 from tollway.stages.account import Account
 from tollway.stages.backpressure import Backpressure, Limiter
 from tollway.stages.base import Chain, Stage, json_response
+from tollway.stages.cache import Cache
 from tollway.stages.forward import Forward
 from tollway.stages.guard import Guard
 from tollway.stages.identify import Identify
@@ -89,7 +90,8 @@ def build_state(cfg: Config, metrics: Metrics) -> State:
         from tollway.state.redis import RedisState
 
         return RedisState(s, metrics)
-    return MemoryState(s.session_steps, s.max_sessions, s.retention_hours)
+    return MemoryState(s.session_steps, s.max_sessions, s.retention_hours,
+                       cfg.cache.exact.max_entries)
 
 
 class Gateway:
@@ -148,6 +150,9 @@ class Gateway:
         fallbacks = {n: m.fallbacks for n, m in cfg.models.items() if m.fallbacks}
         if cfg.routing or fallbacks:
             stages.append(Route(Router(cfg.routing), registry, self.metrics, fallbacks))
+        if cfg.cache.exact.enabled:
+            stages.append(Cache(cfg.cache.exact, self.state, self.metrics,
+                                {n: m.cache_ttl_s for n, m in cfg.models.items()}))
         providers = {n: Limiter(f"provider:{n}", p.concurrency)
                      for n, p in cfg.providers.items() if p.concurrency}
         models = {n: Limiter(f"model:{n}", m.concurrency)
@@ -177,6 +182,8 @@ class Gateway:
             try:
                 for cost in await self.state.idle_sessions(idle):
                     self.metrics.session_cost.observe(cost)
+                if self.config.cache.exact.enabled:
+                    self.metrics.cache_entries.set(await self.state.cache_size())
             except Exception:  # the state is down: try again next round
                 log.debug("session sweep failed", exc_info=True)
 

@@ -84,6 +84,9 @@ class Exchange:
     status: int = 0
     error_code: str | None = None
     cache: str = "miss"
+    cache_key: str | None = None  # set when this request may be served from / stored in it
+    cache_store: bool = False
+    cache_body: bytes | None = None  # the complete answer as the client got it, to store
     accounted: bool = False
 
     @property

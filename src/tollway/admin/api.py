@@ -132,6 +132,19 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
         views = await gw.state.breaker_views()
         return json_response({"breakers": [v.to_dict() for v in views.values()]})
 
+    async def purge(request: web.Request) -> web.Response:
+        scope = request.query.get("scope") or "*"  # agent=<name> | team=<name> | global
+        model = request.query.get("model") or "*"
+        for value in (scope, model):
+            if value != "*" and any(ch in value for ch in "*?[]"):
+                return _error(400, "scope and model are names, not patterns", "bad_purge")
+        gone = await gw.state.cache_purge(f"c:{scope}:{model}:*")
+        log.warning("admin action", extra={"fields": {"action": "cache_purge", "scope": scope,
+                                                      "model": model, "entries": gone,
+                                                      "peer": request.remote}})
+        return json_response({"purged": gone, "scope": scope, "model": model})
+
+    app.router.add_post("/admin/cache/purge", guarded(purge))
     app.router.add_get("/admin/breakers", guarded(breakers))
     app.router.add_get("/admin/flags", guarded(flags))
     app.router.add_post("/admin/reload", guarded(reload))

@@ -162,6 +162,7 @@ class ModelConfig(Strict):
     tokenizer_factor: float = Field(1.1, gt=0)
     concurrency: ConcurrencyLimit | None = None
     fallbacks: list[str] = Field(default_factory=list)  # when no routing rule names its own
+    cache_ttl_s: float | None = Field(None, ge=0)  # this model's cache TTL; 0: never cached
 
 
 class AgentConfig(Strict):
@@ -263,6 +264,22 @@ class RetryConfig(Strict):
         default_factory=lambda: ["connect", "timeout", "429", "5xx"])
     backoff_ms: float = Field(100, ge=0)  # base of the jittered exponential backoff
     deadline_s: float = Field(60, gt=0)  # for all attempts of one request together
+
+
+class ExactCacheConfig(Strict):
+    enabled: bool = False
+    ttl_s: float = Field(3600, gt=0)
+    # Whose answers a request may reuse: the same agent's, the same team's, or anyone's.
+    scope: Literal["agent", "team", "global"] = "agent"
+    # deterministic: only requests with temperature 0 (or the x-tollway-cache: store header);
+    # always: every successful answer.
+    when: Literal["deterministic", "always"] = "deterministic"
+    max_entries: int = Field(10_000, ge=1)  # memory state; Redis bounds entries by TTL
+    max_entry_kb: int = Field(512, ge=1)  # larger answers are not stored
+
+
+class CacheConfig(Strict):
+    exact: ExactCacheConfig = Field(default_factory=ExactCacheConfig)
 
 
 Period = Literal["day", "week", "month", "total"]
@@ -379,6 +396,7 @@ class Config(Strict):
     routing: list[Rule] = Field(default_factory=list)
     retries: RetryConfig = Field(default_factory=RetryConfig)
     breakers: BreakerConfig | None = None  # the default breaker of every model deployment
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @property
     def guarded(self) -> bool:

@@ -96,6 +96,18 @@ class Metrics:
         self.breaker_transitions = Counter(
             "tollway_breaker_transitions", "Circuit breaker state changes.",
             ["target", "from_state", "to_state"], registry=r)
+        self.cache_requests = Counter(
+            "tollway_cache_requests", "Cache lookups by kind (exact, semantic) and result "
+            "(hit, miss, skip).", ["kind", "result"], registry=r)
+        self.cache_savings = Counter(
+            "tollway_cache_savings_usd", "What the answers served from cache cost when they "
+            "were first bought.", ["model"], registry=r)
+        self.cache_lookup = Histogram(
+            "tollway_cache_lookup_seconds", "Time to look a request up in the cache.",
+            ["kind"], buckets=OVERHEAD_BUCKETS, registry=r)
+        self.cache_entries = Gauge(
+            "tollway_cache_entries", "Entries in the cache (refreshed every few seconds).",
+            registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:

@@ -98,6 +98,8 @@ async def whole(ex: Exchange, upstream: aiohttp.ClientResponse, ctype: str,
             payload = tr.error(status, payload)
         ctype = "application/json"
     ex.status = status
+    if ex.cache_store and status == 200:
+        ex.cache_body = payload
     headers = passed_headers(upstream)
     headers.update(tollway_headers(ex))
     return web.Response(status=status, body=payload, headers=headers,
@@ -119,6 +121,7 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
     ex.status = upstream.status
     splitter = EventSplitter()
     cut: GatewayError | None = None
+    keep: list[bytes] | None = [] if ex.cache_store else None  # what to cache, if it ends well
     if not await _prepare(response, ex.request):
         upstream.close()
         ex.upstream_ended = time.perf_counter()
@@ -138,6 +141,8 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
             if out:
                 if not ex.first_token_at and observer.saw_content:
                     ex.first_token_at = time.perf_counter()
+                if keep is not None:
+                    keep.append(out)
                 if not await _write(response, out):
                     ex.client_disconnected = True
                     break
@@ -145,6 +150,8 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
             tail = translator.finish() if translator is not None else b""
             if tail and not await _write(response, tail):
                 ex.client_disconnected = True
+            if keep is not None and tail:
+                keep.append(tail)
             if not observer.finished:
                 cut = GatewayError(502, "upstream_stream_truncated",
                                    "the provider ended the stream before it was complete")
@@ -181,6 +188,8 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
             metrics.stream_interruptions.labels("upstream", ex.model_name).inc()
         if not await _write(response, ex.endpoint.dialect.stream_error(cut)):
             ex.client_disconnected = True
+    if keep is not None and cut is None and observer.finished and not ex.client_disconnected:
+        ex.cache_body = b"".join(keep)
     if not ex.client_disconnected:
         try:
             await response.write_eof()

@@ -165,6 +165,22 @@ class State(abc.ABC):
         """The costs of sessions quiet for idle_s, each handed out once (for the histogram)."""
 
     @abc.abstractmethod
+    async def cache_get(self, key: str) -> bytes | None:
+        """A cached answer, or None (also when the state is unreachable: a miss)."""
+
+    @abc.abstractmethod
+    async def cache_put(self, key: str, value: bytes, ttl_s: float) -> None:
+        """Store an answer for ttl_s; best effort."""
+
+    @abc.abstractmethod
+    async def cache_purge(self, pattern: str) -> int:
+        """Drop every entry whose key matches the glob pattern; how many went."""
+
+    @abc.abstractmethod
+    async def cache_size(self) -> int:
+        """Entries stored (for tollway_cache_entries)."""
+
+    @abc.abstractmethod
     async def spend(self, by: str, since: float | None = None) -> list[SpendRow]:
         """Totals per key of one dimension, most expensive first."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
@@ -37,7 +38,7 @@ class MemoryState(State):
     backend = "memory"
 
     def __init__(self, session_steps: int = 500, max_sessions: int = 20_000,
-                 retention_hours: int = 24 * 35) -> None:
+                 retention_hours: int = 24 * 35, cache_entries: int = 10_000) -> None:
         self._session_steps = session_steps
         self._max_sessions = max_sessions
         self._retention = retention_hours
@@ -55,6 +56,8 @@ class MemoryState(State):
         self._chains: OrderedDict[str, list[Any]] = OrderedDict()  # chain -> [agent, rounds]
         self._admits = 0
         self._breakers: dict[str, BreakerView] = {}
+        self._cache: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._cache_entries = cache_entries
 
     # --- guards -------------------------------------------------------------------------
     async def admit(self, adm: Admission) -> Verdict:
@@ -156,6 +159,31 @@ class MemoryState(State):
         for rc, delta in settle.token_rates:
             if rc.key in self._tat:
                 self._tat[rc.key] += delta * rc.interval_us
+
+    async def cache_get(self, key: str) -> bytes | None:
+        hit = self._cache.get(key)
+        if hit is None:
+            return None
+        if hit[0] < time.time():
+            del self._cache[key]
+            return None
+        self._cache.move_to_end(key)
+        return hit[1]
+
+    async def cache_put(self, key: str, value: bytes, ttl_s: float) -> None:
+        self._cache[key] = (time.time() + ttl_s, value)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_entries:
+            self._cache.popitem(last=False)
+
+    async def cache_purge(self, pattern: str) -> int:
+        gone = [k for k in self._cache if fnmatch.fnmatchcase(k, pattern)]
+        for k in gone:
+            del self._cache[k]
+        return len(gone)
+
+    async def cache_size(self) -> int:
+        return len(self._cache)
 
     async def budget_usage(self, key: str) -> tuple[float, float]:
         return self._budget(key, time.time())

@@ -377,6 +377,43 @@ class RedisState(State):
 
         await self._call("flag", run)
 
+    # --- cache ----------------------------------------------------------------------------
+    async def cache_get(self, key: str) -> bytes | None:
+        if not self._up:
+            return None  # a miss, not an error: the request goes upstream
+        try:
+            value = await self._call("cache", lambda: self._redis.get(self._k(key)))
+        except StateUnavailable:
+            return None
+        return value.encode() if value is not None else None
+
+    async def cache_put(self, key: str, value: bytes, ttl_s: float) -> None:
+        if not self._up:
+            return
+        try:
+            await self._call("cache", lambda: self._redis.set(
+                self._k(key), value.decode(), px=max(1, int(ttl_s * 1000))))
+        except StateUnavailable:
+            pass
+
+    async def cache_purge(self, pattern: str) -> int:
+        async def run() -> int:
+            gone = 0
+            async for k in self._redis.scan_iter(match=self._k(pattern), count=500):
+                gone += await self._redis.unlink(k)
+            return gone
+
+        return int(await self._call("cache", run))
+
+    async def cache_size(self) -> int:
+        async def run() -> int:
+            n = 0
+            async for _ in self._redis.scan_iter(match=self._k("c:") + "*", count=1000):
+                n += 1
+            return n
+
+        return int(await self._call("cache", run))
+
     async def flags(self) -> dict[str, list[str]]:
         async def run() -> list[Any]:
             async with self._redis.pipeline(transaction=False) as pipe:

@@ -1,0 +1,1 @@
+"""Response caches: exact (a hash of the normalised request) and semantic."""
