@@ -45,10 +45,12 @@ RESULTS = BENCH / "results"
 CONFIG = BENCH / "gateway.bench.yaml"
 GUARDS_CONFIG = BENCH / "gateway.guards.yaml"
 ROUTING_CONFIG = BENCH / "gateway.routing.yaml"
+CACHE_CONFIG = BENCH / "gateway.cache.yaml"
 PYTHON = sys.executable
 TOLLWAY = str(Path(sys.executable).parent / "tollway")
 LOAD_CORE, TARGET_CORE = 0, 1
-TARGETS = ("direct", "relay", "tollway", "routing-50", "guards-mem", "guards-redis")
+TARGETS = ("direct", "relay", "tollway", "routing-50", "guards-mem", "guards-redis",
+           "cache-miss", "cache-hit")
 MODES = ("non-stream", "stream")
 MOCK_CHUNKS = 20
 LATENCY_MS = 50.0
@@ -210,7 +212,8 @@ def start_target(children: Children, name: str, upstream: str, redis_url: str | 
         env = {"BENCH_UPSTREAM": upstream, "BENCH_STATE": "redis" if redis_url else "memory",
                "BENCH_REDIS_URL": redis_url or ""}
     else:
-        config = ROUTING_CONFIG if name == "routing-50" else CONFIG
+        config = {"routing-50": ROUTING_CONFIG, "cache-miss": CACHE_CONFIG,
+                  "cache-hit": CACHE_CONFIG}.get(name, CONFIG)
         argv = [TOLLWAY, "serve", "-c", str(config), "--host", "127.0.0.1", "--port", str(port)]
         env = {"BENCH_UPSTREAM": upstream}
     proc = children.start(name, TARGET_CORE, argv, env=env)
@@ -249,10 +252,13 @@ class Bodies:
 
     _counter = itertools.count(1)  # shared by all cells: no body is ever sent twice
 
-    def __init__(self, stream: bool) -> None:
+    def __init__(self, stream: bool, repeat: bool = False) -> None:
         self.prefix, self.suffix = body_template(stream)
+        self.repeat = repeat  # the cache-hit row: the same request again and again
 
     def next(self) -> bytes:
+        if self.repeat:
+            return self.prefix + b"repeat" + self.suffix
         return self.prefix + str(next(self._counter)).encode() + self.suffix
 
 
@@ -377,7 +383,7 @@ async def measure(cell: Cell, url: str, pid: int | None, mock_pid: int,
                   opts: argparse.Namespace) -> None:
     """Smoke check, warm-up, then opts.runs runs of opts.duration seconds on one connection pool."""
     stream = cell.mode == "stream"
-    bodies = Bodies(stream)
+    bodies = Bodies(stream, repeat=cell.target == "cache-hit")
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -532,7 +538,7 @@ def ratios(sc: Scenario) -> list[str]:
             verdict = "ok" if a / b <= 2.0 else "over the 2.0x goal"
             parts.append(f"{mode} **{a / b:.2f}x** ({a:.0f} / {b:.0f} µs, {verdict})")
     lines = [f"CPU per request, tollway / relay: {'; '.join(parts)}"] if parts else []
-    for guards in ("routing-50", "guards-mem", "guards-redis"):
+    for guards in ("routing-50", "guards-mem", "guards-redis", "cache-miss", "cache-hit"):
         extra = []
         for mode in MODES:
             g, core = sc.cell(guards, mode), sc.cell("tollway", mode)
@@ -625,8 +631,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--latency-runs", type=int, default=1,
                    help="runs per cell in the latency scenario (default 1)")
     p.add_argument("--targets", type=_csv(TARGETS), default=TARGETS,
-                   help="comma-separated subset of direct,relay,tollway,routing-50,"
-                        "guards-mem,guards-redis")
+                   help="comma-separated subset of " + ",".join(TARGETS))
     p.add_argument("--modes", type=_csv(MODES), default=MODES,
                    help="comma-separated subset of non-stream,stream")
     p.add_argument("--output", type=Path, default=RESULTS / "latest.md")

@@ -172,3 +172,18 @@ def test_redis_stopped_and_restarted(gateways: Callable[..., Gateways], redis_se
 def _steps(g: Gateways, session: str) -> int:
     r = g.admin(0, "GET", f"/admin/sessions/{session}")
     return len(r.json()["steps"]) if r.status_code == 200 else -1
+
+
+def test_cache_entry_stored_by_one_is_served_by_the_other(
+        gateways: Callable[..., Gateways]) -> None:
+    g = gateways("cache: {exact: {enabled: true, ttl_s: 60}}")
+    first = g.client(0).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MSG, temperature=0)
+    assert first.headers["x-tollway-cache"] == "miss"
+
+    def served_by_the_other() -> bool:
+        r = g.client(1).chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MSG, temperature=0)
+        return r.headers["x-tollway-cache"] == "exact" and (
+            r.parse().choices[0].message.content == first.parse().choices[0].message.content)
+    wait_until(served_by_the_other)
