@@ -1,0 +1,153 @@
+"""Semantic-cache latency: embed, index search, guards and full lookup at 10k and 100k entries.
+
+    .venv/bin/python bench/semantic.py [--sizes 10000 100000] [--queries 2000]
+
+First all entries go into ONE partition (the worst case), which measures the usearch int8 path
+plus the exact float16 re-score; then the same number of entries is spread over partitions of 20
+(the usual case: brute force). Queries alternate between paraphrases of stored texts (hits: the
+guards run) and new texts from the same templates (hits when they repeat a stored request).
+Single thread, WordLlama 256-d, the default threshold. Prints p50/p99 in microseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import random
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+
+from tollway.cache.semantic import SemanticMatcher, WordLlamaEmbedder, near_miss
+from tollway.cache.semantic.content import embedding_text
+from tollway.cache.semantic.features import _extract  # uncached extraction: the cold cost
+
+VERBS = "reset change update delete export find cancel enable configure rename".split()
+THINGS = (
+    "password email invoice account subscription profile phone number billing address "
+    "api key team member shipping label order report dashboard webhook backup"
+).split(" ")
+PLACES = "on the web app|in the mobile app|from the admin console|through the API|on Linux".split(
+    "|"
+)
+FORMS = [
+    "How do I {v} my {t} {p}?",
+    "What's the way to {v} the {t} {p}?",
+    "Can you explain how to {v} a {t} {p} for {n} users?",
+    "Why can't I {v} my {t} {p} after {n} days?",
+]
+
+
+def corpus(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    texts = []
+    for i in range(n):
+        form = FORMS[i % len(FORMS)]
+        texts.append(
+            form.format(v=rng.choice(VERBS), t=rng.choice(THINGS), p=rng.choice(PLACES), n=i)
+        )
+    return texts
+
+
+def percentiles(samples: list[float]) -> str:
+    cuts = statistics.quantiles(samples, n=100)
+    return f"p50 {cuts[49] * 1e6:8.1f}  p99 {cuts[98] * 1e6:8.1f}"
+
+
+def timed(fn: Callable[[], object], samples: list[float]) -> None:
+    start = time.perf_counter()
+    fn()
+    samples.append(time.perf_counter() - start)
+
+
+def run(size: int, queries: int, per_partition: int | None = None) -> None:
+    embedder = WordLlamaEmbedder()
+    matcher = SemanticMatcher(embedder, max_vectors=size)
+    group = per_partition or size
+
+    def part(key: int) -> int:
+        return key // group
+
+    texts = corpus(size, seed=size)
+    start = time.perf_counter()
+    vectors = embedder.embed([embedding_text(t) for t in texts])  # what matcher.embed embeds
+    embed_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for key, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
+        matcher.add(part(key), key, text, vector=vector)
+    build_s = time.perf_counter() - start
+    rng = random.Random(1)
+    keys = [rng.randrange(size) for _ in range(queries)]
+    probes = [texts[key].replace("How do I", "How can I") for key in keys]
+    probes = list(itertools.chain(*zip(probes, corpus(queries, seed=-1), strict=True)))[:queries]
+    keys = list(itertools.chain(*zip(keys, keys, strict=True)))[:queries]
+    embed_t: list[float] = []
+    lookup_t: list[float] = []
+    total_t: list[float] = []
+    hits = 0
+    for probe, key in zip(probes, keys, strict=True):  # each searched once: no warm repeats
+        start = time.perf_counter()
+        vector = matcher.embed(probe)
+        embedded = time.perf_counter()
+        hits += matcher.lookup(part(key), probe, texts.__getitem__, vector=vector) is not None
+        done = time.perf_counter()
+        embed_t.append(embedded - start)
+        lookup_t.append(done - embedded)
+        total_t.append(done - start)
+    search_t: list[float] = []
+    for i, probe in enumerate(corpus(queries, seed=-2)):  # fresh queries: the index alone
+        vector = matcher.embed(probe)
+        timed(partial(matcher.index.search, part(i * 7919 % size), vector, 5), search_t)
+    layout = (
+        "one partition (usearch int8)"
+        if group == size
+        else f"{len(matcher.index):,} partitions of {group} (brute force)"
+    )
+    print(f"\n{matcher.index.size:,} entries in {layout}")
+    print(f"  bulk embed {embed_s / size * 1e6:.1f} us/text, add {build_s / size * 1e6:.0f} us/vec")
+    print(f"  embed                 {percentiles(embed_t)}")
+    print(f"  lookup (search+guards){percentiles(lookup_t)}")
+    print(f"  embed + lookup        {percentiles(total_t)}   hit rate {hits / len(probes):.2f}")
+    print(f"  index search alone    {percentiles(search_t)}")
+
+
+def guards() -> None:
+    """Cold (first sight of a text) and warm (memoised) guard cost on ~200-token prompts."""
+    base = (
+        "I have a Python service that reads 3 config files from /etc/app and settings.yaml, and "
+        "I want to migrate it to Rust without breaking the API. It handles about 1,200 requests "
+        "per second on two cores. What's the best way to restructure the code so the 'loader' "
+        "module can be replaced step by step? Please don't suggest rewriting everything at once; "
+        "I need an incremental plan with at most five stages, each testable on its own, and an "
+        "estimate of how long each stage might take for a team of three engineers. "
+    ) * 2
+    plain = "how do i reset my password and change the email on my account " * 15
+    for name, text in (("mixed", base), ("plain", plain)):
+        cold: list[float] = []
+        for i in range(2000):
+            timed(partial(_extract, f"{text}{i}"), cold)
+        warm: list[float] = []
+        other = text.replace("five stages", "six stages")
+        near_miss(text, other)
+        for _ in range(2000):
+            timed(partial(near_miss, text, other), warm)
+        print(f"  guards, {name} 200-token text: extract {percentiles(cold)}; "
+              f"near_miss on memoised pair {percentiles(warm)}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--queries", type=int, default=2000)
+    args = parser.parse_args()
+    WordLlamaEmbedder().load()
+    print("guard cost (us)")
+    guards()
+    for size in args.sizes:
+        run(size, args.queries)
+    run(max(args.sizes), args.queries, per_partition=20)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Semantic lookup: cosine over the last user turn within a partition, then near-miss guards.
+
+The gateway computes the partition (scope, model, system prompt, earlier turns, tools,
+parameters), so within one every request differs only in its last user turn: that is all that
+gets embedded and compared. Cosine alone can't tell "enable" from "disable" or 3 from 10, so a
+candidate over the threshold is served only if ``near_miss`` finds no exact detail that differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+
+import numpy as np
+import numpy.typing as npt
+
+from .content import embedding_text
+from .embedder import Embedder
+from .features import features
+from .guards import near_miss
+from .index import PartitionedIndex
+
+__all__ = ["DEFAULT_THRESHOLD", "SemanticMatcher"]
+
+# Measured on tests/cache/data/semantic_pairs.json with WordLlama 256-d, content-only embedding
+# and the guards (tests/cache/test_semantic_eval.py): no hard negative hits at >= 0.86, and 0.87
+# keeps the same paraphrase recall (0.82) with more margin; 0.92 would cost 13 points of recall.
+DEFAULT_THRESHOLD = 0.87
+
+Vector = npt.NDArray[np.float32]
+_PREPARATION = "content-v1"  # bump when embedding_text or its word lists change
+RejectHook = Callable[[int, float, str], None]
+
+
+class SemanticMatcher:
+    """Embed, search one partition, and return the best candidate that passes the guards.
+
+    Stateless apart from the vector index: the texts stay wherever the cache keeps its entries
+    and are read back through ``texts_of``. Safe to call from several executor threads.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        threshold: float = DEFAULT_THRESHOLD,
+        *,
+        index: PartitionedIndex | None = None,
+        max_vectors: int = 100_000,
+        candidates: int = 5,
+        content_only: bool = True,
+    ) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError("threshold must be in (0, 1]")
+        self.embedder = embedder
+        self.threshold = threshold
+        self.candidates = candidates
+        self.content_only = content_only
+        if index is None:
+            index = PartitionedIndex(embedder.dim, max_vectors=max_vectors)
+        self.index = index
+        if self.index.dim != embedder.dim:
+            raise ValueError(f"index has {self.index.dim} dims, embedder {embedder.dim}")
+
+    @property
+    def model(self) -> str:
+        """Embedding model, version and text preparation; vectors made under different names
+        must never be compared (store it with shared or persisted vectors)."""
+        return f"{self.embedder.name}+{_PREPARATION}" if self.content_only else self.embedder.name
+
+    def embed(self, text: str) -> Vector:
+        """One unit vector for ``text``; embed once and pass it to both ``lookup`` and ``add``.
+
+        By default only content words are embedded (lower-cased, function words dropped): with
+        a mean-of-tokens model that lifts paraphrase scores and lowers minimal-pair ones.
+        """
+        rows = self.embedder.embed([embedding_text(text) if self.content_only else text])
+        vector: Vector = rows[0]
+        return vector
+
+    def lookup(
+        self,
+        partition: Hashable,
+        text: str,
+        texts_of: Callable[[int], str | None],
+        *,
+        vector: Vector | None = None,
+        on_reject: RejectHook | None = None,
+    ) -> tuple[int, float] | None:
+        """``(key, cosine)`` of the most similar stored entry that may answer ``text``, or None.
+
+        Candidates at or over the threshold are tried best first; ``texts_of(key)`` returns the
+        stored text (None if the entry is gone, which also drops its vector). ``on_reject`` is
+        told ``(key, cosine, reason)`` for each candidate a guard refused, for metrics and logs.
+        """
+        if vector is None:
+            vector = self.embed(text)
+        for key, score in self.index.search(partition, vector, self.candidates):
+            if score < self.threshold:
+                break
+            stored = texts_of(key)
+            if stored is None:
+                self.index.remove(partition, key)
+                continue
+            reason = near_miss(text, stored)
+            if reason is None:
+                return key, score
+            if on_reject is not None:
+                on_reject(key, score, reason)
+        return None
+
+    def add(
+        self, partition: Hashable, key: int, text: str, vector: Vector | None = None
+    ) -> list[tuple[Hashable, int]]:
+        """Index ``text`` under ``key``; returns the ``(partition, key)`` entries evicted.
+
+        A text with no tokens (the empty string) embeds to zero and is not indexed.
+        """
+        if vector is None:
+            vector = self.embed(text)
+        if not np.any(vector):
+            return []
+        features(text)  # warm the guard cache: this text will be a candidate soon
+        return self.index.add(partition, key, vector)
+
+    def remove(self, partition: Hashable, key: int) -> bool:
+        return self.index.remove(partition, key)
+
+    def drop(self, partition: Hashable) -> int:
+        return self.index.drop(partition)
