@@ -488,9 +488,8 @@ def table(sc: Scenario) -> list[str]:
         p50, p99 = c.median("p50_ms"), c.median("p99_ms")
         add50 = add99 = None
         if direct is not None and c.target != "direct":
-            d50, d99 = direct.median("p50_ms"), direct.median("p99_ms")
-            add50 = None if p50 is None or d50 is None else p50 - d50
-            add99 = None if p99 is None or d99 is None else p99 - d99
+            add50 = _diff(p50, direct.median("p50_ms"))
+            add99 = _diff(p99, direct.median("p99_ms"))
         lines.append(
             f"| {c.target} | {c.mode} | {_fmt(c.median('rps'), '.0f')} | {_fmt(p50, '.2f')} "
             f"| {_fmt(p99, '.2f')} | {_fmt(add50, '.2f', True)} | {_fmt(add99, '.2f', True)} "

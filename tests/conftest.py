@@ -166,6 +166,18 @@ def make_stack(bg_loop: Loop) -> Iterator[Callable[..., Stack]]:
         s.close()
 
 
+@pytest.fixture(params=["memory", "redis"])
+def make_any_stack(request: pytest.FixtureRequest,
+                   make_stack: Callable[..., Stack]) -> Callable[..., Stack]:
+    """make_stack on each state backend in turn (Redis: a real redis-server), so a test runs
+    the same assertions on both."""
+    def make(**kw: Any) -> Stack:
+        if request.param == "redis":
+            kw.update(backend="redis", redis_url=request.getfixturevalue("redis_url"))
+        return make_stack(**kw)
+    return make
+
+
 def pool() -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(4)
 

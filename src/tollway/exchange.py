@@ -43,7 +43,6 @@ class Exchange:
     agent: str = "anonymous"
     team: str = "default"
     session: str = ""
-    session_derived: bool = False
     tags: tuple[str, ...] = ()
     key_id: str | None = None  # a short digest of the virtual key, never the key
     parent_session: str | None = None
@@ -62,12 +61,12 @@ class Exchange:
     # guard
     settlement: Settlement | None = None
     stream_allowance_usd: float | None = None  # what a stream may cost before it is ended
+    stream_counted: tuple[int, int] = (0, 0)  # (text pieces counted, their tokens) so far
     held_slots: list[Any] = field(default_factory=list)  # backpressure slots to release
     # meter
     prompt_tokens_counted: int = 0
     prompt_tokens_raw: int = 0  # before the estimate factor (Anthropic)
     # forward
-    upstream_status: int = 0
     upstream_started: float = 0.0
     upstream_headers_at: float = 0.0
     upstream_ended: float = 0.0

@@ -25,12 +25,9 @@ MODELS = """  primary: {provider: oai, model: gpt-4o, fallbacks: [cheap],
 MSG = [{"role": "user", "content": "hello"}]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def breaker_stack(request: pytest.FixtureRequest, make_stack) -> Stack:  # type: ignore[no-untyped-def]
-    kw: dict[str, object] = {"models_extra": MODELS}
-    if request.param == "redis":
-        kw.update(backend="redis", redis_url=request.getfixturevalue("redis_url"))
-    return make_stack(**kw)  # type: ignore[no-any-return]
+@pytest.fixture
+def breaker_stack(make_any_stack) -> Stack:  # type: ignore[no-untyped-def]
+    return make_any_stack(models_extra=MODELS)  # type: ignore[no-any-return]
 
 
 def oa(s: Stack) -> openai.OpenAI:

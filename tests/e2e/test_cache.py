@@ -17,12 +17,9 @@ CACHE = "cache: {exact: {enabled: true, ttl_s: 60}}"
 MSG = [{"role": "user", "content": "List three primary colours"}]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def cached(request: pytest.FixtureRequest, make_stack) -> Stack:  # type: ignore[no-untyped-def]
-    kw: dict[str, object] = {"extra": CACHE}
-    if request.param == "redis":
-        kw.update(backend="redis", redis_url=request.getfixturevalue("redis_url"))
-    return make_stack(**kw)  # type: ignore[no-any-return]
+@pytest.fixture
+def cached(make_any_stack) -> Stack:  # type: ignore[no-untyped-def]
+    return make_any_stack(extra=CACHE)  # type: ignore[no-any-return]
 
 
 def oa(s: Stack, key: str = "sk-tw-support", **headers: str) -> openai.OpenAI:

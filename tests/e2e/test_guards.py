@@ -21,14 +21,10 @@ TOOLS = [{"type": "function", "function": {
                                            "properties": {"q": {"type": "string"}}}}}]
 
 
-@pytest.fixture(params=["memory", "redis"])
-def make_guarded(request: pytest.FixtureRequest, make_stack):  # type: ignore[no-untyped-def]
-    """Every guard test runs on both state backends, Redis a real redis-server."""
-    def make(**kw: object) -> Stack:
-        if request.param == "redis":
-            kw.update(backend="redis", redis_url=request.getfixturevalue("redis_url"))
-        return make_stack(**kw)
-    return make
+@pytest.fixture
+def make_guarded(make_any_stack):  # type: ignore[no-untyped-def]
+    """Every guard test runs on both state backends."""
+    return make_any_stack
 
 
 def oa(stack: Stack, key: str = "sk-tw-support", **headers: str) -> openai.OpenAI:

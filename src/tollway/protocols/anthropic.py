@@ -105,4 +105,4 @@ class MessagesObserver:
 DIALECT = AnthropicDialect()
 MESSAGES = Endpoint("messages", "/messages", DIALECT)
 COUNT_TOKENS = Endpoint("count_tokens", "/messages/count_tokens", DIALECT, billable=False,
-                        streams=False, operation="count_tokens")
+                        streams=False)

@@ -17,7 +17,6 @@ class Endpoint:
     dialect: Dialect
     billable: bool = True  # count_tokens is free
     streams: bool = True
-    operation: str = "chat"  # OpenTelemetry gen_ai.operation.name
 
 
 class StreamObserver(Protocol):

@@ -204,6 +204,6 @@ class ResponsesObserver(_Observer):
 
 DIALECT = OpenAIDialect()
 CHAT = Endpoint("chat", "/chat/completions", DIALECT)
-COMPLETIONS = Endpoint("completions", "/completions", DIALECT, operation="text_completion")
-EMBEDDINGS = Endpoint("embeddings", "/embeddings", DIALECT, streams=False, operation="embeddings")
+COMPLETIONS = Endpoint("completions", "/completions", DIALECT)
+EMBEDDINGS = Endpoint("embeddings", "/embeddings", DIALECT, streams=False)
 RESPONSES = Endpoint("responses", "/responses", DIALECT)

@@ -33,10 +33,6 @@ class EventSplitter:
         self._buf = buf[end + 2:]
         return buf if end + 2 == len(buf) else buf[: end + 2]
 
-    def rest(self) -> bytes:
-        """What arrived after the last complete event (a truncated stream's tail)."""
-        return self._buf
-
 
 def events(blob: bytes) -> list[bytes]:
     """The events of a blob of complete events, each without its blank-line terminator."""
@@ -81,8 +77,9 @@ class TextCapture:
         self.nbytes += sum(map(len, found))
         return any(found)
 
-    def text(self) -> str:
-        raw = b"".join(self.pieces)
+    def text(self, start: int = 0) -> str:
+        """The text of the pieces from `start` on (all of it by default)."""
+        raw = b"".join(self.pieces[start:] if start else self.pieces)
         try:
             return str(orjson.loads(b'"' + raw + b'"'))
         except orjson.JSONDecodeError:

@@ -54,9 +54,6 @@ class Provider:
             total=None, sock_connect=cfg.connect_timeout_s, sock_read=cfg.read_timeout_s)
         self._auth = self._auth_headers()
 
-    def speaks(self, dialect: str) -> bool:
-        return self.is_demo or self.kind == dialect
-
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -128,18 +125,24 @@ class Deployment:
 
 @dataclass(frozen=True, slots=True)
 class ModelRoute:
-    """A configured model name resolved to the deployments that serve it (the first one's
-    provider and id stand for the model where only one matters: encodings, dialect)."""
+    """A configured model name resolved to the deployments that serve it."""
 
     name: str
-    provider: Provider
-    upstream_model: str
+    deployments: tuple[Deployment, ...]
     price: PriceConfig
     encoding: str
     tokenizer_factor: float
     estimated: bool  # no public tokenizer: prompt counts are estimates
-    deployments: tuple[Deployment, ...] = ()
     balance: str = "weighted"
+
+    @property
+    def provider(self) -> Provider:
+        """The first deployment's provider stands for the model where only one matters."""
+        return self.deployments[0].provider
+
+    @property
+    def upstream_model(self) -> str:
+        return self.deployments[0].upstream_model
 
     def cost(self, input_: int, output: int, cached: int, cache_write: int) -> float:
         p = self.price
@@ -206,6 +209,6 @@ def _route(name: str, m: ModelConfig, providers: Mapping[str, Provider],
             for d in m.deployments] or [Deployment(provider, upstream, 1.0, breaker)]
     anthropic = provider.kind == "anthropic" or (provider.kind == "demo" and "claude" in upstream)
     encoding = m.encoding or ("o200k_base" if anthropic else encoding_name_for_model(upstream))
-    return ModelRoute(name=name, provider=deps[0].provider, upstream_model=deps[0].upstream_model,
-                      price=m.price, encoding=encoding, tokenizer_factor=m.tokenizer_factor,
-                      estimated=anthropic, deployments=tuple(deps), balance=m.balance)
+    return ModelRoute(name=name, deployments=tuple(deps), price=m.price, encoding=encoding,
+                      tokenizer_factor=m.tokenizer_factor, estimated=anthropic,
+                      balance=m.balance)

@@ -118,9 +118,6 @@ class CompiledRule:
             self.weights = None
         self.fallbacks = list(rule.fallbacks)
 
-    def matches(self, c: RouteContext) -> bool:
-        return all(check(c) for _, check in self.checks)
-
     def first_failing(self, c: RouteContext) -> str | None:
         return next((desc for desc, check in self.checks if not check(c)), None)
 

@@ -41,9 +41,10 @@ class Cache(Stage):
         route = ex.route
         if route is None or ex.endpoint.name not in CACHEABLE or not self._ttl(route.name):
             return None
-        asked = ex.request.headers.get("x-tollway-cache", "").lower()
+        asked = {t.strip() for t in
+                 ex.request.headers.get("x-tollway-cache", "").lower().split(",")}
         if not (self.cfg.when == "always" or ex.endpoint.name == "embeddings"
-                or deterministic(ex.body) or "store" in asked.replace("no-store", "")):
+                or deterministic(ex.body) or "store" in asked):
             return None
         scope = {"agent": f"agent={ex.agent}", "team": f"team={ex.team}",
                  "global": "global"}[self.cfg.scope]

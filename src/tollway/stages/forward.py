@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Mapping
 
 import aiohttp
 import orjson
@@ -40,8 +41,8 @@ class Retryable(Exception):
         self.retry_after = retry_after
 
 
-def _retry_after(headers: object) -> float | None:
-    value = getattr(headers, "get", lambda _k: None)("Retry-After")
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
     try:
         return float(value) if value is not None else None
     except ValueError:
@@ -198,7 +199,7 @@ class Forward(Stage):
                 raise err from exc
             raise Retryable("connect", err) from exc
         ex.upstream_headers_at = time.perf_counter()
-        ex.upstream_status = status = upstream.status
+        status = upstream.status
         if not last and ((status == 429 and "429" in self.retry_on)
                          or (status >= 500 and "5xx" in self.retry_on)):
             upstream.release()  # nothing reached the client yet: try the next target

@@ -60,7 +60,6 @@ class Identify(Stage):
             seed = ex.endpoint.dialect.session_seed(ex.endpoint, ex.body)
             digest = hashlib.blake2b(ex.agent.encode() + b"\0" + seed, digest_size=8)
             ex.session = "s-" + digest.hexdigest()
-            ex.session_derived = True
         parent = h.get("x-tollway-parent-session")
         if parent:
             ex.parent_session = parent[:128]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import contextlib
 import itertools
 import re
 import signal
@@ -417,8 +416,7 @@ async def _serve(provider: MockProvider, host: str, port: int) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:

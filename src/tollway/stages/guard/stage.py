@@ -32,7 +32,7 @@ from tollway.state.guards import (
 from tollway.tokens.counter import TokenCounter
 
 log = logging.getLogger("tollway.guard")
-_SCOPE_WORDS = {"session": "session", "agent": "agent", "team": "team", "global": "global"}
+_PERIODIC = {"day": "daily", "week": "weekly", "month": "monthly"}
 
 
 class Guard(Stage):
@@ -155,8 +155,7 @@ class Guard(Stage):
             spent, reserved = v.budget_state[-1] if v.budget_state else (0.0, 0.0)
             self.metrics.budget_rejections.labels(bc.scope).inc()
             what = "the global" if bc.scope == "global" else f"{bc.scope} {bc.name!r}'s"
-            period = "" if bc.period == "total" else f" ({bc.period}ly budget)".replace(
-                "dayly", "daily")
+            period = "" if bc.period == "total" else f" ({_PERIODIC[bc.period]} budget)"
             raise GatewayError(402, "budget_exceeded",
                                f"budget exceeded: {what} budget{period} is ${bc.limit:.4f}; "
                                f"spent ${spent:.4f}, ${reserved:.4f} reserved by requests in "
@@ -244,7 +243,12 @@ class Guard(Stage):
         capture = observer.capture
         if capture.nbytes <= budget_tokens:
             return  # a token is at least a byte: cannot be over yet
-        produced = self.counter.count_text(route.encoding, observer.text())
+        # Count only what arrived since the last count: a long stream near its budget is
+        # not re-tokenised from the start on every chunk.
+        counted, produced = ex.stream_counted
+        if len(capture.pieces) > counted:
+            produced += self.counter.count_text(route.encoding, capture.text(counted))
+            ex.stream_counted = (len(capture.pieces), produced)
         if produced > budget_tokens:
             raise GatewayError(402, "budget_exceeded",
                                f"budget exceeded mid-stream: the answer reached {produced} "
