@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from tollway.admin.api import add_admin_routes
+from tollway.cache.semantic_cache import SemanticCache
 from tollway.config.model import Config
 from tollway.exchange import Exchange
 from tollway.observe.metrics import Metrics
@@ -104,6 +105,7 @@ class Gateway:
         self.counter = TokenCounter()
         self.state = build_state(config, self.metrics)
         self.demo: Any = None
+        self.semantic: SemanticCache | None = None
         self.runtime: Runtime | None = None
         self.draining = False
         self._sweeper: asyncio.Task[None] | None = None
@@ -126,12 +128,36 @@ class Gateway:
             await asyncio.get_running_loop().run_in_executor(None, get_encoding, enc)
 
     async def build_runtime(self, cfg: Config) -> Runtime:
+        await self._semantic_for(cfg)
         demo_url = None
         if needs_demo(cfg):
             demo_url = await self._demo_url()
         providers = build_providers(cfg, demo_url)
         registry = build_registry(cfg, providers)
         return Runtime(cfg, providers, registry, self.build_chain(cfg, registry))
+
+    async def _semantic_for(self, cfg: Config) -> None:
+        """The semantic index outlives reloads; a changed `cache.semantic` starts a new one
+        (with Redis state it catches up from the shared stream)."""
+        sem = cfg.cache.semantic
+        if self.semantic is not None and (not sem.enabled or self.semantic.cfg != sem):
+            await self.semantic.stop()
+            self.semantic = None
+        if not sem.enabled or self.semantic is not None:
+            return
+        from tollway.cache.embedders import ModelEmbedder
+        from tollway.cache.feed import RedisFeed
+
+        embedder = None
+        if sem.embedder != "local":
+            embedder = ModelEmbedder(sem, lambda: self.runtime.registry.routes.get(sem.embedder)
+                                     if self.runtime else None, self.state)
+        feed = None
+        if cfg.state.backend == "redis":
+            keep = max([sem.ttl_s, *(m.cache_ttl_s or 0 for m in cfg.models.values())])
+            feed = RedisFeed(cfg.state.redis, max_len=sem.max_vectors, keep_s=keep)
+        self.semantic = SemanticCache(sem, self.metrics, embedder, feed)
+        await self.semantic.start()
 
     def build_chain(self, cfg: Config, registry: ModelRegistry) -> Chain:
         """Only what the config switches on is in the chain."""
@@ -150,9 +176,12 @@ class Gateway:
         fallbacks = {n: m.fallbacks for n, m in cfg.models.items() if m.fallbacks}
         if cfg.routing or fallbacks:
             stages.append(Route(Router(cfg.routing), registry, self.metrics, fallbacks))
-        if cfg.cache.exact.enabled:
-            stages.append(Cache(cfg.cache.exact, self.state, self.metrics,
-                                {n: m.cache_ttl_s for n, m in cfg.models.items()}))
+        if cfg.cache.enabled:
+            stages.append(Cache(
+                cfg.cache, self.state, self.metrics,
+                {n: m.cache_ttl_s for n, m in cfg.models.items()}, self.semantic,
+                frozenset(n for n, m in cfg.models.items() if m.semantic_cache),
+                frozenset(r.name for r in cfg.routing if r.semantic_cache)))
         providers = {n: Limiter(f"provider:{n}", p.concurrency)
                      for n, p in cfg.providers.items() if p.concurrency}
         models = {n: Limiter(f"model:{n}", m.concurrency)
@@ -183,7 +212,11 @@ class Gateway:
                 for cost in await self.state.idle_sessions(idle):
                     self.metrics.session_cost.observe(cost)
                 if self.config.cache.exact.enabled:
-                    self.metrics.cache_entries.set(await self.state.cache_size())
+                    self.metrics.child(self.metrics.cache_entries, "exact").set(
+                        await self.state.cache_size("c:"))
+                if self.semantic is not None:
+                    self.metrics.child(self.metrics.cache_entries, "semantic").set(
+                        self.semantic.size)
             except Exception:  # the state is down: try again next round
                 log.debug("session sweep failed", exc_info=True)
 
@@ -197,6 +230,8 @@ class Gateway:
             self._sweeper.cancel()
         if self.runtime is not None:
             await self.runtime.close()
+        if self.semantic is not None:
+            await self.semantic.stop()
         if self.demo is not None:
             await self.demo.stop()
         await self.state.close()

@@ -86,6 +86,8 @@ class Exchange:
     cache_key: str | None = None  # set when this request may be served from / stored in it
     cache_store: bool = False
     cache_body: bytes | None = None  # the complete answer as the client got it, to store
+    # (partition, last user turn, its vector) when the semantic cache may answer or store
+    semantic: tuple[str, str, Any] | None = None
     accounted: bool = False
 
     @property

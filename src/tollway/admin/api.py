@@ -139,6 +139,9 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
             if value != "*" and any(ch in value for ch in "*?[]"):
                 return _error(400, "scope and model are names, not patterns", "bad_purge")
         gone = await gw.state.cache_purge(f"c:{scope}:{model}:*")
+        gone += await gw.state.cache_purge(f"s:{scope}:{model}:*")
+        if gw.semantic is not None:
+            gw.semantic.purge(scope, model)
         log.warning("admin action", extra={"fields": {"action": "cache_purge", "scope": scope,
                                                       "model": model, "entries": gone,
                                                       "peer": request.remote}})

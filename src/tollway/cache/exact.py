@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 # Request fields that do not change the answer.
-_IGNORED = frozenset({"stream_options", "user", "metadata", "store", "service_tier",
+IGNORED = frozenset({"stream_options", "user", "metadata", "store", "service_tier",
                       "safety_identifier", "prompt_cache_key", "parallel_tool_calls_hint"})
 _USAGE_NUMBER = re.compile(
     rb'("(?:prompt_tokens|completion_tokens|total_tokens|input_tokens|output_tokens|'
@@ -30,7 +30,7 @@ _ID = re.compile(rb'("id":\s*")(chatcmpl-|msg_|resp_|cmpl-)([^"]*)"')
 
 def key(scope: str, model: str, endpoint: str, body: dict[str, Any], stream: bool) -> str:
     """`c:<scope>:<model>:<digest>`; the readable prefix lets an operator purge by both."""
-    kept = {k: v for k, v in body.items() if k not in _IGNORED and k != "model"}
+    kept = {k: v for k, v in body.items() if k not in IGNORED and k != "model"}
     kept["_stream"] = stream
     kept["_endpoint"] = endpoint
     digest = hashlib.blake2b(orjson.dumps(kept, option=orjson.OPT_SORT_KEYS),

@@ -163,6 +163,8 @@ class ModelConfig(Strict):
     concurrency: ConcurrencyLimit | None = None
     fallbacks: list[str] = Field(default_factory=list)  # when no routing rule names its own
     cache_ttl_s: float | None = Field(None, ge=0)  # this model's cache TTL; 0: never cached
+    # Serve this model's requests from the semantic cache too (cache.semantic must be enabled).
+    semantic_cache: bool = False
 
 
 class AgentConfig(Strict):
@@ -247,12 +249,14 @@ class Rule(Strict):
     to: str | None = None  # send to this model
     split: list[SplitTarget] | None = None  # or spread over several by weight
     fallbacks: list[str] = Field(default_factory=list)  # tried in order when it fails
+    # Requests this rule matches may be answered from the semantic cache (opt-in per rule).
+    semantic_cache: bool = False
 
     @model_validator(mode="after")
     def _action(self) -> Rule:
         if self.to and self.split:
             raise ValueError("a rule has either `to` or `split`, not both")
-        if not (self.to or self.split or self.fallbacks):
+        if not (self.to or self.split or self.fallbacks or self.semantic_cache):
             raise ValueError("a rule needs `to`, `split` or `fallbacks`")
         return self
 
@@ -278,8 +282,37 @@ class ExactCacheConfig(Strict):
     max_entry_kb: int = Field(512, ge=1)  # larger answers are not stored
 
 
+class SemanticCacheConfig(Strict):
+    """Answers a request whose last user turn means the same as a stored one's, within a
+    partition where everything else (scope, model, system prompt, earlier turns, tools,
+    parameters) is identical. Opt-in per model (`semantic_cache: true`) or routing rule."""
+
+    enabled: bool = False
+    # Cosine over the last user turn. 0.87 is tuned for the local embedder (0 false hits on
+    # the hard-negative set); a provider's embedding model needs its own.
+    threshold: float = Field(0.87, gt=0, le=1)
+    scope: Literal["agent", "team", "global"] = "agent"
+    when: Literal["deterministic", "always"] = "deterministic"
+    ttl_s: float = Field(3600, gt=0)  # a model's cache_ttl_s overrides it
+    # "local": WordLlama, in-process, weights from the wheel. Otherwise the name of an
+    # embeddings model under `models:` (an OpenAI-compatible /v1/embeddings: OpenAI, TEI, Ollama).
+    embedder: str = "local"
+    dims: int | None = Field(None, ge=1)  # a model embedder's width (sent as `dimensions`)
+    timeout_ms: float = Field(50, gt=0)  # embedding + search past this is a miss, not a wait
+    batch_size: int = Field(32, ge=1)  # texts per call to a model embedder
+    batch_ms: float = Field(2, ge=0)  # how long a text waits for others to share its call
+    max_vectors: int = Field(100_000, ge=1)  # per process; the least recently added go first
+    max_text_chars: int = Field(4000, ge=1)  # a longer last turn is not compared
+    max_pending: int = Field(64, ge=1)  # embeddings queued past this: a miss, not a queue
+
+
 class CacheConfig(Strict):
     exact: ExactCacheConfig = Field(default_factory=ExactCacheConfig)
+    semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
+
+    @property
+    def enabled(self) -> bool:
+        return self.exact.enabled or self.semantic.enabled
 
 
 Period = Literal["day", "week", "month", "total"]
@@ -422,6 +455,12 @@ class Config(Strict):
                                           f"rule {rule.name!r} sends to model {target!r}, "
                                           f"which is not under models: (known: "
                                           f"{', '.join(sorted(self.models)) or 'none'})")
+        sem = self.cache.semantic
+        if sem.enabled and sem.embedder != "local" and sem.embedder not in self.models:
+            raise ReferenceError_(("cache", "semantic", "embedder"),
+                                  f"embedder {sem.embedder!r} is neither 'local' nor a model "
+                                  f"under models: (known: "
+                                  f"{', '.join(sorted(self.models)) or 'none'})")
         for name, m in self.models.items():
             for j, d in enumerate(m.deployments):
                 if d.provider not in self.providers:

@@ -98,7 +98,12 @@ class Metrics:
             ["target", "from_state", "to_state"], registry=r)
         self.cache_requests = Counter(
             "tollway_cache_requests", "Cache lookups by kind (exact, semantic) and result "
-            "(hit, miss, skip).", ["kind", "result"], registry=r)
+            "(hit, miss, skip; semantic also timeout, busy, error: a miss that did not wait).",
+            ["kind", "result"], registry=r)
+        self.cache_rejections = Counter(
+            "tollway_cache_semantic_rejections", "Semantic candidates over the threshold that "
+            "a near-miss guard refused, by rule (number, negation, antonym, quote, code, ...).",
+            ["reason"], registry=r)
         self.cache_savings = Counter(
             "tollway_cache_savings_usd", "What the answers served from cache cost when they "
             "were first bought.", ["model"], registry=r)
@@ -106,8 +111,9 @@ class Metrics:
             "tollway_cache_lookup_seconds", "Time to look a request up in the cache.",
             ["kind"], buckets=OVERHEAD_BUCKETS, registry=r)
         self.cache_entries = Gauge(
-            "tollway_cache_entries", "Entries in the cache (refreshed every few seconds).",
-            registry=r)
+            "tollway_cache_entries", "Entries in the cache by kind: exact (stored bodies, "
+            "refreshed every few seconds) and semantic (vectors in this process's index).",
+            ["kind"], registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:

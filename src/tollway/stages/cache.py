@@ -1,58 +1,87 @@
-"""Cache: answer a repeated request from the exact cache; store successful answers.
+"""Cache: answer a repeated request from the exact cache, then from the semantic cache.
 
 A hit answers here (the rest of the chain is skipped): the stored body with a fresh id and
 zero billed tokens, replayed as an SSE stream when the request streams. Only complete,
 successful answers are stored, never errors or cut streams, and the store happens after
-the answer went out.
+the answer went out. The semantic cache is opt-in per model or routing rule and compares
+only the last user turn, within a partition where everything else is identical.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
 
 from tollway.cache.exact import Entry, deterministic, key
-from tollway.config.model import ExactCacheConfig
+from tollway.cache.partition import SEMANTIC_ENDPOINTS, partition, split_last_turn
 from tollway.exchange import Exchange, Usage
-from tollway.observe.metrics import Metrics
 from tollway.stages.base import Stage, tollway_headers
-from tollway.state.base import State
+
+if TYPE_CHECKING:
+    from tollway.cache.semantic_cache import SemanticCache
+    from tollway.config.model import CacheConfig
+    from tollway.observe.metrics import Metrics
+    from tollway.state.base import State
 
 CACHEABLE = frozenset({"chat", "completions", "messages", "responses", "embeddings"})
+_SCOPES = {"agent": "agent={}", "team": "team={}", "global": "global"}
 
 
 class Cache(Stage):
     name = "cache"
 
-    def __init__(self, cfg: ExactCacheConfig, state: State, metrics: Metrics,
-                 model_ttls: dict[str, float | None]) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: CacheConfig, state: State, metrics: Metrics,
+                 model_ttls: dict[str, float | None], semantic: SemanticCache | None = None,
+                 semantic_models: frozenset[str] = frozenset(),
+                 semantic_rules: frozenset[str] = frozenset()) -> None:
+        self.exact = cfg.exact
+        self.sem_cfg = cfg.semantic
         self.state = state
         self.metrics = metrics
         self.model_ttls = model_ttls
+        self.semantic = semantic if cfg.semantic.enabled else None
+        self.semantic_models = semantic_models
+        self.semantic_rules = semantic_rules
+        self.max_entry = cfg.exact.max_entry_kb * 1024
 
-    def _ttl(self, model: str) -> float:
+    def _ttl(self, model: str, default: float) -> float:
         ttl = self.model_ttls.get(model)
-        return self.cfg.ttl_s if ttl is None else ttl
+        return default if ttl is None else ttl
+
+    def _scope(self, ex: Exchange, scope: str) -> str:
+        return _SCOPES[scope].format(ex.agent if scope == "agent" else ex.team)
 
     async def on_request(self, ex: Exchange) -> web.Response | None:
         route = ex.route
-        if route is None or ex.endpoint.name not in CACHEABLE or not self._ttl(route.name):
+        if route is None or ex.endpoint.name not in CACHEABLE:
             return None
         asked = {t.strip() for t in
                  ex.request.headers.get("x-tollway-cache", "").lower().split(",")}
-        if not (self.cfg.when == "always" or ex.endpoint.name == "embeddings"
-                or deterministic(ex.body) or "store" in asked):
-            return None
-        scope = {"agent": f"agent={ex.agent}", "team": f"team={ex.team}",
-                 "global": "global"}[self.cfg.scope]
-        ex.cache_key = key(scope, route.name, ex.endpoint.name, ex.body, ex.stream)
-        ex.cache_store = "no-store" not in asked
-        if "no-cache" in asked:
-            self.metrics.child(self.metrics.cache_requests, "exact", "skip").inc()
-            return None
+        wanted = deterministic(ex.body) or "store" in asked
+        skip = "no-cache" in asked
+        store = "no-store" not in asked
+        exact = self.exact
+        if exact.enabled and self._ttl(route.name, exact.ttl_s) and (
+                wanted or exact.when == "always" or ex.endpoint.name == "embeddings"):
+            ex.cache_key = key(self._scope(ex, exact.scope), route.name, ex.endpoint.name,
+                               ex.body, ex.stream)
+            ex.cache_store = store
+            if skip:
+                self.metrics.child(self.metrics.cache_requests, "exact", "skip").inc()
+            else:
+                hit = await self._exact(ex)
+                if hit is not None:
+                    return hit
+        if self.semantic is not None and self._semantic_wanted(ex, wanted):
+            return await self._semantic(ex, skip, store)
+        return None
+
+    async def _exact(self, ex: Exchange) -> web.Response | None:
+        assert ex.cache_key is not None
         start = time.perf_counter()
         raw = await self.state.cache_get(ex.cache_key)
         self.metrics.child(self.metrics.cache_lookup, "exact").observe(
@@ -62,14 +91,62 @@ class Cache(Stage):
             self.metrics.child(self.metrics.cache_requests, "exact", "miss").inc()
             return None
         self.metrics.child(self.metrics.cache_requests, "exact", "hit").inc()
-        self.metrics.child(self.metrics.cache_savings, route.name).inc(entry.cost_usd)
-        ex.cache = "exact"
+        return self._serve(ex, entry, "exact")
+
+    def _semantic_wanted(self, ex: Exchange, wanted: bool) -> bool:
+        route = ex.route
+        assert route is not None
+        return (ex.endpoint.name in SEMANTIC_ENDPOINTS
+                and (route.name in self.semantic_models or ex.rule in self.semantic_rules)
+                and (wanted or self.sem_cfg.when == "always")
+                and bool(self._ttl(route.name, self.sem_cfg.ttl_s)))
+
+    async def _semantic(self, ex: Exchange, skip: bool, store: bool) -> web.Response | None:
+        assert self.semantic is not None and ex.route is not None
+        split = split_last_turn(ex.endpoint.name, ex.body)
+        if split is None or len(split[0]) > self.sem_cfg.max_text_chars:
+            return None
+        text, rest = split
+        part = partition(self._scope(ex, self.sem_cfg.scope), ex.route.name, ex.endpoint.name,
+                         rest, ex.stream, self.semantic.model)
+        ex.semantic = (part, text, None)
+        ex.cache_store = store  # capture the answer's body
+        if skip:
+            self.metrics.child(self.metrics.cache_requests, "semantic", "skip").inc()
+            return None
+        start = time.perf_counter()
+        found = await self.semantic.lookup(part, text)
+        for why in found.rejected:
+            self.metrics.child(self.metrics.cache_rejections, why.partition(":")[0]).inc()
+        ex.semantic = (part, text, found.vector)
+        entry = None
+        if found.outcome == "hit":
+            raw = await self.state.cache_get(found.body_key)
+            entry = Entry.decode(raw) if raw is not None else None
+            if entry is None:
+                self.semantic.forget(part, found.key)
+        self.metrics.child(self.metrics.cache_lookup, "semantic").observe(
+            time.perf_counter() - start)
+        if entry is None:
+            result = "miss" if found.outcome == "hit" else found.outcome
+            self.metrics.child(self.metrics.cache_requests, "semantic", result).inc()
+            return None
+        self.metrics.child(self.metrics.cache_requests, "semantic", "hit").inc()
+        return self._serve(ex, entry, "semantic", found.similarity)
+
+    def _serve(self, ex: Exchange, entry: Entry, kind: str,
+               similarity: float | None = None) -> web.Response:
+        assert ex.route is not None
+        self.metrics.child(self.metrics.cache_savings, ex.route.name).inc(entry.cost_usd)
+        ex.cache = kind
         ex.cache_store = False
         ex.status = entry.status
         ex.usage, ex.usage_source = Usage(), "cache"
         headers = tollway_headers(ex)
         headers["x-tollway-cache-original-usage"] = orjson.dumps(entry.usage).decode()
         headers["x-tollway-cost-usd"] = "0.00000000"
+        if similarity is not None:
+            headers["x-tollway-cache-similarity"] = f"{similarity:.4f}"
         if ex.stream:
             headers["Cache-Control"] = "no-cache"
         return web.Response(status=entry.status, body=entry.served(), headers=headers,
@@ -77,12 +154,22 @@ class Cache(Stage):
 
     async def after(self, ex: Exchange) -> None:
         body = ex.cache_body
-        if (not ex.cache_key or not ex.cache_store or ex.cache != "miss" or body is None
-                or ex.status != 200 or ex.stream_truncated or ex.client_disconnected
-                or len(body) > self.cfg.max_entry_kb * 1024 or ex.route is None):
+        if (ex.cache != "miss" or body is None or not ex.cache_store or ex.status != 200
+                or ex.stream_truncated or ex.client_disconnected
+                or len(body) > self.max_entry or ex.route is None):
             return
         u = ex.usage or Usage()
         entry = Entry(200, "text/event-stream" if ex.stream else "application/json",
                       ex.cost_usd, {"input": u.input, "output": u.output, "cached": u.cached,
                                     "cache_write": u.cache_write}, body)
-        await self.state.cache_put(ex.cache_key, entry.encode(), self._ttl(ex.route.name))
+        encoded = entry.encode()
+        model = ex.route.name
+        if ex.cache_key:
+            await self.state.cache_put(ex.cache_key, encoded,
+                                       self._ttl(model, self.exact.ttl_s))
+        if ex.semantic is not None and self.semantic is not None:
+            part, text, vector = ex.semantic
+            ttl = self._ttl(model, self.sem_cfg.ttl_s)
+            body_key = f"s:{self._scope(ex, self.sem_cfg.scope)}:{model}:{os.urandom(8).hex()}"
+            await self.state.cache_put(body_key, encoded, ttl)
+            await self.semantic.store(part, text, vector, body_key, ttl)

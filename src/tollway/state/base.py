@@ -177,8 +177,8 @@ class State(abc.ABC):
         """Drop every entry whose key matches the glob pattern; how many went."""
 
     @abc.abstractmethod
-    async def cache_size(self) -> int:
-        """Entries stored (for tollway_cache_entries)."""
+    async def cache_size(self, prefix: str = "c:") -> int:
+        """Entries stored whose key starts with prefix (for tollway_cache_entries)."""
 
     @abc.abstractmethod
     async def spend(self, by: str, since: float | None = None) -> list[SpendRow]:

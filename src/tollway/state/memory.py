@@ -182,8 +182,8 @@ class MemoryState(State):
             del self._cache[k]
         return len(gone)
 
-    async def cache_size(self) -> int:
-        return len(self._cache)
+    async def cache_size(self, prefix: str = "c:") -> int:
+        return sum(1 for k in self._cache if k.startswith(prefix))
 
     async def budget_usage(self, key: str) -> tuple[float, float]:
         return self._budget(key, time.time())

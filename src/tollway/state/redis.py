@@ -405,10 +405,10 @@ class RedisState(State):
 
         return int(await self._call("cache", run))
 
-    async def cache_size(self) -> int:
+    async def cache_size(self, prefix: str = "c:") -> int:
         async def run() -> int:
             n = 0
-            async for _ in self._redis.scan_iter(match=self._k("c:") + "*", count=1000):
+            async for _ in self._redis.scan_iter(match=self._k(prefix) + "*", count=1000):
                 n += 1
             return n
 

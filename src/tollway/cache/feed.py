@@ -1,0 +1,145 @@
+"""Sharing the semantic index across replicas through a plain Redis stream (no modules).
+
+Every stored entry appends one record to ``{prefix}:sc``: its vector (float16), the text it
+answers, its partition, where its body is and when it expires. Every replica follows the
+stream into its own in-process index and fetches the body (a plain key with a TTL) on a hit.
+The stream is trimmed to the entries still alive (by age, via ``MINID``, and by count), so it
+is its own snapshot: a new replica reads it from the start, then blocks on its tail. An entry
+whose body has expired or been purged is dropped by whichever replica finds it missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+if TYPE_CHECKING:
+    from tollway.cache.semantic.matcher import Vector
+    from tollway.config.model import RedisConfig
+
+log = logging.getLogger(__name__)
+
+_BLOCK_MS = 2000
+_PAGE = 500
+_TRIM_EVERY_S = 60.0
+
+
+@dataclass(slots=True)
+class FeedRecord:
+    key: int
+    partition: str
+    text: str
+    body_key: str
+    expires: float  # epoch seconds
+    model: str  # the embedder's name: vectors of other models are never compared
+    vector: Vector
+
+    def encode(self) -> dict[str, bytes]:
+        meta = orjson.dumps({"k": self.key, "p": self.partition, "t": self.text,
+                             "b": self.body_key, "e": self.expires, "m": self.model})
+        return {"m": meta, "v": self.vector.astype("<f2").tobytes()}
+
+    @classmethod
+    def decode(cls, fields: dict[bytes, bytes]) -> FeedRecord | None:
+        try:
+            m = orjson.loads(fields[b"m"])
+            vec = np.frombuffer(fields[b"v"], dtype="<f2").astype(np.float32)
+            return cls(int(m["k"]), m["p"], m["t"], m["b"], float(m["e"]), m["m"], vec)
+        except (KeyError, ValueError, TypeError, orjson.JSONDecodeError):
+            return None
+
+
+Apply = Callable[[list[FeedRecord]], Awaitable[None]]
+
+
+class RedisFeed:
+    def __init__(self, rc: RedisConfig, *, max_len: int, keep_s: float) -> None:
+        timeout = rc.timeout_ms / 1000
+        common: dict[str, Any] = {"protocol": 2, "decode_responses": False,
+                                  "socket_connect_timeout": max(1.0, 4 * timeout),
+                                  "retry": Retry(NoBackoff(), 0)}
+        self._writer = Redis.from_url(rc.url, socket_timeout=max(timeout, 0.5), **common)
+        self._reader = Redis.from_url(rc.url, socket_timeout=_BLOCK_MS / 1000 + 5, **common)
+        self.stream = "{" + rc.key_prefix + "}:sc"
+        self._max_len = max_len
+        self._keep_ms = int(keep_s * 1000)
+        self._retry_s = rc.retry_interval_s
+        self.last_id = b"0-0"
+        self.caught_up = asyncio.Event()
+
+    async def publish(self, record: FeedRecord) -> bool:
+        try:
+            await self._writer.xadd(self.stream, record.encode(),  # type: ignore[arg-type]
+                                    maxlen=self._max_len, approximate=True)
+        except (RedisError, OSError) as exc:
+            log.debug("semantic cache: could not publish an entry: %s", exc)
+            return False
+        return True
+
+    async def follow(self, apply: Apply) -> None:
+        """Read the stream from the start, then its tail, forever; survives Redis restarts."""
+        trimmed = 0.0
+        down = False
+        while True:
+            try:
+                if not self.caught_up.is_set():
+                    await self._catch_up(apply)
+                    self.caught_up.set()
+                reply = await self._reader.xread({self.stream: self.last_id}, count=_PAGE,
+                                                 block=_BLOCK_MS)
+                if down:
+                    log.info("semantic cache: following the shared index again")
+                    down = False
+                for _, entries in reply or ():
+                    await self._apply(entries, apply)
+                if time.monotonic() - trimmed > _TRIM_EVERY_S:
+                    trimmed = time.monotonic()
+                    await self._trim()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if not down:
+                    log.warning("semantic cache: Redis unreachable, the shared index waits: %s",
+                                exc)
+                    down = True
+                await asyncio.sleep(self._retry_s)
+
+    async def _catch_up(self, apply: Apply) -> None:
+        start = b"-" if self.last_id == b"0-0" else b"(" + self.last_id
+        while True:
+            entries = await self._reader.xrange(self.stream, min=start, count=_PAGE)
+            if not entries:
+                return
+            await self._apply(entries, apply)
+            start = b"(" + self.last_id
+
+    async def _apply(self, entries: list[tuple[bytes, dict[bytes, bytes]]], apply: Apply) -> None:
+        records = []
+        for entry_id, fields in entries:
+            self.last_id = entry_id
+            record = FeedRecord.decode(fields)
+            if record is not None:
+                records.append(record)
+        if records:
+            await apply(records)
+
+    async def _trim(self) -> None:
+        """Entries older than the longest TTL are dead everywhere: drop them from the stream."""
+        server_ms = int(time.time() * 1000)
+        await self._writer.xtrim(self.stream, minid=f"{server_ms - self._keep_ms}-0",
+                                 approximate=True)
+
+    async def close(self) -> None:
+        await self._writer.aclose()
+        await self._reader.aclose()

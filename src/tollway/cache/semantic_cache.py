@@ -1,0 +1,257 @@
+"""The semantic cache as the gateway runs it: deadlines, an executor, expiry and sharing.
+
+Embedding and searching run in one executor thread, never on the event loop; a lookup that
+does not finish within ``timeout_ms`` (or finds ``max_pending`` lookups already queued) is a
+miss and the request goes upstream without waiting. The index holds vectors and the texts
+they were made from; bodies live in the State's cache (a key with a TTL), so with Redis every
+replica serves the same bodies and an expired or purged body is a miss everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from tollway.cache.embedders import EmbedError, ModelEmbedder
+from tollway.cache.feed import FeedRecord, RedisFeed
+from tollway.cache.semantic import SemanticMatcher, WordLlamaEmbedder
+
+if TYPE_CHECKING:
+    from tollway.cache.semantic.matcher import Vector
+    from tollway.config.model import SemanticCacheConfig
+    from tollway.observe.metrics import Metrics
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Stored:
+    partition: str
+    text: str
+    body_key: str
+    expires: float  # epoch seconds
+
+
+@dataclass(slots=True)
+class Lookup:
+    outcome: str  # hit | miss | timeout | busy | error
+    body_key: str = ""
+    key: int = 0
+    similarity: float = 0.0
+    vector: Vector | None = None  # embedded once: stored under on a miss
+    rejected: list[str] = field(default_factory=list)  # guard reasons, "<rule>: <detail>"
+
+
+class _Sized:
+    """Stands in for a model embedder inside the matcher: only its width and name are used
+    (vectors are computed asynchronously and handed to the matcher)."""
+
+    def __init__(self, dim: int, name: str) -> None:
+        self.dim = dim
+        self.name = name
+
+    def embed(self, texts: list[str]) -> Any:
+        raise EmbedError("a model embedder embeds asynchronously")
+
+
+class SemanticCache:
+    """One per process: it outlives config reloads, like the State."""
+
+    def __init__(self, cfg: SemanticCacheConfig, metrics: Metrics,
+                 model_embedder: ModelEmbedder | None = None,
+                 feed: RedisFeed | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.feed = feed
+        self._model_embedder = model_embedder
+        self._local = WordLlamaEmbedder() if model_embedder is None else None
+        self.model = self._local.name if self._local else model_embedder.name  # type: ignore[union-attr]
+        self._matcher: SemanticMatcher | None = None
+        if self._local is not None:
+            self._matcher = SemanticMatcher(self._local, cfg.threshold,
+                                            max_vectors=cfg.max_vectors)
+            self.model = self._matcher.model
+        self._entries: dict[int, Stored] = {}
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="tollway-semantic")
+        self._pending = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def size(self) -> int:
+        return len(self._entries)
+
+    async def start(self) -> None:
+        if self._local is not None:  # 0.1-0.3 s: at startup, not on the first request
+            await self._run(self._local.load)
+        if self.feed is not None:
+            self._tasks.append(asyncio.create_task(self.feed.follow(self._apply)))
+        self._tasks.append(asyncio.create_task(self._sweep_forever()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._model_embedder is not None:
+            await self._model_embedder.close()
+        if self.feed is not None:
+            await self.feed.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- lookups -------------------------------------------------------------------------
+    async def lookup(self, partition: str, text: str) -> Lookup:
+        if self._pending >= self.cfg.max_pending:
+            return Lookup("busy")
+        try:
+            async with asyncio.timeout(self.cfg.timeout_ms / 1000):
+                if self._model_embedder is None:
+                    return await self._run(self._embed_and_search, partition, text)
+                vector = await self._model_embedder.embed(text)
+                self._ensure_matcher(vector)
+                return await self._run(self._search, partition, text, vector)
+        except TimeoutError:
+            return Lookup("timeout")
+        except (EmbedError, RuntimeError):  # RuntimeError: stopped by a reload meanwhile
+            return Lookup("error")
+
+    def _embed_and_search(self, partition: str, text: str) -> Lookup:
+        assert self._matcher is not None
+        return self._search(partition, text, self._matcher.embed(text))
+
+    def _search(self, partition: str, text: str, vector: Vector) -> Lookup:
+        assert self._matcher is not None
+        rejected: list[str] = []
+        found = self._matcher.lookup(partition, text, self._text_of, vector=vector,
+                                     on_reject=lambda _k, _s, why: rejected.append(why))
+        if found is None:
+            return Lookup("miss", vector=vector, rejected=rejected)
+        key, score = found
+        stored = self._entries.get(key)
+        if stored is None:
+            return Lookup("miss", vector=vector, rejected=rejected)
+        return Lookup("hit", stored.body_key, key, score, vector, rejected)
+
+    def _text_of(self, key: int) -> str | None:
+        stored = self._entries.get(key)
+        if stored is None:
+            return None
+        if stored.expires <= time.time():
+            self._entries.pop(key, None)
+            return None
+        return stored.text
+
+    def forget(self, partition: str, key: int) -> None:
+        """The body is gone (expired, purged, evicted): so is the entry."""
+        self._entries.pop(key, None)
+        if self._matcher is not None:
+            self._matcher.remove(partition, key)
+
+    # --- storing -------------------------------------------------------------------------
+    async def store(self, partition: str, text: str, vector: Vector | None, body_key: str,
+                    ttl_s: float) -> None:
+        """Index an answer whose body the caller has just stored under ``body_key``."""
+        if vector is None:
+            try:
+                async with asyncio.timeout(max(1.0, self.cfg.timeout_ms / 1000 * 4)):
+                    if self._model_embedder is None:
+                        assert self._matcher is not None
+                        vector = await self._run(self._matcher.embed, text)
+                    else:
+                        vector = await self._model_embedder.embed(text)
+            except (TimeoutError, EmbedError, RuntimeError):
+                return
+        self._ensure_matcher(vector)
+        record = FeedRecord(random.getrandbits(63), partition, text, body_key,
+                            time.time() + ttl_s, self.model, vector)
+        try:
+            await self._add([record])
+        except RuntimeError:  # stopped by a reload meanwhile
+            return
+        if self.feed is not None:
+            await self.feed.publish(record)
+
+    async def _apply(self, records: list[FeedRecord]) -> None:
+        """Records from the shared stream: ours (already indexed) and other replicas'."""
+        now = time.time()
+        fresh = [r for r in records if r.model == self.model and r.expires > now
+                 and r.key not in self._entries]
+        if fresh:
+            self._ensure_matcher(fresh[0].vector)
+            await self._add(fresh)
+
+    async def _add(self, records: list[FeedRecord]) -> None:
+        matcher = self._matcher
+        assert matcher is not None
+        for r in records:
+            self._entries[r.key] = Stored(r.partition, r.text, r.body_key, r.expires)
+
+        def add() -> list[tuple[Any, int]]:
+            evicted = []
+            for r in records:
+                if r.vector.shape[0] == matcher.index.dim:
+                    evicted += matcher.add(r.partition, r.key, r.text, r.vector)
+            return evicted
+
+        for _, key in await self._run(add):
+            self._entries.pop(key, None)
+
+    def _ensure_matcher(self, vector: Vector) -> None:
+        if self._matcher is None:
+            sized = _Sized(int(vector.shape[0]), self.model)
+            self._matcher = SemanticMatcher(sized, self.cfg.threshold,
+                                            max_vectors=self.cfg.max_vectors,
+                                            content_only=False)
+
+    # --- expiry and purge ----------------------------------------------------------------
+    def purge(self, scope: str, model: str) -> int:
+        """Drop this replica's entries of a scope and model (both may be ``*``); the others
+        find the bodies gone and drop theirs on their next hit."""
+        pattern = f"{scope}|{model}|*"
+        gone = [(k, s.partition) for k, s in self._entries.items()
+                if fnmatch.fnmatchcase(s.partition, pattern)]
+        for key, part in gone:
+            self.forget(part, key)
+        return len(gone)
+
+    async def sweep(self) -> int:
+        now = time.time()
+        expired = [(k, s.partition) for k, s in self._entries.items() if s.expires <= now]
+        for key, _ in expired:
+            self._entries.pop(key, None)
+        if expired and self._matcher is not None:
+            matcher = self._matcher
+            await self._run(lambda: [matcher.remove(p, k) for k, p in expired])
+        return len(expired)
+
+    async def _sweep_forever(self) -> None:
+        every = min(30.0, max(1.0, self.cfg.ttl_s / 4))
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("semantic cache sweep failed")
+
+    # --- executor ------------------------------------------------------------------------
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run in the cache's thread; ``_pending`` counts the work queued there, including
+        work whose caller stopped waiting (it still occupies the thread)."""
+        self._pending += 1
+        fut = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        fut.add_done_callback(self._done)
+        result: T = await asyncio.shield(fut)
+        return result
+
+    def _done(self, _: Awaitable[Any]) -> None:
+        self._pending -= 1
+
