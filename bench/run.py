@@ -46,11 +46,16 @@ CONFIG = BENCH / "gateway.bench.yaml"
 GUARDS_CONFIG = BENCH / "gateway.guards.yaml"
 ROUTING_CONFIG = BENCH / "gateway.routing.yaml"
 CACHE_CONFIG = BENCH / "gateway.cache.yaml"
+SEMANTIC_CONFIG = BENCH / "gateway.semantic.yaml"
 PYTHON = sys.executable
 TOLLWAY = str(Path(sys.executable).parent / "tollway")
 LOAD_CORE, TARGET_CORE = 0, 1
 TARGETS = ("direct", "relay", "tollway", "routing-50", "guards-mem", "guards-redis",
-           "cache-miss", "cache-hit")
+           "cache-miss", "cache-hit", "semantic-miss", "semantic-hit")
+# Rows over the core tollway row, and the cache rows whose /metrics outcomes are reported.
+FEATURES = ("routing-50", "guards-mem", "guards-redis", "cache-miss", "cache-hit",
+            "semantic-miss", "semantic-hit")
+CACHE_ROWS = ("cache-miss", "cache-hit", "semantic-miss", "semantic-hit")
 MODES = ("non-stream", "stream")
 MOCK_CHUNKS = 20
 LATENCY_MS = 50.0
@@ -213,7 +218,8 @@ def start_target(children: Children, name: str, upstream: str, redis_url: str | 
                "BENCH_REDIS_URL": redis_url or ""}
     else:
         config = {"routing-50": ROUTING_CONFIG, "cache-miss": CACHE_CONFIG,
-                  "cache-hit": CACHE_CONFIG}.get(name, CONFIG)
+                  "cache-hit": CACHE_CONFIG, "semantic-miss": SEMANTIC_CONFIG,
+                  "semantic-hit": SEMANTIC_CONFIG}.get(name, CONFIG)
         argv = [TOLLWAY, "serve", "-c", str(config), "--host", "127.0.0.1", "--port", str(port)]
         env = {"BENCH_UPSTREAM": upstream}
     proc = children.start(name, TARGET_CORE, argv, env=env)
@@ -236,6 +242,22 @@ def machine_busy_seconds() -> float:
     return (sum(values[:8]) - idle) / CLK_TCK  # user..steal; guest time is already in user
 
 
+def cache_outcomes(base: str) -> dict[tuple[str, str], int]:
+    """tollway_cache_requests_total by (kind, result) from the target's /metrics: whether the
+    cache rows really hit or miss, over the whole cell (smoke request and warm-up included)."""
+    with _OPENER.open(base + "/metrics", timeout=5.0) as resp:
+        text = resp.read().decode()
+    counts: dict[tuple[str, str], int] = {}
+    for line in text.splitlines():
+        if not line.startswith("tollway_cache_requests_total{"):
+            continue
+        labels, _, value = line[len("tollway_cache_requests_total{"):].partition("} ")
+        parsed = dict(part.split("=", 1) for part in labels.split(","))
+        kind, result = parsed["kind"].strip('"'), parsed["result"].strip('"')
+        counts[kind, result] = counts.get((kind, result), 0) + int(float(value))
+    return counts
+
+
 def peak_rss_mb(pid: int) -> float:
     """VmHWM (peak resident set) in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -254,7 +276,7 @@ class Bodies:
 
     def __init__(self, stream: bool, repeat: bool = False) -> None:
         self.prefix, self.suffix = body_template(stream)
-        self.repeat = repeat  # the cache-hit row: the same request again and again
+        self.repeat = repeat  # the *-hit rows: the same request again and again
 
     def next(self) -> bytes:
         if self.repeat:
@@ -365,6 +387,7 @@ class Cell:
     runs: list[Run] = field(default_factory=list)
     rss_mb: float | None = None
     events: int = 0
+    cache: dict[tuple[str, str], int] = field(default_factory=dict)  # (kind, result) -> count
 
     def median(self, attr: str) -> float | None:
         values = [getattr(r, attr) for r in self.runs]
@@ -383,7 +406,7 @@ async def measure(cell: Cell, url: str, pid: int | None, mock_pid: int,
                   opts: argparse.Namespace) -> None:
     """Smoke check, warm-up, then opts.runs runs of opts.duration seconds on one connection pool."""
     stream = cell.mode == "stream"
-    bodies = Bodies(stream, repeat=cell.target == "cache-hit")
+    bodies = Bodies(stream, repeat=cell.target in ("cache-hit", "semantic-hit"))
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -449,6 +472,8 @@ def run_scenario(sc: Scenario, opts: argparse.Namespace, children: Children) -> 
                     uvloop.run(measure(cell, base + PATH, pid, mock.pid, cell_opts))
                     if pid is not None:
                         cell.rss_mb = peak_rss_mb(pid)
+                    if target in CACHE_ROWS:
+                        cell.cache = cache_outcomes(base)
                 finally:
                     if proc is not None:
                         children.stop(proc)
@@ -463,6 +488,8 @@ def run_scenario(sc: Scenario, opts: argparse.Namespace, children: Children) -> 
                       f"{cell.median('gen_us'):.0f} µs, {cell.median('core0_pct'):.0f}% busy; "
                       f"other {cell.median('other_pct'):.0f}%)",
                       flush=True)
+                if cell.cache:
+                    print(f"  {'':12} {'':10} cache: {_outcomes(cell)}", flush=True)
     finally:
         children.stop(mock)
 
@@ -537,7 +564,7 @@ def ratios(sc: Scenario) -> list[str]:
             verdict = "ok" if a / b <= 2.0 else "over the 2.0x goal"
             parts.append(f"{mode} **{a / b:.2f}x** ({a:.0f} / {b:.0f} µs, {verdict})")
     lines = [f"CPU per request, tollway / relay: {'; '.join(parts)}"] if parts else []
-    for guards in ("routing-50", "guards-mem", "guards-redis", "cache-miss", "cache-hit"):
+    for guards in FEATURES:
         extra = []
         for mode in MODES:
             g, core = sc.cell(guards, mode), sc.cell("tollway", mode)
@@ -550,6 +577,37 @@ def ratios(sc: Scenario) -> list[str]:
         if extra:
             lines.append(f"{guards} over the core tollway row: {'; '.join(extra)}")
     return lines
+
+
+def _outcomes(cell: Cell) -> str:
+    return ", ".join(f"{kind} {result} {n:,}" for (kind, result), n in sorted(cell.cache.items()))
+
+
+def cache_lines(sc: Scenario) -> list[str]:
+    """What the cache rows really did, from the gateway's own counters, and a warning when a
+    hit row did not hit or a miss row did not miss: then its CPU figure measures something else.
+    """
+    lines = []
+    for c in sc.cells:
+        if not c.cache:
+            continue
+        kind = c.target.split("-")[0].replace("cache", "exact")
+        mine = {r: n for (k, r), n in c.cache.items() if k == kind}
+        total = sum(mine.values())
+        hits = mine.get("hit", 0)
+        # A hit row misses its first requests (those in flight before the first answer is
+        # stored); a miss row must never hit, nor give up on lookups (semantic timeout, busy).
+        if c.target.endswith("-hit"):
+            bad = hits < 0.99 * total
+        else:
+            bad = hits > 0 or mine.get("miss", 0) < 0.99 * total
+        bad = bad or total == 0
+        flag = " **(unexpected: this row does not measure what it says)**" if bad else ""
+        lines.append(f"- {c.target} {c.mode}: {_outcomes(c)}{flag}")
+    if not lines:
+        return []
+    return ["Cache outcomes per cell, smoke request and warm-up included "
+            "(`tollway_cache_requests_total` from the gateway's /metrics):", "", *lines]
 
 
 def _diff(a: float | None, b: float | None) -> float | None:
@@ -592,6 +650,8 @@ def report(scenarios: list[Scenario], opts: argparse.Namespace, tokens: int, bod
                   f"{sc.runs} run{'s' if sc.runs != 1 else ''} per cell{pause}.", "", *table(sc)]
         ratio = ratios(sc)
         lines += ["", *ratio] if ratio else []
+        outcomes = cache_lines(sc)
+        lines += ["", *outcomes] if outcomes else []
         lines += ["", "Load side (mock and load generator share core 0; other = CPU time used by "
                   "anything else on the machine, kernel networking included):", "",
                   *load_table(sc)]

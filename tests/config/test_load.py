@@ -75,3 +75,14 @@ def test_check_command(tmp_path: Path) -> None:
                        capture_output=True, text=True)
     assert r.returncode == 1
     assert f"{bad}:2: server.port:" in r.stderr
+
+
+def test_semantic_cache_embedder_must_exist() -> None:
+    text = ("providers:\n  p: {kind: demo}\nmodels:\n  m: {provider: p}\n"
+            "cache:\n  semantic:\n    enabled: true\n    embedder: embed-small\n")
+    with pytest.raises(ConfigError) as e:
+        load_config_text(text, "g.yaml", {})
+    assert str(e.value).startswith("g.yaml:8: cache.semantic.embedder: embedder 'embed-small' "
+                                   "is neither 'local' nor a model")
+    cfg = load_config_text(text.replace("embed-small", "m"), "g.yaml", {})
+    assert cfg.cache.semantic.embedder == "m" and cfg.cache.enabled

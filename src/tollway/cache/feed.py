@@ -77,6 +77,7 @@ class RedisFeed:
         self._retry_s = rc.retry_interval_s
         self.last_id = b"0-0"
         self.caught_up = asyncio.Event()
+        self.settled = asyncio.Event()  # caught up, or found Redis unreachable: stop waiting
 
     async def publish(self, record: FeedRecord) -> bool:
         try:
@@ -96,6 +97,7 @@ class RedisFeed:
                 if not self.caught_up.is_set():
                     await self._catch_up(apply)
                     self.caught_up.set()
+                    self.settled.set()
                 reply = await self._reader.xread({self.stream: self.last_id}, count=_PAGE,
                                                  block=_BLOCK_MS)
                 if down:
@@ -109,6 +111,7 @@ class RedisFeed:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                self.settled.set()
                 if not down:
                     log.warning("semantic cache: Redis unreachable, the shared index waits: %s",
                                 exc)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+CATCH_UP_S = 30.0  # longest a starting replica waits to read the shared index
 
 
 @dataclass(slots=True)
@@ -94,6 +95,11 @@ class SemanticCache:
             await self._run(self._local.load)
         if self.feed is not None:
             self._tasks.append(asyncio.create_task(self.feed.follow(self._apply)))
+            # A new replica serves from the shared index from its first request on (bounded:
+            # with Redis down it starts cold and fills in once Redis is back).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CATCH_UP_S):
+                    await self.feed.settled.wait()
         self._tasks.append(asyncio.create_task(self._sweep_forever()))
 
     async def stop(self) -> None:
