@@ -1,17 +1,25 @@
 """Semantic-cache latency: embed, index search, guards and full lookup at 10k and 100k entries.
 
     .venv/bin/python bench/semantic.py [--sizes 10000 100000] [--queries 2000]
+                                       [--only matcher|gateway]
 
 First all entries go into ONE partition (the worst case), which measures the usearch int8 path
 plus the exact float16 re-score; then the same number of entries is spread over partitions of 20
 (the usual case: brute force). Queries alternate between paraphrases of stored texts (hits: the
 guards run) and new texts from the same templates (hits when they repeat a stored request).
 Single thread, WordLlama 256-d, the default threshold. Prints p50/p99 in microseconds.
+
+The gateway section then measures what a request waits for: ``await SemanticCache.lookup``,
+the object the gateway runs, with its executor hop and deadline, over the largest size (spread
+over partitions of 20, then in one partition). The same queries run twice: on an idle event
+loop (the floor) and while the loop is busy with other work in 200 us slices (a loaded gateway:
+the lookup thread then has to win the GIL back from the loop after each C call).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import random
 import statistics
@@ -19,9 +27,13 @@ import time
 from collections.abc import Callable
 from functools import partial
 
+from tollway.cache.feed import FeedRecord
 from tollway.cache.semantic import SemanticMatcher, WordLlamaEmbedder, near_miss
 from tollway.cache.semantic.content import embedding_text
 from tollway.cache.semantic.features import _extract  # uncached extraction: the cold cost
+from tollway.cache.semantic_cache import SemanticCache
+from tollway.config.model import SemanticCacheConfig
+from tollway.observe.metrics import Metrics  # its own CollectorRegistry: no global state
 
 VERBS = "reset change update delete export find cancel enable configure rename".split()
 THINGS = (
@@ -61,6 +73,17 @@ def timed(fn: Callable[[], object], samples: list[float]) -> None:
     samples.append(time.perf_counter() - start)
 
 
+def queries_for(texts: list[str], queries: int) -> tuple[list[str], list[int]]:
+    """Alternately a paraphrase of a stored text and a new text, each with the key of the stored
+    text whose partition it is looked up in."""
+    rng = random.Random(1)
+    keys = [rng.randrange(len(texts)) for _ in range(queries)]
+    probes = [texts[key].replace("How do I", "How can I") for key in keys]
+    probes = list(itertools.chain(*zip(probes, corpus(queries, seed=-1), strict=True)))[:queries]
+    keys = list(itertools.chain(*zip(keys, keys, strict=True)))[:queries]
+    return probes, keys
+
+
 def run(size: int, queries: int, per_partition: int | None = None) -> None:
     embedder = WordLlamaEmbedder()
     matcher = SemanticMatcher(embedder, max_vectors=size)
@@ -77,11 +100,7 @@ def run(size: int, queries: int, per_partition: int | None = None) -> None:
     for key, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
         matcher.add(part(key), key, text, vector=vector)
     build_s = time.perf_counter() - start
-    rng = random.Random(1)
-    keys = [rng.randrange(size) for _ in range(queries)]
-    probes = [texts[key].replace("How do I", "How can I") for key in keys]
-    probes = list(itertools.chain(*zip(probes, corpus(queries, seed=-1), strict=True)))[:queries]
-    keys = list(itertools.chain(*zip(keys, keys, strict=True)))[:queries]
+    probes, keys = queries_for(texts, queries)
     embed_t: list[float] = []
     lookup_t: list[float] = []
     total_t: list[float] = []
@@ -136,17 +155,101 @@ def guards() -> None:
               f"near_miss on memoised pair {percentiles(warm)}")  # fmt: skip
 
 
+BUSY_SLICE_S = 200e-6  # a busy gateway's event loop: pure-Python work between awaits
+
+
+async def _busy_loop(stop: asyncio.Event) -> None:
+    """Keep the event loop thread busy as a loaded gateway's is (parsing, metering, metrics)."""
+    while not stop.is_set():
+        end = time.perf_counter() + BUSY_SLICE_S
+        while time.perf_counter() < end:
+            pass
+        await asyncio.sleep(0)
+
+
+async def _timed_lookups(cache: SemanticCache, probes: list[tuple[str, str]],
+                         busy: bool) -> tuple[list[float], dict[str, int]]:
+    stop = asyncio.Event()
+    burner = asyncio.create_task(_busy_loop(stop)) if busy else None
+    samples: list[float] = []
+    outcomes: dict[str, int] = {}
+    try:
+        for partition, text in probes:  # one at a time: the latency one request adds
+            while cache._pending:  # a timed-out lookup still holds the thread: let it finish
+                await asyncio.sleep(0.001)
+            start = time.perf_counter()
+            found = await cache.lookup(partition, text)
+            samples.append(time.perf_counter() - start)
+            outcomes[found.outcome] = outcomes.get(found.outcome, 0) + 1
+    finally:
+        stop.set()
+        if burner is not None:
+            await burner
+    return samples, outcomes
+
+
+async def gateway(size: int, queries: int, per_partition: int | None) -> None:
+    """``await SemanticCache.lookup`` at ``size`` entries, as the cache stage calls it."""
+    cache = SemanticCache(SemanticCacheConfig(enabled=True, max_vectors=size), Metrics())
+    await cache.start()  # loads WordLlama in the cache's thread
+    try:
+        matcher = cache._matcher
+        assert matcher is not None
+        group = per_partition or size
+
+        def part(key: int) -> str:  # the shape of a real partition: scope|model|digest
+            return f"agent=bench|gpt-4o-mini|{key // group:032x}"
+
+        texts = corpus(size, seed=size)
+        start = time.perf_counter()
+        # Real vectors, as matcher.embed would make them (content words only), in bulk.
+        vectors = matcher.embedder.embed([embedding_text(t) for t in texts])
+        embed_s = time.perf_counter() - start
+        expires = time.time() + 3600
+        start = time.perf_counter()
+        for first in range(0, size, 1000):
+            await cache._add([
+                FeedRecord(key, part(key), texts[key], f"s:agent=bench:gpt-4o-mini:{key:016x}",
+                           expires, cache.model, vectors[key])
+                for key in range(first, min(size, first + 1000))
+            ])
+        add_s = time.perf_counter() - start
+        assert cache.size == size == matcher.index.size, (cache.size, matcher.index.size)
+        layout = ("one partition (usearch int8)" if group == size
+                  else f"{len(matcher.index):,} partitions of {group} (brute force)")
+        print(f"\ngateway lookup, {size:,} entries in {layout}: bulk embed "
+              f"{embed_s / size * 1e6:.1f} us/text, add {add_s / size * 1e6:.0f} us/entry")
+        probes, keys = queries_for(texts, queries)
+        pairs = [(part(key), probe) for probe, key in zip(probes, keys, strict=True)]
+        await _timed_lookups(cache, pairs[:50], busy=False)  # first-call costs out of the way
+        for busy in (False, True):
+            samples, outcomes = await _timed_lookups(cache, pairs, busy)
+            label = "busy event loop" if busy else "idle event loop"
+            seen = ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
+            print(f"  await cache.lookup, {label}: {percentiles(samples)}   "
+                  f"max {max(samples) * 1e6:8.1f}   ({seen})")
+    finally:
+        await cache.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--only", choices=("matcher", "gateway"),
+                        help="run only the matcher sections or only the gateway lookup")
     args = parser.parse_args()
     WordLlamaEmbedder().load()
-    print("guard cost (us)")
-    guards()
-    for size in args.sizes:
-        run(size, args.queries)
-    run(max(args.sizes), args.queries, per_partition=20)
+    if args.only != "gateway":
+        print("guard cost (us)")
+        guards()
+        for size in args.sizes:
+            run(size, args.queries)
+        run(max(args.sizes), args.queries, per_partition=20)
+    if args.only != "matcher":
+        size = max(args.sizes)
+        for per_partition in (20, None):
+            asyncio.run(gateway(size, args.queries, per_partition))
 
 
 if __name__ == "__main__":

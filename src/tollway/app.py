@@ -34,7 +34,7 @@ from tollway.stages.base import Chain, Stage, json_response
 from tollway.stages.cache import Cache
 from tollway.stages.forward import Forward
 from tollway.stages.guard import Guard
-from tollway.stages.identify import Identify
+from tollway.stages.identify import Identify, Identity
 from tollway.stages.meter import Meter
 from tollway.stages.parse import Parse
 from tollway.stages.price import Price
@@ -43,6 +43,7 @@ from tollway.state.base import State
 from tollway.state.memory import MemoryState
 from tollway.tokens.counter import TokenCounter
 from tollway.tokens.encodings import get_encoding
+from tollway.tools.plane import ToolPlane
 
 log = logging.getLogger("tollway")
 GATEWAY = web.AppKey("gateway", "Gateway")
@@ -65,6 +66,7 @@ class Runtime:
     providers: dict[str, Provider]
     registry: ModelRegistry
     chain: Chain
+    tools: ToolPlane | None = None
     inflight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -83,6 +85,8 @@ class Runtime:
     async def close(self) -> None:
         for p in self.providers.values():
             await p.close()
+        if self.tools is not None:
+            await self.tools.close()
 
 
 def build_state(cfg: Config, metrics: Metrics) -> State:
@@ -134,7 +138,12 @@ class Gateway:
             demo_url = await self._demo_url()
         providers = build_providers(cfg, demo_url)
         registry = build_registry(cfg, providers)
-        return Runtime(cfg, providers, registry, self.build_chain(cfg, registry))
+        identity = Identity(cfg)
+        tools = None
+        if cfg.tools or cfg.mcp_servers:
+            tools = ToolPlane(cfg, self.state, self.metrics, self.breakers, identity)
+        return Runtime(cfg, providers, registry, self.build_chain(cfg, registry, identity),
+                       tools)
 
     async def _semantic_for(self, cfg: Config) -> None:
         """The semantic index outlives reloads; a changed `cache.semantic` starts a new one
@@ -159,12 +168,13 @@ class Gateway:
         self.semantic = SemanticCache(sem, self.metrics, embedder, feed)
         await self.semantic.start()
 
-    def build_chain(self, cfg: Config, registry: ModelRegistry) -> Chain:
+    def build_chain(self, cfg: Config, registry: ModelRegistry,
+                    identity: Identity | None = None) -> Chain:
         """Only what the config switches on is in the chain."""
         stages: list[Stage] = [
             Account(self.state, self.metrics, self.breakers.on_transitions),
             Parse(registry, int(cfg.server.max_body_mb * 1024 * 1024)),
-            Identify(cfg),
+            Identify(cfg, identity),
             Meter(self.counter),
         ]
         hooks = []
@@ -256,6 +266,9 @@ def build_app(config: Config, config_path: str | None = None) -> web.Application
 
     for path, endpoint in ROUTES.items():
         app.router.add_post(path, _endpoint_handler(gw, endpoint))
+    app.router.add_route("*", "/tools/{tool}", _tool_handler(gw, "http"))
+    app.router.add_route("*", "/tools/{tool}/{tail:.*}", _tool_handler(gw, "http"))
+    app.router.add_route("*", "/mcp/{server}", _tool_handler(gw, "mcp"))
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/v1/models/{model}", _model)
     app.router.add_get("/metrics", _metrics)
@@ -282,6 +295,26 @@ def build_app(config: Config, config_path: str | None = None) -> web.Application
 def _endpoint_handler(gw: Gateway, endpoint: Endpoint) -> Any:
     async def handler(request: web.Request) -> web.StreamResponse:
         return await gw.handle(request, endpoint)
+    return handler
+
+
+def _tool_handler(gw: Gateway, kind: str) -> Any:
+    """Tool traffic goes to the current runtime's tool plane; it counts as in flight for
+    drains and reloads like model traffic."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        rt = gw.runtime
+        assert rt is not None
+        if rt.tools is None:
+            return json_response({"error": {
+                "message": "no tools or MCP servers are configured (tools:, mcp_servers:)",
+                "type": "invalid_request_error", "code": "unknown_tool"}}, 404)
+        rt.enter()
+        try:
+            plane = rt.tools
+            return await (plane.http.handle(request) if kind == "http"
+                          else plane.mcp.handle(request))
+        finally:
+            rt.leave()
     return handler
 
 

@@ -45,6 +45,7 @@ class Exchange:
     session: str = ""
     tags: tuple[str, ...] = ()
     key_id: str | None = None  # a short digest of the virtual key, never the key
+    who: Any = None  # stages.identify.Who: the caller and what its key may use
     parent_session: str | None = None
     # the model asked for, and where it goes
     requested_model: str = ""

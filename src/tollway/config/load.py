@@ -6,15 +6,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tollway.config.model import Config, ReferenceError_
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 Loc = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,23 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Conf
         text = p.read_text()
     except OSError as exc:
         raise ConfigError([Problem(str(p), None, "", f"cannot read: {exc.strerror}")]) from exc
-    return load_config_text(text, str(p), environ)
+    return load_config_text(text, str(p), environ, base=p.parent)
 
 
 def load_config_text(text: str, file: str = "<config>", environ: dict[str, str] | None = None,
-                     ) -> Config:
+                     base: Path | None = None) -> Config:
+    """The config, with the policy files it names (relative to ``base``, default the
+    working directory) loaded and checked too."""
+    cfg = load_model(text, file, environ, Config)
+    if cfg.policies:
+        from tollway.policy.load import load_policies
+
+        cfg._policy = load_policies(cfg.policies, base or Path.cwd(), environ)
+    return cfg
+
+
+def load_model(text: str, file: str, environ: dict[str, str] | None, model: type[M]) -> M:
+    """Any YAML-backed model, with errors naming file, line and key."""
     env = os.environ if environ is None else environ
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -61,11 +74,11 @@ def load_config_text(text: str, file: str = "<config>", environ: dict[str, str] 
     if problems:
         raise ConfigError(problems)
     if not isinstance(data, dict):
-        raise ConfigError([Problem(file, 1, "", "the config must be a mapping")])
+        raise ConfigError([Problem(file, 1, "", "the file must be a mapping")])
     # A section whose keys are all commented out is empty, not an error.
     data = {k: v for k, v in data.items() if v is not None}
     try:
-        return Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_problems(exc, lines, file)) from exc
 

@@ -6,7 +6,9 @@ import hashlib
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from tollway.config.tools import TOOL_NAME, HttpToolConfig, KeyConfig, McpServerConfig
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -168,14 +170,16 @@ class ModelConfig(Strict):
 
 
 class AgentConfig(Strict):
-    keys: list[str] = Field(default_factory=list, repr=False)  # plain, or "sha256:<hex>"
+    # Plain, or "sha256:<hex>"; or {key, models, tools, expires} for a key with less
+    # capability than its agent.
+    keys: list[str | KeyConfig] = Field(default_factory=list, repr=False)
     team: str = "default"
 
     @field_validator("keys")
     @classmethod
-    def _keys(cls, v: list[str]) -> list[str]:
+    def _keys(cls, v: list[str | KeyConfig]) -> list[str | KeyConfig]:
         for k in v:
-            _check_key(k)
+            _check_key(k if isinstance(k, str) else k.key)
         return v
 
 
@@ -430,6 +434,22 @@ class Config(Strict):
     retries: RetryConfig = Field(default_factory=RetryConfig)
     breakers: BreakerConfig | None = None  # the default breaker of every model deployment
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    # HTTP tools behind /tools/<name>/..., MCP servers behind /mcp/<name>.
+    tools: dict[str, HttpToolConfig] = Field(default_factory=dict)
+    mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)
+    # Policy files (paths or globs, relative to this file): who may call which tools and
+    # models, risk zones, approvals. Loaded and checked with the config.
+    policies: list[str] = Field(default_factory=list)
+    _policy: Any = PrivateAttr(default=None)
+
+    @property
+    def policy(self) -> Any:
+        """The loaded PolicySet (tollway.policy), empty when `policies:` names none."""
+        if self._policy is None:
+            from tollway.policy.model import PolicySet
+
+            self._policy = PolicySet.empty()
+        return self._policy
 
     @property
     def guarded(self) -> bool:
@@ -487,10 +507,18 @@ class Config(Strict):
                     f"model {name!r} names provider {m.provider!r}, which is not under "
                     f"providers: (known: {', '.join(sorted(self.providers)) or 'none'})",
                 )
+        for name, t in self.tools.items():
+            if t.fallback is not None and (t.fallback not in self.tools or t.fallback == name):
+                raise ReferenceError_(("tools", name, "fallback"),
+                                      f"fallback {t.fallback!r} is not another tool under tools:")
+        for name in [*self.tools, *self.mcp_servers]:
+            if not re.match(TOOL_NAME, name):
+                raise ReferenceError_(("tools" if name in self.tools else "mcp_servers", name),
+                                      "a tool or server name is letters, digits, '_', '.', '-'")
         seen: dict[str, str] = {}
         for name, a in self.agents.items():
             for i, k in enumerate(a.keys):
-                h = key_digest(k)
+                h = key_digest(k if isinstance(k, str) else k.key)
                 if h in seen:
                     raise ReferenceError_(
                         ("agents", name, "keys", i),

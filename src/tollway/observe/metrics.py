@@ -114,6 +114,26 @@ class Metrics:
             "tollway_cache_entries", "Entries in the cache by kind: exact (stored bodies, "
             "refreshed every few seconds) and semantic (vectors in this process's index).",
             ["kind"], registry=r)
+        self.tool_calls = Counter(
+            "tollway_tool_calls", "Tool calls through the gateway (HTTP tools: the tool's name; "
+            "MCP: <server>/<tool>) by outcome: ok, tool_error (the tool's own error, not held "
+            "against it), failure, breaker_open, denied, loop, budget, rejected (approval).",
+            ["tool", "outcome"], registry=r)
+        self.tool_duration = Histogram(
+            "tollway_tool_duration_seconds", "Tool call duration, as the gateway saw it.",
+            ["tool"], buckets=LATENCY_BUCKETS, registry=r)
+        self.tool_flagged = Counter(
+            "tollway_tool_flagged", "Tool calls in a yellow or red risk zone.",
+            ["tool", "zone"], registry=r)
+        self.approvals = Counter(
+            "tollway_approvals", "Red-zone tool calls by how their approval ended: approved, "
+            "rejected, expired.", ["tool", "decision"], registry=r)
+        self.policy_denials = Counter(
+            "tollway_policy_denials", "Calls refused by a policy or a key's limits, by kind "
+            "(model, tool, model_tool_call).", ["kind", "agent"], registry=r)
+        self.model_tool_calls = Counter(
+            "tollway_model_tool_calls_flagged", "Tool calls a model emitted that the agent may "
+            "not use, by action (block, flag).", ["agent", "tool", "action"], registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:

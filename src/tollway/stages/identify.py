@@ -1,10 +1,20 @@
-"""Who is calling: virtual key -> agent and team; the session; tags."""
+"""Who is calling: virtual key -> agent and team; the session; tags; what the key may use.
+
+A key may carry less capability than its agent (named models and tools, an expiry), and the
+policies say which models an agent or team may use; both are checked here for models and by
+the tool gate for tools.
+"""
 
 from __future__ import annotations
 
+import datetime
+import fnmatch
 import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from tollway.config.model import Config, key_digest
+from tollway.config.tools import KeyConfig
 from tollway.errors import GatewayError, bad_request
 from tollway.exchange import Exchange
 from tollway.stages.base import Stage
@@ -12,25 +22,39 @@ from tollway.stages.base import Stage
 ANONYMOUS = "anonymous"
 
 
-class Identify(Stage):
-    name = "identify"
+@dataclass(frozen=True, slots=True)
+class Who:
+    agent: str
+    team: str
+    key_id: str | None = None  # a short digest of the virtual key, never the key
+    limits: KeyConfig | None = None  # the key's own models/tools/expiry, if it has any
+
+
+def denied(message: str) -> GatewayError:
+    return GatewayError(403, "policy_denied", message)
+
+
+class Identity:
+    """Virtual keys to agents. Plain keys are hashed at load too: one lookup path, and no
+    plain key kept in memory beyond the config object itself."""
 
     def __init__(self, cfg: Config) -> None:
         self.reject_unknown = cfg.identity.unknown_keys == "reject"
         self.trust_agent_header = cfg.identity.trust_agent_header
-        self.trust_session_header = cfg.identity.trust_session_header
-        self.max_tags = cfg.identity.max_tags
-        # Plain keys are hashed at load too: one lookup path, and no plain key kept in memory
-        # beyond the config object itself.
-        self.by_digest: dict[str, tuple[str, str]] = {}
+        self.policy = cfg.policy
+        self.by_digest: dict[str, tuple[str, str, KeyConfig | None]] = {}
         self.teams: dict[str, str] = {}
         for agent, a in cfg.agents.items():
             self.teams[agent] = a.team
             for k in a.keys:
-                self.by_digest[key_digest(k)] = (agent, a.team)
+                if isinstance(k, str):
+                    self.by_digest[key_digest(k)] = (agent, a.team, None)
+                else:
+                    limited = k if (k.models is not None or k.tools is not None
+                                    or k.expires is not None) else None
+                    self.by_digest[key_digest(k.key)] = (agent, a.team, limited)
 
-    async def on_request(self, ex: Exchange) -> None:
-        h = ex.request.headers
+    def resolve(self, h: Mapping[str, str]) -> Who:
         key = h.get("x-api-key")
         if key is None:
             auth = h.get("Authorization", "")
@@ -42,15 +66,65 @@ class Identify(Stage):
                 raise GatewayError(401, "invalid_api_key",
                                    "missing or unknown API key: use a tollway virtual key "
                                    "(Authorization: Bearer <key> or x-api-key)")
-            found = (ANONYMOUS, "default")
+            who = Who(ANONYMOUS, "default")
         else:
-            ex.key_id = digest[:12]  # type: ignore[index]
-        ex.agent, ex.team = found
+            agent, team, limits = found
+            if limits is not None and limits.expires is not None and (
+                    limits.expires <= datetime.datetime.now(datetime.UTC)):
+                raise GatewayError(401, "key_expired",
+                                   f"this virtual key of agent {agent!r} expired at "
+                                   f"{limits.expires.isoformat()}")
+            who = Who(agent, team, digest[:12], limits)  # type: ignore[index]
         if self.trust_agent_header and (named := h.get("x-tollway-agent")):
             if named not in self.teams:
                 raise bad_request(f"x-tollway-agent names an unknown agent {named!r}",
                                   code="unknown_agent")
-            ex.agent, ex.team = named, self.teams[named]
+            who = Who(named, self.teams[named], who.key_id, who.limits)
+        return who
+
+    def check_model(self, who: Who, model: str) -> None:
+        if who.limits is not None and who.limits.models is not None and not any(
+                fnmatch.fnmatchcase(model, g) for g in who.limits.models):
+            raise denied(f"this virtual key may not use model {model!r} (allowed: "
+                         f"{', '.join(who.limits.models) or 'none'})")
+        if self.policy.restricts:
+            decision = self.policy.model(who.agent, who.team, model)
+            if not decision.allowed:
+                raise denied(decision.reason)
+
+    def check_tool(self, who: Who, tool: str) -> None:
+        if who.limits is not None and who.limits.tools is not None and not any(
+                fnmatch.fnmatchcase(tool, g) for g in who.limits.tools):
+            raise denied(f"this virtual key may not call tool {tool!r} (allowed: "
+                         f"{', '.join(who.limits.tools) or 'none'})")
+        if self.policy.restricts:
+            decision = self.policy.tool(who.agent, who.team, tool)
+            if not decision.allowed:
+                raise denied(decision.reason)
+
+    def may_call(self, who: Who, tool: str) -> bool:
+        try:
+            self.check_tool(who, tool)
+        except GatewayError:
+            return False
+        return True
+
+
+class Identify(Stage):
+    name = "identify"
+
+    def __init__(self, cfg: Config, identity: Identity | None = None) -> None:
+        self.identity = identity or Identity(cfg)
+        self.trust_session_header = cfg.identity.trust_session_header
+        self.max_tags = cfg.identity.max_tags
+
+    async def on_request(self, ex: Exchange) -> None:
+        h = ex.request.headers
+        who = self.identity.resolve(h)
+        ex.agent, ex.team, ex.key_id = who.agent, who.team, who.key_id
+        ex.who = who
+        if ex.route is not None:
+            self.identity.check_model(who, ex.requested_model or ex.route.name)
         session = h.get("x-tollway-session") if self.trust_session_header else None
         if session:
             if len(session) > 128:

@@ -9,6 +9,7 @@ from typing import Any
 
 from tollway.state.breakers import BreakerPolicy, BreakerView, Transition
 from tollway.state.guards import Admission, Settlement, Verdict
+from tollway.state.toolstate import ToolState
 
 
 class StateUnavailable(Exception):
@@ -114,6 +115,7 @@ class State(abc.ABC):
     """Shared mutable state: one call before a request (`admit`), one after (`record`)."""
 
     backend: str = "abstract"
+    tools: ToolState  # tool-call repeats and approvals (tollway.state.toolstate)
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect, load scripts."""

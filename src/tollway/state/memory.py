@@ -17,6 +17,7 @@ from tollway.state.breakers import (
     take_probe,
 )
 from tollway.state.guards import Admission, Settlement, Verdict
+from tollway.state.toolstate import MemoryToolState
 
 HOUR = 3600
 EPSILON = 1e-12
@@ -58,6 +59,7 @@ class MemoryState(State):
         self._breakers: dict[str, BreakerView] = {}
         self._cache: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._cache_entries = cache_entries
+        self.tools = MemoryToolState()
 
     # --- guards -------------------------------------------------------------------------
     async def admit(self, adm: Admission) -> Verdict:

@@ -77,6 +77,7 @@ from tollway.state.base import (
 from tollway.state.breakers import BreakerPolicy, BreakerView, Transition
 from tollway.state.guards import Admission, Settlement, Verdict
 from tollway.state.memory import HOUR, _Session, _session_view, _summary
+from tollway.state.toolstate import RedisToolState
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -138,6 +139,7 @@ class RedisState(State):
         self._record_script: AsyncScript = self._redis.register_script(_lua("record.lua"))
         self._idle_script: AsyncScript = self._redis.register_script(_lua("idle.lua"))
         self._probe_script: AsyncScript = self._redis.register_script(_lua("probe.lua"))
+        self.tools = RedisToolState(self._redis, self._k, self._call)
         self._up = False  # until a PING answers
         self._down = asyncio.Event()
         self._down.set()

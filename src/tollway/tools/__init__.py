@@ -1,0 +1,1 @@
+"""The tool gateway: HTTP tools under /tools/<name>/..., MCP servers under /mcp/<server>."""

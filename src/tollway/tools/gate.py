@@ -1,0 +1,291 @@
+"""The tool gate: what every tool call goes through, whatever its transport (HTTP or MCP).
+
+Before the call, in order: the caller's key limits and the policies (403 `policy_denied`),
+the loop detector (the same tool with the same arguments returned the same result N times
+in a row in this session: 422 `loop_detected`), the tool's circuit breaker (503
+`breaker_open` with Retry-After), the kill switch and the budgets with the call's configured
+cost reserved (402), and the tool's risk zone: yellow is flagged, red is held until a human
+approves it through the admin API (or it times out: 403). After the call: its outcome on the
+breaker, its cost on the session's, agent's and team's spend, the result for the loop
+detector, and the metrics. The transports only decide what a failure is and speak the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from tollway.config.model import Config
+from tollway.config.tools import ToolBreakerConfig
+from tollway.errors import GatewayError
+from tollway.observe.metrics import Metrics
+from tollway.routing.breakers import BreakerBoard
+from tollway.stages.guard.stage import budget_checks, refusal
+from tollway.stages.identify import Identity, Who
+from tollway.state.base import State, StateUnavailable, StepRecord
+from tollway.state.breakers import BreakerOutcome, BreakerPolicy
+from tollway.state.guards import Admission, Settlement, Verdict
+from tollway.state.toolstate import APPROVED, PENDING, Approval
+
+log = logging.getLogger("tollway.tools")
+OK, TOOL_ERROR, FAILURE = "ok", "tool_error", "failure"
+_POLL_S = 0.1  # how often a held call looks at its approval
+
+
+def breaker_policy(b: ToolBreakerConfig | bool | None) -> BreakerPolicy | None:
+    if not b or b is True:
+        return None
+    return BreakerPolicy(
+        consecutive_failures=b.consecutive_failures, failure_rate=b.failure_rate,
+        window_s=b.window_s, min_requests=b.min_requests,
+        latency_s=b.latency_ms / 1000 if b.latency_ms else None, open_s=b.open_s,
+        half_open_probes=b.half_open_probes)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolTarget:
+    """One tool as the gate sees it; `target` and `breaker` make it a breaker target."""
+
+    name: str  # "weather" (HTTP) or "files/read_file" (MCP <server>/<tool>)
+    server: str  # "http" or the MCP server's name: the spend's provider
+    cost_usd: float = 0.0
+    breaker: BreakerPolicy | None = None
+    fail_on_error: bool = False  # the tool's own errors count against its breaker
+    fallback: str | None = None
+
+    @property
+    def target(self) -> str:
+        return f"tool:{self.name}"
+
+
+@dataclass(slots=True)
+class Ticket:
+    """An admitted call: what settle() needs."""
+
+    who: Who
+    session: str
+    tool: ToolTarget
+    call: str  # digest of the tool and its arguments
+    request_id: str
+    probe: bool = False
+    settlement: Settlement | None = None
+    zone: str = "green"
+    approval: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    wall_start: float = field(default_factory=time.time)
+    settled: bool = False
+
+
+def call_digest(tool: str, *parts: bytes) -> str:
+    h = hashlib.blake2b(tool.encode(), digest_size=12)
+    for p in parts:
+        h.update(b"\0" + p)
+    return h.hexdigest()
+
+
+def result_digest(body: bytes) -> str:
+    return hashlib.blake2b(body, digest_size=12).hexdigest()
+
+
+class ToolGate:
+    def __init__(self, cfg: Config, state: State, metrics: Metrics, board: BreakerBoard,
+                 identity: Identity) -> None:
+        self.cfg = cfg
+        self.state = state
+        self.metrics = metrics
+        self.board = board
+        self.identity = identity
+        self.policy = cfg.policy
+        self.fail_closed = cfg.state.on_failure == "fail_closed"
+        self.trust_session_header = cfg.identity.trust_session_header
+        self.held: dict[str, asyncio.Event] = {}  # approvals this process waits on
+
+    def session(self, headers: Mapping[str, str], who: Who, default: str | None = None) -> str:
+        """x-tollway-session when trusted; else the transport's own (an MCP session), else
+        one session per agent for its tool calls."""
+        named = headers.get("x-tollway-session") if self.trust_session_header else None
+        if named:
+            return named[:128]
+        return default or f"tools-{who.agent}"
+
+    # --- before ------------------------------------------------------------------------
+    async def admit(self, who: Who, session: str, tool: ToolTarget, call: str,
+                    request_id: str, summary: str) -> Ticket:
+        ticket = Ticket(who, session, tool, call, request_id)
+        try:
+            self.identity.check_tool(who, tool.name)
+        except GatewayError:
+            self._count(tool, "denied")
+            self.metrics.child(self.metrics.policy_denials, "tool", who.agent).inc()
+            raise
+        await self._check_loop(ticket)
+        allowed, ticket.probe, wait = await self.board.check(tool)  # type: ignore[arg-type]
+        if not allowed:
+            self._count(tool, "breaker_open")
+            retry = max(1.0, wait)
+            raise GatewayError(
+                503, "breaker_open", f"tool {tool.name!r} is failing and its circuit breaker "
+                f"is open; it will be tried again in {retry:.0f}s", retry_after=retry,
+                headers={"x-tollway-tool": tool.name})
+        await self._admit_state(ticket)
+        ticket.zone = self.policy.zone(tool.name)
+        if ticket.zone != "green":
+            self.metrics.child(self.metrics.tool_flagged, tool.name, ticket.zone).inc()
+            log.warning("tool call in a %s zone", ticket.zone, extra={"fields": {
+                "tool": tool.name, "agent": who.agent, "session": session,
+                "request_id": request_id, "zone": ticket.zone}})
+        if ticket.zone == "red":
+            await self._hold(ticket, summary)
+        return ticket
+
+    async def _check_loop(self, t: Ticket) -> None:
+        rc = self.cfg.loops.repeated_tool_call
+        if rc is None:
+            return
+        try:
+            _, n = await self.state.tools.repeats(t.session, t.call)
+        except StateUnavailable:
+            return
+        if n >= rc.threshold:
+            evidence = (f"tool {t.tool.name!r} was called {n} times with the same arguments and "
+                        f"returned the same result each time in session {t.session!r}")
+            self.metrics.loops_detected.labels("repeated_tool_call", t.who.agent).inc()
+            log.warning("loop detected", extra={"fields": {
+                "detector": "repeated_tool_call", "action": rc.action, "agent": t.who.agent,
+                "session": t.session, "tool": t.tool.name, "evidence": evidence}})
+            if rc.action == "halt":
+                self._count(t.tool, "loop")
+                raise GatewayError(422, "loop_detected",
+                                   f"loop detected (repeated_tool_call): {evidence}")
+
+    async def _admit_state(self, t: Ticket) -> None:
+        budgets = (budget_checks(self.cfg.budgets, t.who.agent, t.who.team, t.session,
+                                 t.tool.cost_usd)
+                   if self.cfg.budgets.any and t.tool.cost_usd else [])
+        if not (self.cfg.kill_switch or budgets):
+            return
+        adm = Admission(session=t.session, agent=t.who.agent, budgets=budgets)
+        try:
+            verdict = await self.state.admit(adm)
+        except StateUnavailable as exc:
+            if self.fail_closed:
+                raise GatewayError(503, "state_unavailable",
+                                   "the gateway's shared state is unreachable and it is "
+                                   "configured to fail closed", retry_after=1) from exc
+            verdict = Verdict(degraded=True)
+            for bc in budgets:
+                bc.reserve = 0.0
+        if not verdict.allowed:
+            self._count(t.tool, "budget" if verdict.denied_by == "budget" else "denied")
+            raise refusal(self.metrics, t.session, t.who.agent, verdict)
+        t.settlement = Settlement(budgets=[(bc, 0.0) for bc in budgets])
+
+    async def _hold(self, t: Ticket, summary: str) -> None:
+        timeout = self.policy.approval_timeout_s
+        a = Approval(tool=t.tool.name, agent=t.who.agent, team=t.who.team, session=t.session,
+                     summary=summary[:500], expires=time.time() + timeout)
+        t.approval = a.id
+        try:
+            await self.state.tools.approval_put(a)
+        except StateUnavailable as exc:
+            await self.release(t)
+            raise GatewayError(503, "state_unavailable", "a red-zone tool call needs an "
+                               "approval, and the shared state that holds approvals is "
+                               "unreachable", retry_after=1) from exc
+        log.warning("tool call held for approval", extra={"fields": {
+            "approval": a.id, "tool": t.tool.name, "agent": t.who.agent, "session": t.session,
+            "timeout_s": timeout}})
+        event = self.held[a.id] = asyncio.Event()
+        decided: Approval | None = None
+        try:
+            while time.time() < a.expires:
+                with_wait = min(_POLL_S, max(0.0, a.expires - time.time()))
+                try:
+                    async with asyncio.timeout(with_wait):
+                        await event.wait()
+                except TimeoutError:
+                    pass
+                event.clear()
+                try:
+                    decided = await self.state.tools.approval_get(a.id)
+                except StateUnavailable:
+                    continue
+                if decided is not None and decided.status != PENDING:
+                    break
+        finally:
+            self.held.pop(a.id, None)
+        status = decided.status if decided is not None and decided.status != PENDING else (
+            "expired")
+        self.metrics.child(self.metrics.approvals, t.tool.name, status).inc()
+        if status == APPROVED:
+            return
+        await self.release(t)
+        self._count(t.tool, "rejected")
+        why = (f"rejected by {decided.decided_by}" + (f": {decided.reason}" if decided.reason
+                                                      else "")
+               if status != "expired" and decided is not None else
+               f"not approved within {timeout:.0f}s")
+        raise GatewayError(403, "policy_denied", f"tool {t.tool.name!r} is in the red zone and "
+                           f"needs an approval; approval {a.id} was {why}")
+
+    def wake(self, approval_id: str) -> None:
+        """An approval was decided through this process: its waiter need not poll."""
+        event = self.held.get(approval_id)
+        if event is not None:
+            event.set()
+
+    # --- after -------------------------------------------------------------------------
+    async def release(self, t: Ticket) -> None:
+        """The call was never made: undo the reservation, count nothing."""
+        if t.settled:
+            return
+        t.settled = True
+        if t.settlement is not None and t.settlement.budgets:
+            try:
+                await self.state.record(None, t.settlement)
+            except Exception:
+                log.exception("could not release the reservation of %s", t.request_id)
+
+    async def settle(self, t: Ticket, status: int, outcome: str, result: str | None,
+                     retry_after_s: float | None = None, charged: bool = True) -> None:
+        """Record a call that was made. `charged`: the tool answered, so its cost is spent."""
+        if t.settled:
+            return
+        t.settled = True
+        latency = time.perf_counter() - t.started
+        tool = t.tool
+        self._count(tool, outcome)
+        self.metrics.child(self.metrics.tool_duration, tool.name).observe(latency)
+        cost = tool.cost_usd if charged else 0.0
+        settle = t.settlement or Settlement()
+        settle.budgets = [(bc, cost) for bc, _ in settle.budgets]
+        if tool.breaker is not None:
+            settle.breakers = [BreakerOutcome(tool.target, outcome != FAILURE, latency,
+                                              tool.breaker, t.probe, retry_after_s)]
+        step = StepRecord(
+            request_id=t.request_id, time=t.wall_start, agent=t.who.agent, team=t.who.team,
+            session=t.session, endpoint="tool", model=tool.name, requested_model=tool.name,
+            provider=tool.server, status=status, cost_usd=cost, latency_s=round(latency, 6),
+            error_code=None if outcome == OK else outcome, usage_source="tool")
+        if cost:
+            self.metrics.child(self.metrics.cost, t.who.agent, t.who.team, tool.name).inc(cost)
+        try:
+            transitions = await self.state.record(step, settle)
+        except Exception:
+            log.exception("could not record tool call %s", t.request_id)
+            transitions = []
+        if transitions:
+            self.board.on_transitions(transitions)
+        rc = self.cfg.loops.repeated_tool_call
+        if rc is not None and result is not None:
+            try:
+                await self.state.tools.note_result(t.session, t.call, result, 3600.0)
+            except StateUnavailable:
+                pass
+
+    def _count(self, tool: ToolTarget, outcome: str) -> None:
+        self.metrics.child(self.metrics.tool_calls, tool.name, outcome).inc()
