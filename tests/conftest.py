@@ -41,7 +41,7 @@ providers:
     team: research
     keys: ["sha256:{research_digest}"]
   helper: {{team: research, keys: []}}
-{extra}
+{agents_extra}{extra}
 """
 
 
@@ -76,7 +76,7 @@ class Stack:
                  config_text: str | None = None, models_extra: str = "",
                  backend: str = "memory", redis_url: str = "redis://127.0.0.1:1/0",
                  state_extra: str = "", providers_extra: str = "",
-                 config_file: str | None = None) -> None:
+                 config_file: str | None = None, agents_extra: str = "") -> None:
         import hashlib
 
         self.loop = loop
@@ -85,6 +85,7 @@ class Stack:
         text = config_text or BASE_CONFIG.format(
             mock=mock_url, dead_port=free_port(), extra=extra, unknown_keys=unknown_keys,
             models_extra=models_extra, backend=backend, redis_url=redis_url,
+            agents_extra=agents_extra,
             providers_extra=providers_extra.replace("MOCK", mock_url),
             state_extra=f", {state_extra}" if state_extra else "",
             research_digest=hashlib.sha256(b"sk-tw-research").hexdigest())

@@ -174,7 +174,7 @@ class Gateway:
         stages: list[Stage] = [
             Account(self.state, self.metrics, self.breakers.on_transitions),
             Parse(registry, int(cfg.server.max_body_mb * 1024 * 1024)),
-            Identify(cfg, identity),
+            Identify(cfg, identity, self.metrics),
             Meter(self.counter),
         ]
         hooks = []

@@ -111,8 +111,14 @@ def _check(path: str) -> int:
             print(f"error: {p}", file=sys.stderr)
         print(f"{path}: {len(exc.problems)} error(s)", file=sys.stderr)
         return 1
+    extra = ""
+    if cfg.tools or cfg.mcp_servers:
+        extra += f", {len(cfg.tools)} tools, {len(cfg.mcp_servers)} MCP servers"
+    if cfg.policies:
+        extra += (f", {len(cfg.policy.rules)} policy rules from {len(cfg.policy.files)} "
+                  f"file(s)")
     print(f"{path}: ok ({len(cfg.providers)} providers, {len(cfg.models)} models, "
-          f"{len(cfg.agents)} agents)")
+          f"{len(cfg.agents)} agents{extra})")
     return 0
 
 

@@ -30,12 +30,21 @@ class Reloader:
         self._watcher: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
 
-    def _stat(self) -> float | None:
+    def _stat(self) -> tuple[float, ...] | None:
+        """The config file's mtime, and its policy files' (a policy edit reloads too)."""
         path = self.gw.config_path
+        if not path:
+            return None
         try:
-            return os.stat(path).st_mtime_ns if path else None
+            stamps = [os.stat(path).st_mtime_ns]
         except OSError:
             return None
+        for f in self.gw.config.policy.files:
+            try:
+                stamps.append(os.stat(f).st_mtime_ns)
+            except OSError:
+                stamps.append(0)
+        return tuple(stamps)
 
     def start(self) -> None:
         interval = self.gw.config.server.watch_interval_s

@@ -147,6 +147,45 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
                                                       "peer": request.remote}})
         return json_response({"purged": gone, "scope": scope, "model": model})
 
+    async def approvals(request: web.Request) -> web.Response:
+        found = await gw.state.tools.approvals()
+        status = request.query.get("status")
+        rows = [a.to_dict() for a in found]
+        if status:
+            rows = [r for r in rows if r["status"] == status]
+        return json_response({"approvals": rows})
+
+    async def decide(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "the body must be JSON: {\"decision\": \"approve\"|\"reject\", "
+                          "\"reason\": \"...\"}", "bad_decision")
+        decision = body.get("decision") if isinstance(body, dict) else None
+        if decision not in ("approve", "reject"):
+            return _error(400, "decision must be \"approve\" or \"reject\"", "bad_decision")
+        reason = body.get("reason")
+        by = str(body.get("by") or f"admin@{request.remote}")[:64]
+        approval_id = request.match_info["id"]
+        found = await gw.state.tools.approval_decide(
+            approval_id, decision == "approve", by, str(reason)[:500] if reason else None)
+        if found is None:
+            return _error(404, f"no approval {approval_id!r}", "unknown_approval")
+        d = found.to_dict()
+        wanted = "approved" if decision == "approve" else "rejected"
+        if d["status"] != wanted:
+            return _error(409, f"approval {approval_id} is already {d['status']}",
+                          "already_decided")
+        rt = gw.runtime
+        if rt is not None and rt.tools is not None:
+            rt.tools.gate.wake(approval_id)
+        log.warning("admin action", extra={"fields": {
+            "action": "approval", "approval": approval_id, "decision": d["status"],
+            "tool": d["tool"], "agent": d["agent"], "by": by, "peer": request.remote}})
+        return json_response(d)
+
+    app.router.add_get("/admin/approvals", guarded(approvals))
+    app.router.add_post("/admin/approvals/{id}", guarded(decide))
     app.router.add_post("/admin/cache/purge", guarded(purge))
     app.router.add_get("/admin/breakers", guarded(breakers))
     app.router.add_get("/admin/flags", guarded(flags))

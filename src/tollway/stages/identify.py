@@ -17,6 +17,7 @@ from tollway.config.model import Config, key_digest
 from tollway.config.tools import KeyConfig
 from tollway.errors import GatewayError, bad_request
 from tollway.exchange import Exchange
+from tollway.observe.metrics import Metrics
 from tollway.stages.base import Stage
 
 ANONYMOUS = "anonymous"
@@ -113,8 +114,14 @@ class Identity:
 class Identify(Stage):
     name = "identify"
 
-    def __init__(self, cfg: Config, identity: Identity | None = None) -> None:
+    def __init__(self, cfg: Config, identity: Identity | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.identity = identity or Identity(cfg)
+        self.metrics = metrics
+        from tollway.policy.model_calls import ModelToolCalls
+
+        self.tool_calls = ModelToolCalls(self.identity, metrics, cfg.policy.model_tool_calls) \
+            if metrics is not None else None
         self.trust_session_header = cfg.identity.trust_session_header
         self.max_tags = cfg.identity.max_tags
 
@@ -124,7 +131,14 @@ class Identify(Stage):
         ex.agent, ex.team, ex.key_id = who.agent, who.team, who.key_id
         ex.who = who
         if ex.route is not None:
-            self.identity.check_model(who, ex.requested_model or ex.route.name)
+            try:
+                self.identity.check_model(who, ex.requested_model or ex.route.name)
+            except GatewayError:
+                if self.metrics is not None:
+                    self.metrics.child(self.metrics.policy_denials, "model", who.agent).inc()
+                raise
+        if self.tool_calls is not None and self.tool_calls.applies(ex):
+            ex.tool_policy = self.tool_calls
         session = h.get("x-tollway-session") if self.trust_session_header else None
         if session:
             if len(session) > 128:

@@ -98,6 +98,8 @@ async def whole(ex: Exchange, upstream: aiohttp.ClientResponse, ctype: str,
             payload = tr.error(status, payload)
         ctype = "application/json"
     ex.status = status
+    if ex.tool_policy is not None and status == 200:
+        payload = ex.tool_policy.whole(ex, payload)
     if ex.cache_store and status == 200:
         ex.cache_body = payload
     headers = passed_headers(upstream)
@@ -138,6 +140,8 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
                 hook(ex, observer)
             if translator is not None:
                 out = translator.feed(out)
+            if out and ex.tool_policy is not None:
+                ex.tool_policy.chunk(ex, out)
             if out:
                 if not ex.first_token_at and observer.saw_content:
                     ex.first_token_at = time.perf_counter()
