@@ -46,6 +46,7 @@ class Exchange:
     tags: tuple[str, ...] = ()
     key_id: str | None = None  # a short digest of the virtual key, never the key
     who: Any = None  # stages.identify.Who: the caller and what its key may use
+    flags: list[str] = field(default_factory=list)  # noted on the session's step
     tool_policy: Any = None  # policy.model_calls.ModelToolCalls, when the model's calls are checked
     parent_session: str | None = None
     # the model asked for, and where it goes

@@ -48,6 +48,7 @@ class ModelToolCalls:
             log.warning("model emitted a tool call the agent may not use", extra={"fields": {
                 "agent": ex.agent, "session": ex.session, "tool": name, "action": self.mode,
                 "request_id": ex.request_id, "model": ex.model_name}})
+        ex.flags += [f"model_tool_call:{self.mode}:{n}" for n in bad]
         if bad:
             ex.response_headers["x-tollway-policy"] = (
                 "blocked" if self.mode == "block" else "flagged") + ":" + ",".join(bad)

@@ -63,4 +63,5 @@ class Account(Stage):
             cached_tokens=u.cached, cache_write_tokens=u.cache_write,
             prompt_tokens_counted=ex.prompt_tokens_counted, usage_source=ex.usage_source,
             cost_usd=ex.cost_usd, latency_s=round(total, 6),
-            ttft_s=round(ex.first_token_at - ex.started, 6) if ex.first_token_at else None)
+            ttft_s=round(ex.first_token_at - ex.started, 6) if ex.first_token_at else None,
+            flags=tuple(ex.flags))

@@ -47,11 +47,15 @@ class StepRecord:
     cost_usd: float = 0.0
     latency_s: float = 0.0
     ttft_s: float | None = None
+    # What the guards and policies noted: "zone:yellow", "approved:<id>",
+    # "model_tool_call:blocked:<tool>"...
+    flags: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies every field (~100 µs per step).
         d = {f: getattr(self, f) for f in _STEP_FIELDS}
         d["tags"] = list(self.tags)
+        d["flags"] = list(self.flags)
         return d
 
     def keys(self, dim: str) -> tuple[str, ...]:

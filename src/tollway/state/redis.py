@@ -569,6 +569,7 @@ def _breaker(target: str, h: dict[str, Any]) -> BreakerView:
 def _step(js: str) -> StepRecord:
     d = orjson.loads(js)
     d["tags"] = tuple(d.get("tags", ()))
+    d["flags"] = tuple(d.get("flags", ()))
     return StepRecord(**{k: v for k, v in d.items() if k in _STEP_FIELDS})
 
 

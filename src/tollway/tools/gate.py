@@ -270,7 +270,9 @@ class ToolGate:
             request_id=t.request_id, time=t.wall_start, agent=t.who.agent, team=t.who.team,
             session=t.session, endpoint="tool", model=tool.name, requested_model=tool.name,
             provider=tool.server, status=status, cost_usd=cost, latency_s=round(latency, 6),
-            error_code=None if outcome == OK else outcome, usage_source="tool")
+            error_code=None if outcome == OK else outcome, usage_source="tool",
+            flags=tuple(f for f in (f"zone:{t.zone}" if t.zone != "green" else "",
+                                    f"approved:{t.approval}" if t.approval else "") if f))
         if cost:
             self.metrics.child(self.metrics.cost, t.who.agent, t.who.team, tool.name).inc(cost)
         try:
