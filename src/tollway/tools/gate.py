@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from tollway.config.model import Config
 from tollway.config.tools import ToolBreakerConfig
@@ -27,7 +29,7 @@ from tollway.routing.breakers import BreakerBoard
 from tollway.stages.guard.stage import budget_checks, refusal
 from tollway.stages.identify import Identity, Who
 from tollway.state.base import State, StateUnavailable, StepRecord
-from tollway.state.breakers import BreakerOutcome, BreakerPolicy
+from tollway.state.breakers import OPEN, BreakerOutcome, BreakerPolicy
 from tollway.state.guards import Admission, Settlement, Verdict
 from tollway.state.toolstate import APPROVED, PENDING, Approval
 
@@ -123,24 +125,37 @@ class ToolGate:
             self.metrics.child(self.metrics.policy_denials, "tool", who.agent).inc()
             raise
         await self._check_loop(ticket)
-        allowed, ticket.probe, wait = await self.board.check(tool)  # type: ignore[arg-type]
-        if not allowed:
-            self._count(tool, "breaker_open")
-            retry = max(1.0, wait)
-            raise GatewayError(
-                503, "breaker_open", f"tool {tool.name!r} is failing and its circuit breaker "
-                f"is open; it will be tried again in {retry:.0f}s", retry_after=retry,
-                headers={"x-tollway-tool": tool.name})
+        view = self.board.views.get(tool.target)
+        if tool.breaker is not None and view is not None and view.state == OPEN and (
+                time.time() < view.until):  # fail fast, before reserving anything
+            self._breaker_open(tool, view.until - time.time())
         await self._admit_state(ticket)
-        ticket.zone = self.policy.zone(tool.name)
-        if ticket.zone != "green":
-            self.metrics.child(self.metrics.tool_flagged, tool.name, ticket.zone).inc()
-            log.warning("tool call in a %s zone", ticket.zone, extra={"fields": {
-                "tool": tool.name, "agent": who.agent, "session": session,
-                "request_id": request_id, "zone": ticket.zone}})
-        if ticket.zone == "red":
-            await self._hold(ticket, summary)
+        try:
+            ticket.zone = self.policy.zone(tool.name)
+            if ticket.zone != "green":
+                self.metrics.child(self.metrics.tool_flagged, tool.name, ticket.zone).inc()
+                log.warning("tool call in a %s zone", ticket.zone, extra={"fields": {
+                    "tool": tool.name, "agent": who.agent, "session": session,
+                    "request_id": request_id, "zone": ticket.zone}})
+            if ticket.zone == "red":
+                await self._hold(ticket, summary)
+            # Last: a half-open probe slot is only taken by a call that will be made.
+            allowed, ticket.probe, wait = await self.board.check(tool)  # type: ignore[arg-type]
+            if not allowed:
+                self._breaker_open(tool, wait)
+        except BaseException:
+            await asyncio.shield(self.release(ticket))
+            raise
+        ticket.started = time.perf_counter()  # the tool's latency, not the approval's wait
         return ticket
+
+    def _breaker_open(self, tool: ToolTarget, wait: float) -> NoReturn:
+        self._count(tool, "breaker_open")
+        retry = max(1.0, wait)
+        raise GatewayError(
+            503, "breaker_open", f"tool {tool.name!r} is failing and its circuit breaker "
+            f"is open; it will be tried again in {retry:.0f}s", retry_after=retry,
+            headers={"x-tollway-tool": tool.name})
 
     async def _check_loop(self, t: Ticket) -> None:
         rc = self.cfg.loops.repeated_tool_call
@@ -283,7 +298,9 @@ class ToolGate:
         if transitions:
             self.board.on_transitions(transitions)
         rc = self.cfg.loops.repeated_tool_call
-        if rc is not None and result is not None:
+        if rc is not None:
+            # No comparable result (an error, a large stream): the run of repeats ends.
+            result = result if result is not None else "none-" + os.urandom(6).hex()
             try:
                 await self.state.tools.note_result(t.session, t.call, result, 3600.0)
             except StateUnavailable:
