@@ -511,6 +511,13 @@ class Config(Strict):
             if t.fallback is not None and (t.fallback not in self.tools or t.fallback == name):
                 raise ReferenceError_(("tools", name, "fallback"),
                                       f"fallback {t.fallback!r} is not another tool under tools:")
+        for server, ms in self.mcp_servers.items():
+            for tool, tc in ms.tools.items():
+                if tc.fallback is not None and (tc.fallback == tool
+                                                or not re.match(TOOL_NAME, tc.fallback)):
+                    raise ReferenceError_(("mcp_servers", server, "tools", tool, "fallback"),
+                                          f"fallback {tc.fallback!r} must name another tool "
+                                          f"of server {server!r}")
         for name in [*self.tools, *self.mcp_servers]:
             if not re.match(TOOL_NAME, name):
                 raise ReferenceError_(("tools" if name in self.tools else "mcp_servers", name),
