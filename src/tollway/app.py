@@ -95,8 +95,10 @@ def build_state(cfg: Config, metrics: Metrics) -> State:
         from tollway.state.redis import RedisState
 
         return RedisState(s, metrics)
+    # Bodies of both caches live here: room for the exact entries and every semantic vector.
+    sem = cfg.cache.semantic
     return MemoryState(s.session_steps, s.max_sessions, s.retention_hours,
-                       cfg.cache.exact.max_entries)
+                       cfg.cache.exact.max_entries + (sem.max_vectors if sem.enabled else 0))
 
 
 class Gateway:

@@ -231,6 +231,9 @@ def test_slow_embedder_is_a_miss_not_a_wait(make_stack) -> None:  # type: ignore
     assert s.metric("tollway_cache_requests_total", kind="semantic", result="timeout") == 1
     lookup = s.metric("tollway_cache_lookup_seconds_sum", kind="semantic")
     assert lookup < 0.2  # the 20 ms deadline, not the embedder's 400 ms
+    # A lookup that gave up stores nothing (embedding it again would add to the backlog).
+    wait_until(lambda: s.metric("tollway_requests_total", model="gpt-4o-mini") == 1)
+    assert s.on_loop(lambda: s.gateway.semantic.size) == 0
 
 
 def test_redis_down_is_a_miss(make_stack, redis_server) -> None:  # type: ignore[no-untyped-def]

@@ -14,15 +14,15 @@ import contextlib
 import fnmatch
 import logging
 import random
+import sys
 import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from tollway.cache.embedders import EmbedError, ModelEmbedder
 from tollway.cache.feed import FeedRecord, RedisFeed
 from tollway.cache.semantic import SemanticMatcher, WordLlamaEmbedder
+from tollway.cache.worker import BatchWorker
 
 if TYPE_CHECKING:
     from tollway.cache.semantic.matcher import Vector
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from tollway.observe.metrics import Metrics
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+SWITCH_INTERVAL_S = 1e-4
 CATCH_UP_S = 30.0  # longest a starting replica waits to read the shared index
 
 
@@ -82,8 +82,7 @@ class SemanticCache:
                                             max_vectors=cfg.max_vectors)
             self.model = self._matcher.model
         self._entries: dict[int, Stored] = {}
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="tollway-semantic")
-        self._pending = 0
+        self._worker = BatchWorker(self._handle)
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -91,8 +90,16 @@ class SemanticCache:
         return len(self._entries)
 
     async def start(self) -> None:
+        # A thread waiting for the GIL only forces a switch if the holder kept it for a whole
+        # switch interval; the event loop lets go at every poll (every few hundred µs under
+        # load), which restarts that wait, so with the default 5 ms the cache's thread can
+        # starve for seconds. At 100 µs it gets in within a poll; the interval costs nothing
+        # while no other thread wants the GIL. Measured: an idle job's round trip under a
+        # busy loop went from 1.5 s to 0.5 ms (bench/results/semantic.md).
+        if sys.getswitchinterval() > SWITCH_INTERVAL_S:
+            sys.setswitchinterval(SWITCH_INTERVAL_S)
         if self._local is not None:  # 0.1-0.3 s: at startup, not on the first request
-            await self._run(self._local.load)
+            await self._run("call", self._local.load, ())
         if self.feed is not None:
             self._tasks.append(asyncio.create_task(self.feed.follow(self._apply)))
             # A new replica serves from the shared index from its first request on (bounded:
@@ -112,27 +119,25 @@ class SemanticCache:
             await self._model_embedder.close()
         if self.feed is not None:
             await self.feed.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._worker.stop()
 
     # --- lookups -------------------------------------------------------------------------
     async def lookup(self, partition: str, text: str) -> Lookup:
-        if self._pending >= self.cfg.max_pending:
+        if self._worker.pending >= self.cfg.max_pending:
             return Lookup("busy")
         try:
             async with asyncio.timeout(self.cfg.timeout_ms / 1000):
                 if self._model_embedder is None:
-                    return await self._run(self._embed_and_search, partition, text)
+                    found: Lookup = await self._run("lookup", partition, text)
+                    return found
                 vector = await self._model_embedder.embed(text)
                 self._ensure_matcher(vector)
-                return await self._run(self._search, partition, text, vector)
+                found = await self._run("search", partition, text, vector)
+                return found
         except TimeoutError:
             return Lookup("timeout")
         except (EmbedError, RuntimeError):  # RuntimeError: stopped by a reload meanwhile
             return Lookup("error")
-
-    def _embed_and_search(self, partition: str, text: str) -> Lookup:
-        assert self._matcher is not None
-        return self._search(partition, text, self._matcher.embed(text))
 
     def _search(self, partition: str, text: str, vector: Vector) -> Lookup:
         assert self._matcher is not None
@@ -171,7 +176,7 @@ class SemanticCache:
                 async with asyncio.timeout(max(1.0, self.cfg.timeout_ms / 1000 * 4)):
                     if self._model_embedder is None:
                         assert self._matcher is not None
-                        vector = await self._run(self._matcher.embed, text)
+                        vector = await self._run("embed", text)
                     else:
                         vector = await self._model_embedder.embed(text)
             except (TimeoutError, EmbedError, RuntimeError):
@@ -208,7 +213,7 @@ class SemanticCache:
                     evicted += matcher.add(r.partition, r.key, r.text, r.vector)
             return evicted
 
-        for _, key in await self._run(add):
+        for _, key in await self._run("call", add, ()):
             self._entries.pop(key, None)
 
     def _ensure_matcher(self, vector: Vector) -> None:
@@ -223,7 +228,8 @@ class SemanticCache:
         """Drop this replica's entries of a scope and model (both may be ``*``); the others
         find the bodies gone and drop theirs on their next hit."""
         pattern = f"{scope}|{model}|*"
-        gone = [(k, s.partition) for k, s in self._entries.items()
+        # list(): one C-level copy, so the cache thread's pops cannot change it underneath
+        gone = [(k, s.partition) for k, s in list(self._entries.items())
                 if fnmatch.fnmatchcase(s.partition, pattern)]
         for key, part in gone:
             self.forget(part, key)
@@ -231,12 +237,13 @@ class SemanticCache:
 
     async def sweep(self) -> int:
         now = time.time()
-        expired = [(k, s.partition) for k, s in self._entries.items() if s.expires <= now]
+        expired = [(k, s.partition) for k, s in list(self._entries.items())
+                   if s.expires <= now]
         for key, _ in expired:
             self._entries.pop(key, None)
         if expired and self._matcher is not None:
             matcher = self._matcher
-            await self._run(lambda: [matcher.remove(p, k) for k, p in expired])
+            await self._run("call", lambda: [matcher.remove(p, k) for k, p in expired], ())
         return len(expired)
 
     async def _sweep_forever(self) -> None:
@@ -248,16 +255,31 @@ class SemanticCache:
             except Exception:
                 log.exception("semantic cache sweep failed")
 
-    # --- executor ------------------------------------------------------------------------
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run in the cache's thread; ``_pending`` counts the work queued there, including
-        work whose caller stopped waiting (it still occupies the thread)."""
-        self._pending += 1
-        fut = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        fut.add_done_callback(self._done)
-        result: T = await asyncio.shield(fut)
-        return result
+    # --- the cache's thread ------------------------------------------------------------
+    async def _run(self, kind: str, *args: Any) -> Any:
+        """Queue work on the cache's thread. A caller that stops waiting (its deadline)
+        cancels only its wait; the work still occupies the thread and counts as pending."""
+        return await self._worker.run(kind, *args)
 
-    def _done(self, _: Awaitable[Any]) -> None:
-        self._pending -= 1
-
+    def _handle(self, jobs: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[bool, Any]]:
+        """On the thread: embed every waiting text in one call, then do each job."""
+        out: list[tuple[bool, Any]] = []
+        texts = [args[-1] for kind, args in jobs if kind in ("lookup", "embed")]
+        rows = iter(())
+        if texts:
+            assert self._matcher is not None
+            rows = iter(self._matcher.embed_many(texts))
+        for kind, args in jobs:
+            try:
+                if kind == "lookup":
+                    out.append((True, self._search(args[0], args[1], next(rows))))
+                elif kind == "embed":
+                    out.append((True, next(rows)))
+                elif kind == "search":
+                    out.append((True, self._search(*args)))
+                else:
+                    fn, fargs = args
+                    out.append((True, fn(*fargs)))
+            except Exception as exc:
+                out.append((False, exc))
+        return out

@@ -118,7 +118,9 @@ class Cache(Stage):
         found = await self.semantic.lookup(part, text)
         for why in found.rejected:
             self.metrics.child(self.metrics.cache_rejections, why.partition(":")[0]).inc()
-        ex.semantic = (part, text, found.vector)
+        # A lookup that gave up (slow, queue full, embedder down) stores nothing either: the
+        # cache is behind, and embedding the text again would only add to it.
+        ex.semantic = (part, text, found.vector) if found.vector is not None else None
         entry = None
         if found.outcome == "hit":
             raw = await self.state.cache_get(found.body_key)

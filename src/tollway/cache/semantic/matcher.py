@@ -76,6 +76,12 @@ class SemanticMatcher:
         vector: Vector = rows[0]
         return vector
 
+    def embed_many(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """``embed`` for several texts in one call (one row each)."""
+        prepared = [embedding_text(t) if self.content_only else t for t in texts]
+        rows: npt.NDArray[np.float32] = self.embedder.embed(prepared)
+        return rows
+
     def lookup(
         self,
         partition: Hashable,
