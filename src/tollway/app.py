@@ -15,6 +15,7 @@ from tollway.admin.api import add_admin_routes
 from tollway.cache.semantic_cache import SemanticCache
 from tollway.config.model import Config
 from tollway.exchange import Exchange
+from tollway.observe.audit import Audit
 from tollway.observe.metrics import Metrics
 from tollway.protocols import anthropic, openai
 from tollway.protocols.base import Endpoint
@@ -101,6 +102,18 @@ def build_state(cfg: Config, metrics: Metrics) -> State:
                        cfg.cache.exact.max_entries + (sem.max_vectors if sem.enabled else 0))
 
 
+def build_audit(cfg: Config) -> Audit | None:
+    a = cfg.audit
+    if not a.enabled:
+        return None
+    from tollway.observe.audit import FileSink, RedisSink
+
+    if a.sink == "redis":
+        r = cfg.state.redis
+        return Audit(RedisSink(r.url, r.key_prefix, a.max_len))
+    return Audit(FileSink(a.path, a.max_mb, a.keep))
+
+
 class Gateway:
     """Process-wide parts (state, metrics, token memo) and the current Runtime."""
 
@@ -112,6 +125,7 @@ class Gateway:
         self.state = build_state(config, self.metrics)
         self.demo: Any = None
         self.semantic: SemanticCache | None = None
+        self.audit: Audit | None = build_audit(config)
         self.runtime: Runtime | None = None
         self.draining = False
         self._sweeper: asyncio.Task[None] | None = None
@@ -125,6 +139,8 @@ class Gateway:
 
     async def start(self) -> None:
         await self.state.start()
+        if self.audit is not None:
+            self.audit.start()
         self.runtime = await self.build_runtime(self.config)
         self._sweeper = asyncio.create_task(self._sweep_sessions())
         self.reloader.start()
@@ -174,7 +190,8 @@ class Gateway:
                     identity: Identity | None = None) -> Chain:
         """Only what the config switches on is in the chain."""
         stages: list[Stage] = [
-            Account(self.state, self.metrics, self.breakers.on_transitions),
+            Account(self.state, self.metrics, self.breakers.on_transitions, cfg.trace,
+                    self.audit),
             Parse(registry, int(cfg.server.max_body_mb * 1024 * 1024)),
             Identify(cfg, identity, self.metrics),
             Meter(self.counter),
@@ -244,6 +261,8 @@ class Gateway:
             await self.runtime.close()
         if self.semantic is not None:
             await self.semantic.stop()
+        if self.audit is not None:
+            await self.audit.close()
         if self.demo is not None:
             await self.demo.stop()
         await self.state.close()
@@ -358,7 +377,11 @@ async def _model(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    body = request.app[GATEWAY].metrics.exposition()
+    metrics = request.app[GATEWAY].metrics
+    if metrics.multiprocess:  # reads and merges every worker's files: off the event loop
+        body = await asyncio.get_running_loop().run_in_executor(None, metrics.exposition)
+    else:
+        body = metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 

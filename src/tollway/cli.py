@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from tollway import audit_cli
 from tollway.config import ConfigError, load_config
 
 log = logging.getLogger("tollway")
@@ -55,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     spend.add_argument("--admin-key", default=os.environ.get("TOLLWAY_ADMIN_KEY"))
     spend.add_argument("--json", action="store_true", help="print the raw JSON")
 
+    audit_cli.add_parser(sub)
+
     args = parser.parse_args(argv)
+    if args.command == "audit":
+        return audit_cli.run(args)
     if args.command == "serve":
         return _serve(args)
     if args.command == "check":

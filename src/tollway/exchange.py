@@ -47,6 +47,8 @@ class Exchange:
     key_id: str | None = None  # a short digest of the virtual key, never the key
     who: Any = None  # stages.identify.Who: the caller and what its key may use
     flags: list[str] = field(default_factory=list)  # noted on the session's step
+    guard: str = "allowed"  # what refused the request, if anything did
+    tool_calls: list[str] = field(default_factory=list)  # tools the model's answer called
     tool_policy: Any = None  # policy.model_calls.ModelToolCalls, when the model's calls are checked
     parent_session: str | None = None
     # the model asked for, and where it goes

@@ -87,17 +87,21 @@ class Reloader:
                 log.exception("config reload failed while building; the old config keeps "
                               "serving", extra={"fields": {"trigger": trigger}})
                 return {"result": "invalid", "problems": [f"{type(exc).__name__}: {exc}"]}
-            restart = [s for s in ("server", "state")
+            restart = [s for s in ("server", "state", "audit")
                        if getattr(cfg, s) != getattr(gw.config, s)]
             old = gw.runtime
             gw.runtime = runtime  # the swap: new requests take the new chain from here on
             gw.config = cfg.model_copy(update={"server": gw.config.server,
-                                               "state": gw.config.state})
+                                               "state": gw.config.state,
+                                               "audit": gw.config.audit})
             if old is not None:
                 task = asyncio.create_task(self._retire(old))
                 self._retiring.add(task)
                 task.add_done_callback(self._retiring.discard)
             gw.metrics.config_reloads.labels("ok").inc()
+            if gw.audit is not None and trigger != "admin API":  # the API records its own
+                gw.audit.append("admin", {"action": "reload", "trigger": trigger,
+                                          "result": "ok"})
             log.info("config reloaded", extra={"fields": {
                 "trigger": trigger, "models": len(cfg.models), "rules": len(cfg.routing),
                 "needs_restart": restart}})

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -64,6 +64,12 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
         digest = hashlib.sha256(presented.encode()).hexdigest()
         return bool(presented) and hmac.compare_digest(digest, key_digest(key))
 
+    def record(fields: dict[str, Any]) -> None:
+        """Admin actions are logged and, with an audit sink, appended to the audit chain."""
+        log.warning("admin action", extra={"fields": fields})
+        if gw.audit is not None:
+            gw.audit.append("admin", fields)
+
     def guarded(handler: Handler) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
             if not authorised(request):
@@ -111,8 +117,8 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
                                   ("agent", "pause"), ("agent", "resume")):
             return _error(404, f"no action {action!r} for a {kind}", "unknown_action")
         await gw.state.set_flag(kind, name, on)
-        log.warning("admin action", extra={"fields": {"action": action, kind: name,
-                                                      "peer": request.remote}})
+        record({"action": action, kind: name,
+                                                      "peer": request.remote})
         return json_response({kind: name, "action": action,
                               "denied": on})
 
@@ -123,9 +129,9 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
     app.router.add_post("/admin/agents/{name}/{action}", guarded(set_flag))
     async def reload(request: web.Request) -> web.Response:
         result = await gw.reload("admin API")
-        log.warning("admin action", extra={"fields": {"action": "reload",
+        record({"action": "reload",
                                                       "result": result["result"],
-                                                      "peer": request.remote}})
+                                                      "peer": request.remote})
         return json_response(result, 200 if result["result"] == "ok" else 400)
 
     async def breakers(request: web.Request) -> web.Response:
@@ -142,9 +148,9 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
         gone += await gw.state.cache_purge(f"s:{scope}:{model}:*")
         if gw.semantic is not None:
             gw.semantic.purge(scope, model)
-        log.warning("admin action", extra={"fields": {"action": "cache_purge", "scope": scope,
+        record({"action": "cache_purge", "scope": scope,
                                                       "model": model, "entries": gone,
-                                                      "peer": request.remote}})
+                                                      "peer": request.remote})
         return json_response({"purged": gone, "scope": scope, "model": model})
 
     async def approvals(request: web.Request) -> web.Response:
@@ -179,9 +185,9 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
         rt = gw.runtime
         if rt is not None and rt.tools is not None:
             rt.tools.gate.wake(approval_id)
-        log.warning("admin action", extra={"fields": {
+        record({
             "action": "approval", "approval": approval_id, "decision": d["status"],
-            "tool": d["tool"], "agent": d["agent"], "by": by, "peer": request.remote}})
+            "tool": d["tool"], "agent": d["agent"], "by": by, "peer": request.remote})
         return json_response(d)
 
     app.router.add_get("/admin/approvals", guarded(approvals))

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from tollway.config.observe import AuditConfig, TraceConfig
 from tollway.config.tools import TOOL_NAME, HttpToolConfig, KeyConfig, McpServerConfig
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -27,6 +28,8 @@ class ServerConfig(Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False
     watch_interval_s: float = Field(2.0, ge=0)  # how often the config file is checked; 0: off
+    # Processes serving the port (SO_REUSEPORT); more than 1 needs state.backend: redis.
+    workers: int = Field(1, ge=1)
 
     @field_validator("admin_key")
     @classmethod
@@ -440,6 +443,8 @@ class Config(Strict):
     # Policy files (paths or globs, relative to this file): who may call which tools and
     # models, risk zones, approvals. Loaded and checked with the config.
     policies: list[str] = Field(default_factory=list)
+    trace: TraceConfig = Field(default_factory=TraceConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     _policy: Any = PrivateAttr(default=None)
 
     @property
@@ -455,6 +460,17 @@ class Config(Strict):
     def guarded(self) -> bool:
         return (self.kill_switch or self.budgets.any or self.rate_limits.any
                 or self.loops.any)
+
+    @model_validator(mode="after")
+    def _workers_share_state(self) -> Config:
+        n = self.server.workers
+        if n > 1 and self.state.backend != "redis":
+            raise ReferenceError_(("server", "workers"),
+                                  f"{n} workers need state.backend: redis; with "
+                                  f"state.backend: {self.state.backend} every worker would keep "
+                                  f"its own budgets, rate limits, sessions and spend (set "
+                                  f"state.backend: redis, or workers: 1)")
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> Config:

@@ -64,7 +64,7 @@ class ModelToolCalls:
             return payload
         if not isinstance(body, dict):
             return payload
-        bad = self._forbidden(ex, _names(body))
+        bad = self._forbidden(ex, response_tool_names(body))
         if not bad or self.mode != "block":
             return payload
         note = (f"[tollway] blocked tool call(s) {', '.join(bad)}: agent {ex.agent!r} may not "
@@ -78,19 +78,43 @@ class ModelToolCalls:
         """Sees each chunk the client is about to get; raises to end the stream."""
         if not any(m in out for m in _MARKERS):
             return
-        names = []
-        for marker in _MARKERS:
-            if marker in out:
-                for event in data_of(out, marker):
-                    names += _stream_names(event)
-        bad = self._forbidden(ex, names)
+        bad = self._forbidden(ex, stream_tool_names(out))
         if bad and self.mode == "block":
             raise GatewayError(403, "policy_denied",
                                f"the model called tool(s) {', '.join(bad)}, which agent "
                                f"{ex.agent!r} may not use (policy); the response was stopped")
 
 
-def _names(body: dict[str, Any]) -> list[str]:
+def stream_tool_names(out: bytes) -> list[str]:
+    """Names of the tool calls that start in these SSE events (any dialect)."""
+    if not any(m in out for m in _MARKERS):
+        return []
+    names = []
+    for marker in _MARKERS:
+        if marker in out:
+            for event in data_of(out, marker):
+                names += _stream_names(event)
+    return list(dict.fromkeys(names))
+
+
+def response_text(body: dict[str, Any]) -> str:
+    """The text of a whole response in any dialect."""
+    parts = []
+    for choice in body.get("choices") or ():
+        content = (choice.get("message") or {}).get("content") or choice.get("text")
+        if isinstance(content, str):
+            parts.append(content)
+    for block in body.get("content") or ():
+        if isinstance(block, dict) and block.get("type") == "text":
+            parts.append(str(block.get("text", "")))
+    for item in body.get("output") or ():
+        for c in (item.get("content") or ()) if isinstance(item, dict) else ():
+            if isinstance(c, dict) and c.get("type") == "output_text":
+                parts.append(str(c.get("text", "")))
+    return "".join(parts)
+
+
+def response_tool_names(body: dict[str, Any]) -> list[str]:
     names = []
     for choice in body.get("choices") or ():  # OpenAI chat
         for call in ((choice.get("message") or {}).get("tool_calls") or ()):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tollway.exchange import Exchange, Usage
 from tollway.observe.metrics import Metrics
@@ -15,6 +16,10 @@ from tollway.state.base import State, StepRecord
 from tollway.state.breakers import Transition
 from tollway.state.guards import Settlement
 
+if TYPE_CHECKING:
+    from tollway.config.observe import TraceConfig
+    from tollway.observe.audit import Audit
+
 log = logging.getLogger("tollway.account")
 
 
@@ -22,10 +27,15 @@ class Account(Stage):
     name = "account"
 
     def __init__(self, state: State, metrics: Metrics,
-                 on_transitions: Callable[[list[Transition]], None] | None = None) -> None:
+                 on_transitions: Callable[[list[Transition]], None] | None = None,
+                 trace: TraceConfig | None = None, audit: Audit | None = None,
+                 tracing: Any = None) -> None:
         self.state = state
         self.metrics = metrics
         self.on_transitions = on_transitions
+        self.content_chars = trace.max_chars if trace is not None and trace.content else 0
+        self.audit = audit
+        self.tracing = tracing  # observe.otel.Tracing, when spans are exported
 
     async def after(self, ex: Exchange) -> None:
         if ex.accounted:
@@ -42,6 +52,8 @@ class Account(Stage):
         step = self._step(ex, total) if ex.session and route is not None else None
         if step is None and settle is None:
             return
+        if step is not None and self.audit is not None:
+            self.audit.append("step", step.to_dict())
         try:
             transitions = await self.state.record(step, settle)
         except Exception:
@@ -64,4 +76,30 @@ class Account(Stage):
             prompt_tokens_counted=ex.prompt_tokens_counted, usage_source=ex.usage_source,
             cost_usd=ex.cost_usd, latency_s=round(total, 6),
             ttft_s=round(ex.first_token_at - ex.started, 6) if ex.first_token_at else None,
-            flags=tuple(ex.flags))
+            flags=tuple(ex.flags), guard=ex.guard, tool_calls=tuple(ex.tool_calls),
+            **(self._content(ex) if self.content_chars else {}))
+
+    def _content(self, ex: Exchange) -> dict[str, str | None]:
+        n = self.content_chars
+        completion = None
+        if ex.completion_text is not None:
+            try:
+                completion = ex.completion_text()[:n]
+            except Exception:  # a partial stream that can't be decoded: no text, no failure
+                completion = None
+        return {"prompt": last_message_text(ex.body)[:n] or None, "completion": completion}
+
+
+def last_message_text(body: dict[str, Any]) -> str:
+    """The step's own input: the last message (or the prompt / input string)."""
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        content = messages[-1].get("content")
+    else:
+        content = body.get("prompt", body.get("input"))
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content
+                         if isinstance(p, dict) and "text" in p)
+    return ""

@@ -23,6 +23,7 @@ from aiohttp import web
 from tollway.errors import GatewayError
 from tollway.exchange import Exchange
 from tollway.observe.metrics import Metrics
+from tollway.policy.model_calls import response_text, response_tool_names, stream_tool_names
 from tollway.protocols import translate
 from tollway.protocols.base import Endpoint, StreamObserver
 from tollway.protocols.sse import EventSplitter
@@ -91,6 +92,10 @@ async def whole(ex: Exchange, upstream: aiohttp.ClientResponse, ctype: str,
             usage = endpoint.dialect.usage(endpoint, parsed)
             if usage is not None:
                 ex.usage, ex.usage_source = usage, "upstream"
+        if isinstance(parsed, dict):
+            if ex.body.get("tools"):
+                ex.tool_calls = response_tool_names(parsed)
+            ex.completion_text = lambda: response_text(parsed)
     if tr is not None:
         if status < 300 and isinstance(parsed, dict):
             payload = orjson.dumps(tr.response(parsed, ex.model_name))
@@ -124,6 +129,7 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
     splitter = EventSplitter()
     cut: GatewayError | None = None
     keep: list[bytes] | None = [] if ex.cache_store else None  # what to cache, if it ends well
+    offered_tools = bool(ex.body.get("tools"))
     if not await _prepare(response, ex.request):
         upstream.close()
         ex.upstream_ended = time.perf_counter()
@@ -140,8 +146,10 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
                 hook(ex, observer)
             if translator is not None:
                 out = translator.feed(out)
-            if out and ex.tool_policy is not None:
-                ex.tool_policy.chunk(ex, out)
+            if out and offered_tools:
+                ex.tool_calls += stream_tool_names(out)
+                if ex.tool_policy is not None:
+                    ex.tool_policy.chunk(ex, out)
             if out:
                 if not ex.first_token_at and observer.saw_content:
                     ex.first_token_at = time.perf_counter()

@@ -50,12 +50,17 @@ class StepRecord:
     # What the guards and policies noted: "zone:yellow", "approved:<id>",
     # "model_tool_call:blocked:<tool>"...
     flags: tuple[str, ...] = ()
+    guard: str = "allowed"  # or what refused it: rate:<limit>, budget:<scope>, loop:<detector>
+    tool_calls: tuple[str, ...] = ()  # the tools the model's answer called
+    prompt: str | None = None  # the step's last message; only with trace.content
+    completion: str | None = None  # only with trace.content
 
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies every field (~100 µs per step).
         d = {f: getattr(self, f) for f in _STEP_FIELDS}
         d["tags"] = list(self.tags)
         d["flags"] = list(self.flags)
+        d["tool_calls"] = list(self.tool_calls)
         return d
 
     def keys(self, dim: str) -> tuple[str, ...]:

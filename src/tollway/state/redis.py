@@ -570,6 +570,7 @@ def _step(js: str) -> StepRecord:
     d = orjson.loads(js)
     d["tags"] = tuple(d.get("tags", ()))
     d["flags"] = tuple(d.get("flags", ()))
+    d["tool_calls"] = tuple(d.get("tool_calls", ()))
     return StepRecord(**{k: v for k, v in d.items() if k in _STEP_FIELDS})
 
 

@@ -80,6 +80,7 @@ class Guard(Stage):
                                    "the gateway's shared state is unreachable and it is "
                                    "configured to fail closed", retry_after=1) from exc
             verdict = Verdict(degraded=True)
+            ex.flags.append("unguarded:state_down")
             for bc in adm.budgets:  # nothing was reserved: settle the real cost only
                 bc.reserve = 0.0
         if not verdict.allowed:
@@ -114,6 +115,9 @@ class Guard(Stage):
         adm.budgets += budget_checks(b, ex.agent, ex.team, ex.session, reserve)
 
     def _refuse(self, ex: Exchange, adm: Admission, v: Verdict) -> None:
+        ex.guard = (f"rate:{v.rate.label}" if v.denied_by == "rate" and v.rate else
+                    f"budget:{v.budget.scope}" if v.denied_by == "budget" and v.budget else
+                    v.denied_by or "denied")
         raise refusal(self.metrics, ex.session, ex.agent, v)
 
     def _check_loops(self, ex: Exchange, v: Verdict) -> None:
@@ -143,7 +147,9 @@ class Guard(Stage):
             "detector": detector, "action": action, "agent": ex.agent, "session": ex.session,
             "request_id": ex.request_id, "evidence": evidence}})
         if action == "halt":
+            ex.guard = f"loop:{detector}"
             raise GatewayError(422, "loop_detected", f"loop detected ({detector}): {evidence}")
+        ex.flags.append(f"loop_alert:{detector}")
 
     def _after_admission(self, ex: Exchange, adm: Admission, v: Verdict) -> None:
         headers = ex.response_headers
