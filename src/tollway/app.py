@@ -17,6 +17,7 @@ from tollway.config.model import Config
 from tollway.exchange import Exchange
 from tollway.observe.audit import Audit
 from tollway.observe.metrics import Metrics
+from tollway.observe.otel import Tracing
 from tollway.protocols import anthropic, openai
 from tollway.protocols.base import Endpoint
 from tollway.providers.registry import (
@@ -126,6 +127,7 @@ class Gateway:
         self.demo: Any = None
         self.semantic: SemanticCache | None = None
         self.audit: Audit | None = build_audit(config)
+        self.tracing: Tracing | None = None  # built by build_runtime from config.otel
         self.runtime: Runtime | None = None
         self.draining = False
         self._sweeper: asyncio.Task[None] | None = None
@@ -151,6 +153,7 @@ class Gateway:
 
     async def build_runtime(self, cfg: Config) -> Runtime:
         await self._semantic_for(cfg)
+        await self._tracing_for(cfg)
         demo_url = None
         if needs_demo(cfg):
             demo_url = await self._demo_url()
@@ -162,6 +165,15 @@ class Gateway:
             tools = ToolPlane(cfg, self.state, self.metrics, self.breakers, identity)
         return Runtime(cfg, providers, registry, self.build_chain(cfg, registry, identity),
                        tools)
+
+    async def _tracing_for(self, cfg: Config) -> None:
+        """One Tracing while `otel:` is unchanged; a changed one replaces it (the old one
+        flushes what it queued)."""
+        if self.tracing is not None and self.tracing.cfg == cfg.otel:
+            return
+        old, self.tracing = self.tracing, Tracing.build(cfg.otel)
+        if old is not None:
+            await old.shutdown()
 
     async def _semantic_for(self, cfg: Config) -> None:
         """The semantic index outlives reloads; a changed `cache.semantic` starts a new one
@@ -191,7 +203,7 @@ class Gateway:
         """Only what the config switches on is in the chain."""
         stages: list[Stage] = [
             Account(self.state, self.metrics, self.breakers.on_transitions, cfg.trace,
-                    self.audit),
+                    self.audit, self.tracing),
             Parse(registry, int(cfg.server.max_body_mb * 1024 * 1024)),
             Identify(cfg, identity, self.metrics),
             Meter(self.counter),
@@ -263,6 +275,8 @@ class Gateway:
             await self.semantic.stop()
         if self.audit is not None:
             await self.audit.close()
+        if self.tracing is not None:
+            await self.tracing.shutdown()
         if self.demo is not None:
             await self.demo.stop()
         await self.state.close()

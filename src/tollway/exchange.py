@@ -58,6 +58,8 @@ class Exchange:
     fallbacks: list[ModelRoute] = field(default_factory=list)  # tried in order when it fails
     attempts: list[str] = field(default_factory=list)  # "target: outcome" per target tried
     provider_name: str = ""  # the deployment's provider that answered
+    provider_kind: str = ""  # its kind (openai, anthropic, demo)
+    upstream_model: str = ""  # the model name that deployment was asked for
     breaker_outcomes: list[Any] = field(default_factory=list)  # BreakerOutcome per attempt
     budget_shares: dict[str, float] = field(default_factory=dict)  # scope -> spent / limit
     stream: bool = False
@@ -94,6 +96,7 @@ class Exchange:
     # (partition, last user turn, its vector) when the semantic cache may answer or store
     semantic: tuple[str, str, Any] | None = None
     accounted: bool = False
+    span: Any = None  # observe.otel handle, when spans are exported
 
     @property
     def model_name(self) -> str:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 
 from tollway.config.observe import AuditConfig, TraceConfig
 from tollway.config.tools import TOOL_NAME, HttpToolConfig, KeyConfig, McpServerConfig
+from tollway.observe.otel import OtelConfig
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -445,6 +446,8 @@ class Config(Strict):
     policies: list[str] = Field(default_factory=list)
     trace: TraceConfig = Field(default_factory=TraceConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    # OTLP/HTTP export of one span per request (GenAI semantic conventions). Off by default.
+    otel: OtelConfig = Field(default_factory=OtelConfig)
     _policy: Any = PrivateAttr(default=None)
 
     @property

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollway.exchange import Exchange, Usage
 from tollway.observe.metrics import Metrics
+from tollway.observe.otel import operation_for
 from tollway.stages.base import Stage
 from tollway.state.base import State, StepRecord
 from tollway.state.breakers import Transition
@@ -37,6 +38,12 @@ class Account(Stage):
         self.audit = audit
         self.tracing = tracing  # observe.otel.Tracing, when spans are exported
 
+    async def on_request(self, ex: Exchange) -> None:
+        if self.tracing is not None:
+            ex.span = self.tracing.start(ex.request.headers, operation_for(ex.endpoint.name),
+                                         int(ex.wall_start * 1e9))
+        return None
+
     async def after(self, ex: Exchange) -> None:
         if ex.accounted:
             return
@@ -45,6 +52,8 @@ class Account(Stage):
         total = ex.finished_at - ex.started
         route = ex.route
         self.metrics.observe(ex, total)
+        if ex.span is not None and self.tracing is not None:
+            self._finish_span(ex, total)
         settle = ex.settlement
         if ex.breaker_outcomes:
             settle = settle or Settlement()
@@ -61,6 +70,23 @@ class Account(Stage):
             return
         if transitions and self.on_transitions is not None:
             self.on_transitions(transitions)
+
+    def _finish_span(self, ex: Exchange, total: float) -> None:
+        u = ex.usage or Usage()
+        route = ex.route
+        try:
+            self.tracing.finish(
+                ex.span,
+                provider=ex.provider_kind or (route.provider.kind if route else ""),
+                request_model=ex.requested_model or (route.name if route else ""),
+                response_model=(ex.upstream_model or (route.upstream_model if route else ""))
+                if ex.status < 400 else "",
+                input_tokens=u.total_input, output_tokens=u.output,
+                session=ex.session, agent=ex.agent, team=ex.team, status=ex.status,
+                error_code=ex.error_code, cost_usd=ex.cost_usd, cache=ex.cache, rule=ex.rule,
+                end_ns=int((ex.wall_start + total) * 1e9), request_id=ex.request_id)
+        except Exception:
+            log.exception("could not end the span of request %s", ex.request_id)
 
     def _step(self, ex: Exchange, total: float) -> StepRecord:
         u = ex.usage or Usage()

@@ -84,6 +84,8 @@ class Forward(Stage):
                 await asyncio.sleep(pause)
             ex.route = route
             ex.provider_name = dep.provider.name
+            ex.provider_kind = dep.provider.kind
+            ex.upstream_model = dep.upstream_model
             probe = False
             if self.board is not None and dep.breaker is not None:
                 allowed, probe, wait = await self.board.check(dep)
