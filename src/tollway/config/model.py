@@ -473,6 +473,10 @@ class Config(Strict):
                                   f"state.backend: {self.state.backend} every worker would keep "
                                   f"its own budgets, rate limits, sessions and spend (set "
                                   f"state.backend: redis, or workers: 1)")
+        if n > 1 and self.audit.enabled and self.audit.sink == "file":
+            raise ReferenceError_(("audit", "sink"),
+                                  f"{n} workers need audit.sink: redis: {n} processes "
+                                  f"appending to one file would write {n} broken chains")
         return self
 
     @model_validator(mode="after")

@@ -2,6 +2,13 @@
 
 Never a session id, request id or prompt as a label. Children are cached per label tuple
 because prometheus-client's `.labels()` lookup costs more than the increment itself.
+
+Under `tollway serve --workers N` the supervisor sets PROMETHEUS_MULTIPROC_DIR before a
+worker imports prometheus-client, which then keeps every value in a per-process mmap file
+(whatever registry the metric is in); `exposition()` merges the files of all workers, so any
+worker's /metrics reports the whole instance. Without the variable nothing changes: values
+live in memory and the registry below is exposed as is. One Metrics per process in that mode
+(two would write the same keys of the same file).
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import values as _values
 
 if TYPE_CHECKING:
     from tollway.exchange import Exchange
@@ -20,6 +28,19 @@ OVERHEAD_BUCKETS = (.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, 
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=False)
+        # prometheus-client picks in-memory or mmap values once, when it is first imported.
+        self.multiprocess: bool = bool(getattr(_values.ValueClass, "_multiprocess", False))
+        self._merged: CollectorRegistry | None = None
+        if self.multiprocess:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            self._merged = CollectorRegistry(auto_describe=False)
+            MultiProcessCollector(self._merged)
+
+        def mode(how: str) -> dict[str, Any]:
+            """How the workers' values of a gauge are merged (multiprocess mode only)."""
+            return {"multiprocess_mode": how} if self.multiprocess else {}
+
         self.requests = Counter(
             "tollway_requests", "Requests answered, by outcome.",
             ["endpoint", "agent", "team", "model", "provider", "status"], registry=r)
@@ -41,7 +62,8 @@ class Metrics:
         self.cost = Counter(
             "tollway_cost_usd", "Spend in USD.", ["agent", "team", "model"], registry=r)
         self.inflight = Gauge(
-            "tollway_inflight_requests", "Requests in the gateway right now.", registry=r)
+            "tollway_inflight_requests", "Requests in the gateway right now.", registry=r,
+            **mode("livesum"))  # every worker's own requests; a dead worker's are gone
         self.stream_interruptions = Counter(
             "tollway_stream_interruptions", "Streams cut short, by who cut them.",
             ["side", "model"], registry=r)
@@ -56,7 +78,8 @@ class Metrics:
             ["scope"], registry=r)
         self.budget_remaining = Gauge(
             "tollway_budget_remaining_usd", "What is left of agent, team and global budgets "
-            "in the current period, as of the last request.", ["scope", "name"], registry=r)
+            "in the current period, as of the last request.", ["scope", "name"], registry=r,
+            **mode("mostrecent"))  # the ledger is shared: the latest reading is the truth
         self.budget_soft_limit = Counter(
             "tollway_budget_soft_limit", "Budgets that crossed budgets.soft_threshold.",
             ["scope"], registry=r)
@@ -92,7 +115,8 @@ class Metrics:
             registry=r)
         self.breaker_state = Gauge(
             "tollway_breaker_state", "Circuit breaker per upstream target: 0 closed, "
-            "1 half-open, 2 open.", ["target"], registry=r)
+            "1 half-open, 2 open.", ["target"], registry=r,
+            **mode("livemostrecent"))  # shared breakers; every worker refreshes each second
         self.breaker_transitions = Counter(
             "tollway_breaker_transitions", "Circuit breaker state changes.",
             ["target", "from_state", "to_state"], registry=r)
@@ -113,7 +137,8 @@ class Metrics:
         self.cache_entries = Gauge(
             "tollway_cache_entries", "Entries in the cache by kind: exact (stored bodies, "
             "refreshed every few seconds) and semantic (vectors in this process's index).",
-            ["kind"], registry=r)
+            ["kind"], registry=r,
+            **mode("livemax"))  # each worker reads the same store / catches up the same feed
         self.tool_calls = Counter(
             "tollway_tool_calls", "Tool calls through the gateway (HTTP tools: the tool's name; "
             "MCP: <server>/<tool>) by outcome: ok, tool_error (the tool's own error, not held "
@@ -167,4 +192,7 @@ class Metrics:
                 self.child(self.cost, ex.agent, ex.team, model).inc(ex.cost_usd)
 
     def exposition(self) -> bytes:
+        """The text format: this process's registry, or every worker's files merged."""
+        if self._merged is not None:
+            return generate_latest(self._merged)
         return generate_latest(self.registry)
