@@ -15,6 +15,7 @@ from tollway.config.model import (
     PriceConfig,
     ProviderConfig,
 )
+from tollway.config.tools import ToolBreakerConfig
 from tollway.errors import GatewayError
 from tollway.state.breakers import BreakerPolicy
 from tollway.tokens.encodings import encoding_name_for_model
@@ -190,7 +191,7 @@ def build_registry(cfg: Config, providers: Mapping[str, Provider]) -> ModelRegis
                          for name, m in cfg.models.items())
 
 
-def _policy(b: BreakerConfig | None) -> BreakerPolicy | None:
+def breaker_policy(b: BreakerConfig | ToolBreakerConfig | None) -> BreakerPolicy | None:
     if b is None:
         return None
     return BreakerPolicy(
@@ -204,7 +205,7 @@ def _route(name: str, m: ModelConfig, providers: Mapping[str, Provider],
            default_breaker: BreakerConfig | None) -> ModelRoute:
     upstream = m.model or name
     provider = providers[m.provider]
-    breaker = _policy(default_breaker if m.breaker is None else (m.breaker or None))
+    breaker = breaker_policy(default_breaker if m.breaker is None else (m.breaker or None))
     deps = [Deployment(providers[d.provider], d.model or upstream, d.weight, breaker)
             for d in m.deployments] or [Deployment(provider, upstream, 1.0, breaker)]
     anthropic = provider.kind == "anthropic" or (provider.kind == "demo" and "claude" in upstream)

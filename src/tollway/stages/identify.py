@@ -84,22 +84,20 @@ class Identity:
         return who
 
     def check_model(self, who: Who, model: str) -> None:
-        if who.limits is not None and who.limits.models is not None and not any(
-                fnmatch.fnmatchcase(model, g) for g in who.limits.models):
-            raise denied(f"this virtual key may not use model {model!r} (allowed: "
-                         f"{', '.join(who.limits.models) or 'none'})")
-        if self.policy.restricts:
-            decision = self.policy.model(who.agent, who.team, model)
-            if not decision.allowed:
-                raise denied(decision.reason)
+        self._check(who, "models", "use model", model)
 
     def check_tool(self, who: Who, tool: str) -> None:
-        if who.limits is not None and who.limits.tools is not None and not any(
-                fnmatch.fnmatchcase(tool, g) for g in who.limits.tools):
-            raise denied(f"this virtual key may not call tool {tool!r} (allowed: "
-                         f"{', '.join(who.limits.tools) or 'none'})")
+        self._check(who, "tools", "call tool", tool)
+
+    def _check(self, who: Who, kind: str, verb: str, name: str) -> None:
+        """The key's own limits first, then the policies."""
+        allowed = getattr(who.limits, kind) if who.limits is not None else None
+        if allowed is not None and not any(fnmatch.fnmatchcase(name, g) for g in allowed):
+            raise denied(f"this virtual key may not {verb} {name!r} (allowed: "
+                         f"{', '.join(allowed) or 'none'})")
         if self.policy.restricts:
-            decision = self.policy.tool(who.agent, who.team, tool)
+            decide = self.policy.model if kind == "models" else self.policy.tool
+            decision = decide(who.agent, who.team, name)
             if not decision.allowed:
                 raise denied(decision.reason)
 

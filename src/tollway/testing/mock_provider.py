@@ -23,6 +23,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tollway.testing.local_server import LocalServer
+
 __all__ = [
     "MOCK_MODELS",
     "MockProvider",
@@ -236,8 +238,10 @@ async def abort_connection(request: web.Request) -> None:
     transport.abort()
 
 
-class MockProvider:
+class MockProvider(LocalServer):
     """An aiohttp server imitating the OpenAI and Anthropic APIs for tests and demos."""
+
+    what = "mock provider"
 
     def __init__(self, settings: MockSettings | None = None) -> None:
         self.settings: MockSettings = settings if settings is not None else MockSettings()
@@ -245,8 +249,7 @@ class MockProvider:
         #: Streams whose client (the gateway) went away before the end: proof it cancelled.
         self.cancelled_streams = 0
         self._counter = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self._base_url: str | None = None
+        super().__init__()
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._dialects: tuple[_Dialect, _Dialect] | None = None
@@ -265,34 +268,6 @@ class MockProvider:
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen on host:port (0 = ephemeral) and return the base URL, without ``/v1``."""
-        if self._runner is not None:
-            raise RuntimeError("mock provider already started")
-        runner = web.AppRunner(
-            self.app(), access_log=None, handle_signals=False, shutdown_timeout=0.5
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        self._runner = runner
-        bound = runner.addresses[0]
-        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        self._base_url = f"http://{shown}:{bound[1]}"
-        return self._base_url
-
-    async def stop(self) -> None:
-        """Stop listening and close open connections."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    @property
-    def base_url(self) -> str:
-        """The URL returned by :meth:`start`, e.g. ``http://127.0.0.1:54321``."""
-        if self._base_url is None:
-            raise RuntimeError("mock provider not started")
-        return self._base_url
 
     def start_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Run the server on its own event loop in a daemon thread (for sync SDK clients)."""

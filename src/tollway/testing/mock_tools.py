@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from tollway.testing.local_server import LocalServer
+
 __all__ = ["MockTools", "MockToolsSettings", "RecordedToolRequest"]
 
 MAX_RECORDED = 1000
@@ -61,8 +63,10 @@ class RecordedToolRequest:
     chunked: bool = False
 
 
-class MockTools:
+class MockTools(LocalServer):
     """An aiohttp server imitating a few HTTP tools."""
+
+    what = "mock tools"
 
     def __init__(self, settings: MockToolsSettings | None = None) -> None:
         self.settings = settings if settings is not None else MockToolsSettings()
@@ -70,8 +74,7 @@ class MockTools:
         self.cancelled_streams = 0
         self.finished_streams = 0
         self._counter = itertools.count(1)
-        self._runner: web.AppRunner | None = None
-        self._base_url: str | None = None
+        super().__init__()
 
     # -- lifecycle -----------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -88,32 +91,6 @@ class MockTools:
         r.add_route("*", "/fixed", self._fixed)
         r.add_route("*", "/counter", self._count)
         return app
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen on host:port (0 = ephemeral) and return the base URL."""
-        if self._runner is not None:
-            raise RuntimeError("mock tools already started")
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
-                               shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        self._runner = runner
-        bound = runner.addresses[0]
-        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        self._base_url = f"http://{shown}:{bound[1]}"
-        return self._base_url
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    @property
-    def base_url(self) -> str:
-        if self._base_url is None:
-            raise RuntimeError("mock tools not started")
-        return self._base_url
 
     def calls(self, path: str) -> int:
         """How many requests reached this path."""

@@ -21,6 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tollway.testing.local_server import LocalServer
+
 __all__ = ["OtlpCollector"]
 
 MAX_SPANS = 10_000
@@ -42,15 +44,16 @@ def _attributes(kvs: Any) -> dict[str, Any]:
     return {kv.key: _value(kv.value) for kv in kvs}
 
 
-class OtlpCollector:
+class OtlpCollector(LocalServer):
     """An aiohttp server that records the spans OTLP/HTTP exporters send it."""
+
+    what = "collector"
 
     def __init__(self) -> None:
         self.spans: list[dict[str, Any]] = []
         self.requests: list[dict[str, str]] = []  # the headers of every export request
         self.status = 200  # answer exports with this; not 200: the spans are not kept
-        self._runner: web.AppRunner | None = None
-        self._url: str | None = None
+        super().__init__()
 
     # -- lifecycle -----------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -59,32 +62,13 @@ class OtlpCollector:
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen on host:port (0 = ephemeral) and return the traces URL
-        (``http://host:port/v1/traces``)."""
-        if self._runner is not None:
-            raise RuntimeError("collector already started")
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
-                               shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        self._runner = runner
-        bound = runner.addresses[0]
-        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        self._url = f"http://{shown}:{bound[1]}/v1/traces"
-        return self._url
-
-    async def stop(self) -> None:
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        """Listen and return the traces URL (``http://host:port/v1/traces``)."""
+        return await super().start(host, port) + "/v1/traces"
 
     @property
     def url(self) -> str:
         """The traces endpoint to configure an exporter with."""
-        if self._url is None:
-            raise RuntimeError("collector not started")
-        return self._url
+        return self.base_url + "/v1/traces"
 
     # -- reading -------------------------------------------------------------------------
     def clear(self) -> None:

@@ -25,6 +25,7 @@ from tollway.config.model import Config
 from tollway.config.tools import ToolBreakerConfig
 from tollway.errors import GatewayError
 from tollway.observe.metrics import Metrics
+from tollway.providers.registry import breaker_policy as registry_breaker_policy
 from tollway.routing.breakers import BreakerBoard
 from tollway.stages.guard.stage import budget_checks, refusal
 from tollway.stages.identify import Identity, Who
@@ -39,13 +40,7 @@ _POLL_S = 0.1  # how often a held call looks at its approval
 
 
 def breaker_policy(b: ToolBreakerConfig | bool | None) -> BreakerPolicy | None:
-    if not b or b is True:
-        return None
-    return BreakerPolicy(
-        consecutive_failures=b.consecutive_failures, failure_rate=b.failure_rate,
-        window_s=b.window_s, min_requests=b.min_requests,
-        latency_s=b.latency_ms / 1000 if b.latency_ms else None, open_s=b.open_s,
-        half_open_probes=b.half_open_probes)
+    return registry_breaker_policy(b) if isinstance(b, ToolBreakerConfig) else None
 
 
 @dataclass(frozen=True, slots=True)
