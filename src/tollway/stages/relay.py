@@ -130,7 +130,7 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
     cut: GatewayError | None = None
     keep: list[bytes] | None = [] if ex.cache_store else None  # what to cache, if it ends well
     offered_tools = bool(ex.body.get("tools"))
-    if not await _prepare(response, ex.request):
+    if not await prepare_client(response, ex.request):
         upstream.close()
         ex.upstream_ended = time.perf_counter()
         ex.client_disconnected = ex.stream_truncated = True
@@ -155,12 +155,12 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
                     ex.first_token_at = time.perf_counter()
                 if keep is not None:
                     keep.append(out)
-                if not await _write(response, out):
+                if not await write_client(response, out):
                     ex.client_disconnected = True
                     break
         else:
             tail = translator.finish() if translator is not None else b""
-            if tail and not await _write(response, tail):
+            if tail and not await write_client(response, tail):
                 ex.client_disconnected = True
             if keep is not None and tail:
                 keep.append(tail)
@@ -198,7 +198,7 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
         ex.error_code = cut.code
         if cut.code.startswith("upstream"):
             metrics.stream_interruptions.labels("upstream", ex.model_name).inc()
-        if not await _write(response, ex.endpoint.dialect.stream_error(cut)):
+        if not await write_client(response, ex.endpoint.dialect.stream_error(cut)):
             ex.client_disconnected = True
     if keep is not None and cut is None and observer.finished and not ex.client_disconnected:
         ex.cache_body = b"".join(keep)
@@ -210,7 +210,7 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
     return response
 
 
-async def _prepare(response: web.StreamResponse, request: web.Request) -> bool:
+async def prepare_client(response: web.StreamResponse, request: web.Request) -> bool:
     try:
         await response.prepare(request)
     except ConnectionError:
@@ -218,7 +218,7 @@ async def _prepare(response: web.StreamResponse, request: web.Request) -> bool:
     return True
 
 
-async def _write(response: web.StreamResponse, data: bytes) -> bool:
+async def write_client(response: web.StreamResponse, data: bytes) -> bool:
     """Write to the client; False when it has gone away."""
     try:
         await response.write(data)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import abc
+
 from aiohttp import web
 
 
-class LocalServer:
+class LocalServer(abc.ABC):
     """Subclasses build their app in `app()`; `start()` listens and returns the base URL."""
 
     what = "server"  # for error messages
@@ -14,8 +16,9 @@ class LocalServer:
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
 
+    @abc.abstractmethod
     def app(self) -> web.Application:
-        raise NotImplementedError
+        """The application to serve."""
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on host:port (0 = ephemeral) and return the base URL."""

@@ -27,11 +27,11 @@ from tollway.errors import GatewayError
 from tollway.observe.metrics import Metrics
 from tollway.providers.registry import breaker_policy as registry_breaker_policy
 from tollway.routing.breakers import BreakerBoard
-from tollway.stages.guard.stage import budget_checks, refusal
+from tollway.stages.guard.stage import admit, budget_checks, refusal
 from tollway.stages.identify import Identity, Who
 from tollway.state.base import State, StateUnavailable, StepRecord
 from tollway.state.breakers import OPEN, BreakerOutcome, BreakerPolicy
-from tollway.state.guards import Admission, Settlement, Verdict
+from tollway.state.guards import Admission, Settlement
 from tollway.state.toolstate import APPROVED, PENDING, Approval
 
 log = logging.getLogger("tollway.tools")
@@ -179,16 +179,7 @@ class ToolGate:
         if not (self.cfg.kill_switch or budgets):
             return
         adm = Admission(session=t.session, agent=t.who.agent, budgets=budgets)
-        try:
-            verdict = await self.state.admit(adm)
-        except StateUnavailable as exc:
-            if self.fail_closed:
-                raise GatewayError(503, "state_unavailable",
-                                   "the gateway's shared state is unreachable and it is "
-                                   "configured to fail closed", retry_after=1) from exc
-            verdict = Verdict(degraded=True)
-            for bc in budgets:
-                bc.reserve = 0.0
+        verdict = await admit(self.state, adm, self.fail_closed)
         if not verdict.allowed:
             self._count(t.tool, "budget" if verdict.denied_by == "budget" else "denied")
             raise refusal(self.metrics, t.session, t.who.agent, verdict)

@@ -71,6 +71,7 @@ from tollway.config.tools import McpServerConfig
 from tollway.errors import GatewayError
 from tollway.observe.metrics import Metrics
 from tollway.stages.identify import Who
+from tollway.stages.relay import prepare_client, write_client
 from tollway.tools.gate import (
     FAILURE,
     OK,
@@ -649,22 +650,22 @@ class McpProxy:
         events = _Events()
         status = upstream.status
         session_id = sid or request.headers.get("Mcp-Session-Id")
-        gone = not await _prepare(response, request)
+        gone = not await prepare_client(response, request)
         cut: GatewayError | None = None
         try:
             if not gone and ex.refusals:
-                gone = not await _write(response, b"".join(map(_sse_message, ex.refusals)))
+                gone = not await write_client(response, b"".join(map(_sse_message, ex.refusals)))
             if not gone:
                 try:
                     async for chunk in upstream.content.iter_any():
                         out = await self._on_events(ex, events.feed(chunk), status)
-                        if out and not await _write(response, out):
+                        if out and not await write_client(response, out):
                             gone = True
                             break
                     else:
                         last, rest = events.finish()
                         out = await self._on_events(ex, last, status) + rest
-                        if out and not await _write(response, out):
+                        if out and not await write_client(response, out):
                             gone = True
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     cut = self._transport_error(ex.server, exc)
@@ -679,7 +680,7 @@ class McpProxy:
                                               "answering")
                     errors = await self._settle_unanswered(ex, FAILURE, cut.status, cut)
                     if errors:
-                        gone = not await _write(response, b"".join(map(_sse_message, errors)))
+                        gone = not await write_client(response, b"".join(map(_sse_message, errors)))
             if not gone:
                 try:
                     await response.write_eof()
@@ -796,23 +797,6 @@ class McpProxy:
         if ctype == "text/event-stream":
             return await self._passthrough(request, upstream, rid)
         return await self._whole(upstream, _Exchange(server, srv), False, [], rid)
-
-
-async def _prepare(response: web.StreamResponse, request: web.Request) -> bool:
-    try:
-        await response.prepare(request)
-    except ConnectionError:
-        return False
-    return True
-
-
-async def _write(response: web.StreamResponse, data: bytes) -> bool:
-    """Write to the client; False when it has gone away."""
-    try:
-        await response.write(data)
-    except ConnectionError:
-        return False
-    return True
 
 
 def _retry_after(upstream: aiohttp.ClientResponse) -> float | None:

@@ -72,17 +72,9 @@ class Guard(Stage):
                 fp_window_s=lc.repeated_request.window_s if lc.repeated_request else 0,
                 steps=bool(lc.max_steps or lc.max_duration),
                 chain=(ex.parent_session or ex.session) if lc.ping_pong else None)
-        try:
-            verdict = await self.state.admit(adm)
-        except StateUnavailable as exc:
-            if self.fail_closed:
-                raise GatewayError(503, "state_unavailable",
-                                   "the gateway's shared state is unreachable and it is "
-                                   "configured to fail closed", retry_after=1) from exc
-            verdict = Verdict(degraded=True)
+        verdict = await admit(self.state, adm, self.fail_closed)
+        if verdict.degraded:
             ex.flags.append("unguarded:state_down")
-            for bc in adm.budgets:  # nothing was reserved: settle the real cost only
-                bc.reserve = 0.0
         if not verdict.allowed:
             self._refuse(ex, adm, verdict)
         ex.settlement = Settlement(budgets=[(bc, 0.0) for bc in adm.budgets],
@@ -307,3 +299,18 @@ def refusal(metrics: Metrics, session: str, agent: str, v: Verdict) -> GatewayEr
                             f"(set max_tokens to reserve less)",
                             headers={"x-tollway-budget-scope": bc.scope})
     return GatewayError(403, "policy_denied", "refused by the gateway")
+
+
+async def admit(state: State, adm: Admission, fail_closed: bool) -> Verdict:
+    """The State's verdict; with the state unreachable, 503 (fail_closed) or a degraded
+    pass with nothing reserved, so only the real cost is settled (fail_open)."""
+    try:
+        return await state.admit(adm)
+    except StateUnavailable as exc:
+        if fail_closed:
+            raise GatewayError(503, "state_unavailable",
+                               "the gateway's shared state is unreachable and it is "
+                               "configured to fail closed", retry_after=1) from exc
+        for bc in adm.budgets:
+            bc.reserve = 0.0
+        return Verdict(degraded=True)
