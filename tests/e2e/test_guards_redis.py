@@ -147,6 +147,9 @@ def test_redis_stopped_and_restarted(gateways: Callable[..., Gateways], redis_se
     session = f"outage-{mode}"
     c = g.client(0, default_headers={"x-tollway-session": session})
     c.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+    # Its record goes out after the answer: let it land before Redis goes, or it is queued
+    # and counted again after the restart.
+    wait_until(lambda: _steps(g, session) == 1)
     redis_server.stop()
     try:
         if mode == "fail_open":
