@@ -18,6 +18,7 @@ from tollway.exchange import Exchange
 from tollway.observe.audit import Audit
 from tollway.observe.metrics import Metrics
 from tollway.observe.otel import Tracing
+from tollway.policy.identity import Identity
 from tollway.protocols import anthropic, openai
 from tollway.protocols.base import Endpoint
 from tollway.providers.registry import (
@@ -32,11 +33,11 @@ from tollway.routing.breakers import BreakerBoard
 from tollway.routing.rules import Router
 from tollway.stages.account import Account
 from tollway.stages.backpressure import Backpressure, Limiter
-from tollway.stages.base import Chain, Stage, json_response
+from tollway.stages.base import Chain, Stage
 from tollway.stages.cache import Cache
 from tollway.stages.forward import Forward
 from tollway.stages.guard import Guard
-from tollway.stages.identify import Identify, Identity
+from tollway.stages.identify import Identify
 from tollway.stages.meter import Meter
 from tollway.stages.parse import Parse
 from tollway.stages.price import Price
@@ -46,6 +47,7 @@ from tollway.state.memory import MemoryState
 from tollway.tokens.counter import TokenCounter
 from tollway.tokens.encodings import get_encoding
 from tollway.tools.plane import ToolPlane
+from tollway.wire import json_response
 
 log = logging.getLogger("tollway")
 GATEWAY = web.AppKey("gateway", "Gateway")

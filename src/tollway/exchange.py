@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from tollway.config.tools import KeyConfig
     from tollway.protocols.base import Endpoint
     from tollway.providers.registry import ModelRoute
     from tollway.state.guards import Settlement
@@ -30,6 +31,18 @@ class Usage:
         return self.input + self.cached + self.cache_write
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling (identify): the agent and team its key names, and what the key may use.
+    Tool calls have one too, resolved the same way."""
+
+    agent: str = "anonymous"
+    team: str = "default"
+    key_id: str | None = None  # a short digest of the virtual key, never the key
+    limits: KeyConfig | None = None  # the key's own models/tools/expiry, if it has any
+    tags: tuple[str, ...] = ()
+
+
 @dataclass(slots=True)
 class Exchange:
     request: web.Request
@@ -45,7 +58,7 @@ class Exchange:
     session: str = ""
     tags: tuple[str, ...] = ()
     key_id: str | None = None  # a short digest of the virtual key, never the key
-    who: Any = None  # stages.identify.Who: the caller and what its key may use
+    who: Caller | None = None  # the caller and what its key may use
     flags: list[str] = field(default_factory=list)  # noted on the session's step
     guard: str = "allowed"  # what refused the request, if anything did
     tool_calls: list[str] = field(default_factory=list)  # tools the model's answer called

@@ -11,9 +11,9 @@ from tollway.tools.http import (
     _Body,
     _downstream_headers,
     _outcome,
-    _retry_after,
     _upstream_headers,
 )
+from tollway.wire import retry_after as _retry_after
 
 
 def tool(url: str, **kw: object) -> HttpTool:

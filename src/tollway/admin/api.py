@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from tollway.config.model import key_digest
-from tollway.stages.base import json_response
 from tollway.state.base import SPEND_DIMENSIONS
+from tollway.wire import json_response
 
 if TYPE_CHECKING:
     from tollway.app import Gateway

@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 
 from tollway.errors import GatewayError
-from tollway.exchange import Exchange
+from tollway.exchange import Caller, Exchange
 from tollway.observe.metrics import Metrics
+from tollway.policy.identity import Identity
 from tollway.protocols.sse import data_of
-from tollway.stages.identify import Identity, Who
 
 log = logging.getLogger("tollway.policy")
 _MARKERS = (b'"tool_use"', b'"function"', b'"function_call"')
@@ -33,7 +33,7 @@ class ModelToolCalls:
     def applies(self, ex: Exchange) -> bool:
         if self.mode == "off" or not ex.body.get("tools"):
             return False
-        who: Who | None = ex.who
+        who: Caller | None = ex.who
         limited = who is not None and who.limits is not None and who.limits.tools is not None
         return limited or self.identity.policy.restricts
 

@@ -11,7 +11,6 @@ import asyncio
 import logging
 from typing import ClassVar
 
-import orjson
 from aiohttp import web
 
 from tollway.errors import GatewayError
@@ -120,9 +119,3 @@ class Chain:
                 await stage.after(ex)
             except Exception:
                 log.exception("after hook of %s failed for %s", stage.name, ex.request_id)
-
-
-def json_response(data: object, status: int = 200, headers: dict[str, str] | None = None,
-                  ) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, headers=headers,
-                        content_type="application/json")

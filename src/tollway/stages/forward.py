@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
 
 import aiohttp
 import orjson
@@ -28,6 +27,7 @@ from tollway.routing.breakers import BreakerBoard
 from tollway.stages import relay
 from tollway.stages.base import Stage
 from tollway.stages.relay import ChunkHook
+from tollway.wire import retry_after
 
 
 class Retryable(Exception):
@@ -39,14 +39,6 @@ class Retryable(Exception):
         self.reason = reason
         self.error = error
         self.retry_after = retry_after
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _with_member(raw: bytes, member: bytes) -> bytes:
@@ -126,7 +118,7 @@ class Forward(Stage):
             response = await self._send(ex, route, dep, last, deadline)
             ok = ex.status < 500 and ex.status != 429
             if not ok and ex.status in (429, 503):
-                retry_after = _retry_after(response.headers)
+                retry_after = retry_after(response.headers)
             return response
         except Retryable as r:
             retry_after = r.retry_after
@@ -208,7 +200,7 @@ class Forward(Stage):
             ex.upstream_ended = time.perf_counter()
             raise Retryable(str(status), GatewayError(
                 status, "upstream_error", f"provider {provider.name!r} answered {status}"),
-                retry_after=_retry_after(upstream.headers) if status in (429, 503) else None)
+                retry_after=retry_after(upstream.headers) if status in (429, 503) else None)
         ctype = upstream.headers.get("Content-Type", "")
         if ex.stream and status < 300 and ctype.startswith("text/event-stream"):
             return await relay.stream(ex, upstream, strip_usage, tr, self.chunk_hooks,

@@ -28,6 +28,7 @@ from tollway.protocols import translate
 from tollway.protocols.base import Endpoint, StreamObserver
 from tollway.protocols.sse import EventSplitter
 from tollway.stages.base import tollway_headers
+from tollway.wire import prepare_client, write_client
 
 # Upstream response headers worth passing on to the client.
 _PASS_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "openai-")
@@ -208,23 +209,6 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
         except ConnectionError:
             ex.client_disconnected = True
     return response
-
-
-async def prepare_client(response: web.StreamResponse, request: web.Request) -> bool:
-    try:
-        await response.prepare(request)
-    except ConnectionError:
-        return False
-    return True
-
-
-async def write_client(response: web.StreamResponse, data: bytes) -> bool:
-    """Write to the client; False when it has gone away."""
-    try:
-        await response.write(data)
-    except ConnectionError:
-        return False
-    return True
 
 
 def translation(client: Endpoint, provider_kind: str, ex: Exchange, upstream_model: str,

@@ -24,11 +24,12 @@ from typing import NoReturn
 from tollway.config.model import Config
 from tollway.config.tools import ToolBreakerConfig
 from tollway.errors import GatewayError
+from tollway.exchange import Caller
 from tollway.observe.metrics import Metrics
+from tollway.policy.admission import admit, budget_checks, refusal
+from tollway.policy.identity import Identity
 from tollway.providers.registry import breaker_policy as registry_breaker_policy
 from tollway.routing.breakers import BreakerBoard
-from tollway.stages.guard.stage import admit, budget_checks, refusal
-from tollway.stages.identify import Identity, Who
 from tollway.state.base import State, StateUnavailable, StepRecord
 from tollway.state.breakers import OPEN, BreakerOutcome, BreakerPolicy
 from tollway.state.guards import Admission, Settlement
@@ -63,7 +64,7 @@ class ToolTarget:
 class Ticket:
     """An admitted call: what settle() needs."""
 
-    who: Who
+    who: Caller
     session: str
     tool: ToolTarget
     call: str  # digest of the tool and its arguments
@@ -101,7 +102,7 @@ class ToolGate:
         self.trust_session_header = cfg.identity.trust_session_header
         self.held: dict[str, asyncio.Event] = {}  # approvals this process waits on
 
-    def session(self, headers: Mapping[str, str], who: Who, default: str | None = None) -> str:
+    def session(self, headers: Mapping[str, str], who: Caller, default: str | None = None) -> str:
         """x-tollway-session when trusted; else the transport's own (an MCP session), else
         one session per agent for its tool calls."""
         named = headers.get("x-tollway-session") if self.trust_session_header else None
@@ -110,7 +111,7 @@ class ToolGate:
         return default or f"tools-{who.agent}"
 
     # --- before ------------------------------------------------------------------------
-    async def admit(self, who: Who, session: str, tool: ToolTarget, call: str,
+    async def admit(self, who: Caller, session: str, tool: ToolTarget, call: str,
                     request_id: str, summary: str) -> Ticket:
         ticket = Ticket(who, session, tool, call, request_id)
         try:

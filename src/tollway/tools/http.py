@@ -61,9 +61,9 @@ from yarl import URL
 from tollway.config.model import Config
 from tollway.config.tools import HttpToolConfig
 from tollway.errors import GatewayError
+from tollway.exchange import Caller
 from tollway.observe.metrics import Metrics
 from tollway.protocols.base import ERROR_TYPES_OPENAI
-from tollway.stages.identify import Who
 from tollway.tools.gate import (
     FAILURE,
     OK,
@@ -75,6 +75,7 @@ from tollway.tools.gate import (
     call_digest,
     result_digest,
 )
+from tollway.wire import retry_after as parse_retry_after
 
 log = logging.getLogger("tollway.tools.http")
 
@@ -238,7 +239,7 @@ class HttpTools:
         return await self._call(request, ticket, used, src, method, tail, query, body,
                                 request_id)
 
-    async def _admit(self, who: Who, session: str, tool: HttpTool, method: str, tail: str,
+    async def _admit(self, who: Caller, session: str, tool: HttpTool, method: str, tail: str,
                      query: str, body: _Body, request_id: str,
                      summary: str) -> tuple[Ticket, HttpTool, str | None]:
         """Admit the call on the tool, or on its fallback while the tool's breaker is open.
@@ -358,7 +359,7 @@ class HttpTools:
                      request_id: str) -> web.StreamResponse:
         status = upstream.status
         outcome = _outcome(status, tool.cfg.fail_on_4xx)
-        retry_after = _retry_after(upstream.headers) if status in (429, 503) else None
+        retry_after = parse_retry_after(upstream.headers) if status in (429, 503) else None
         headers = _downstream_headers(upstream.headers)
         headers.update(ours)
         length = upstream.content_length
@@ -548,11 +549,3 @@ def _outcome(status: int, fail_on_4xx: bool) -> str:
     if status >= 400:
         return FAILURE if fail_on_4xx else TOOL_ERROR
     return OK
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("Retry-After")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None

@@ -69,9 +69,8 @@ from multidict import CIMultiDict
 from tollway.config.model import Config
 from tollway.config.tools import McpServerConfig
 from tollway.errors import GatewayError
+from tollway.exchange import Caller
 from tollway.observe.metrics import Metrics
-from tollway.stages.identify import Who
-from tollway.stages.relay import prepare_client, write_client
 from tollway.tools.gate import (
     FAILURE,
     OK,
@@ -83,6 +82,7 @@ from tollway.tools.gate import (
     call_digest,
     result_digest,
 )
+from tollway.wire import prepare_client, retry_after, write_client
 
 log = logging.getLogger("tollway.tools.mcp")
 
@@ -223,7 +223,7 @@ class _Pending:
     """A request the gateway waits to see answered: a gated tools/call or a tools/list."""
 
     kind: str  # "call" | "list"
-    who: Who
+    who: Caller
     server: str
     ticket: Ticket | None = None
     rpc_id: Any = None
@@ -375,7 +375,7 @@ class McpProxy:
         return await self._plain(request, name, srv, rid)
 
     # --- tools/call admission --------------------------------------------------------------
-    def _gate_session(self, request: web.Request, server: str, who: Who) -> str:
+    def _gate_session(self, request: web.Request, server: str, who: Caller) -> str:
         sid = request.headers.get("Mcp-Session-Id")
         default = None
         if sid:
@@ -383,7 +383,7 @@ class McpProxy:
                                                digest_size=8).hexdigest()
         return self.gate.session(request.headers, who, default)
 
-    async def _admit(self, ex: _Exchange, msg: dict[str, Any], who: Who, session: str,
+    async def _admit(self, ex: _Exchange, msg: dict[str, Any], who: Caller, session: str,
                      rid: str) -> tuple[Ticket | None, dict[str, Any] | None]:
         """(ticket, None) to forward `msg` (its name rewritten to a fallback, maybe), or
         (None, the JSON-RPC error to answer)."""
@@ -420,7 +420,7 @@ class McpProxy:
         return ticket, None
 
     # --- POST ------------------------------------------------------------------------------
-    async def _post(self, request: web.Request, server: str, srv: McpServerConfig, who: Who,
+    async def _post(self, request: web.Request, server: str, srv: McpServerConfig, who: Caller,
                     rid: str, body: bytes, parsed: Any) -> web.StreamResponse:
         batch = isinstance(parsed, list)
         msgs: list[Any] = parsed if batch else [parsed]
@@ -480,7 +480,7 @@ class McpProxy:
         ctype = upstream.headers.get("Content-Type", "").split(";")[0].strip().lower()
         try:
             if upstream.status >= 500 and ex.calls:
-                retry = _retry_after(upstream)
+                retry = retry_after(upstream.headers)
                 upstream.close()
                 err = GatewayError(502, "upstream_error",
                                    f"MCP server {server!r} answered HTTP {upstream.status}",
@@ -737,7 +737,7 @@ class McpProxy:
         await self._settle_unanswered(ex, FAILURE, 504)
 
     # --- GET, DELETE -----------------------------------------------------------------------
-    async def _get(self, request: web.Request, server: str, srv: McpServerConfig, who: Who,
+    async def _get(self, request: web.Request, server: str, srv: McpServerConfig, who: Caller,
                    rid: str) -> web.StreamResponse:
         headers = self._upstream_headers(request, srv)
         try:
@@ -797,12 +797,3 @@ class McpProxy:
         if ctype == "text/event-stream":
             return await self._passthrough(request, upstream, rid)
         return await self._whole(upstream, _Exchange(server, srv), False, [], rid)
-
-
-def _retry_after(upstream: aiohttp.ClientResponse) -> float | None:
-    try:
-        v = float(upstream.headers.get("Retry-After", ""))
-    except ValueError:
-        return None
-    return v if v >= 0 else None
-

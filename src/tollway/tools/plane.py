@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from tollway.config.model import Config
 from tollway.observe.metrics import Metrics
+from tollway.policy.identity import Identity
 from tollway.routing.breakers import BreakerBoard
-from tollway.stages.identify import Identity
 from tollway.state.base import State
 from tollway.tools.gate import ToolGate
 from tollway.tools.http import HttpTools

@@ -1,0 +1,112 @@
+"""Who is calling: a virtual key -> agent and team, and what the key and the policies let it use.
+
+A key may carry less capability than its agent (named models and tools, an expiry), and the
+policies say which models and tools an agent or team may use; both are checked here, for
+model calls by the policy stage and for tool calls by the tool gate.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fnmatch
+import hashlib
+from collections.abc import Mapping
+
+from tollway.config.model import Config, key_digest
+from tollway.config.tools import KeyConfig
+from tollway.errors import GatewayError, bad_request
+from tollway.exchange import Caller
+
+ANONYMOUS = "anonymous"
+
+
+def denied(message: str) -> GatewayError:
+    return GatewayError(403, "policy_denied", message)
+
+
+class Identity:
+    """Virtual keys to callers. Plain keys are hashed at load too: one lookup path, and no
+    plain key kept in memory beyond the config object itself."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.reject_unknown = cfg.identity.unknown_keys == "reject"
+        self.trust_agent_header = cfg.identity.trust_agent_header
+        self.max_tags = cfg.identity.max_tags
+        self.policy = cfg.policy
+        self.by_digest: dict[str, tuple[str, str, KeyConfig | None]] = {}
+        self.teams: dict[str, str] = {}
+        for agent, a in cfg.agents.items():
+            self.teams[agent] = a.team
+            for k in a.keys:
+                if isinstance(k, str):
+                    self.by_digest[key_digest(k)] = (agent, a.team, None)
+                else:
+                    limited = k if (k.models is not None or k.tools is not None
+                                    or k.expires is not None) else None
+                    self.by_digest[key_digest(k.key)] = (agent, a.team, limited)
+        # Whether any model call can be refused by a key's limits or a policy.
+        self.restricts = self.policy.restricts or any(
+            limits is not None and (limits.models is not None or limits.tools is not None)
+            for _, _, limits in self.by_digest.values())
+
+    def resolve(self, h: Mapping[str, str], tags: bool = False) -> Caller:
+        """The caller of a request with these headers; `tags`: read x-tollway-tags too."""
+        key = h.get("x-api-key")
+        if key is None:
+            auth = h.get("Authorization", "")
+            key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+        digest = hashlib.sha256(key.encode()).hexdigest() if key else None
+        found = self.by_digest.get(digest) if digest else None
+        if found is None:
+            if self.reject_unknown:
+                raise GatewayError(401, "invalid_api_key",
+                                   "missing or unknown API key: use a tollway virtual key "
+                                   "(Authorization: Bearer <key> or x-api-key)")
+            agent, team, key_id, limits = ANONYMOUS, "default", None, None
+        else:
+            agent, team, limits = found
+            key_id = digest[:12]  # type: ignore[index]
+            if limits is not None and limits.expires is not None and (
+                    limits.expires <= datetime.datetime.now(datetime.UTC)):
+                raise GatewayError(401, "key_expired",
+                                   f"this virtual key of agent {agent!r} expired at "
+                                   f"{limits.expires.isoformat()}")
+        if self.trust_agent_header and (named := h.get("x-tollway-agent")):
+            if named not in self.teams:
+                raise bad_request(f"x-tollway-agent names an unknown agent {named!r}",
+                                  code="unknown_agent")
+            agent, team = named, self.teams[named]
+        labels: tuple[str, ...] = ()
+        if tags and self.max_tags and (raw := h.get("x-tollway-tags")):
+            labels = tuple(t.strip()[:64] for t in raw.split(",") if t.strip())[: self.max_tags]
+        return Caller(agent, team, key_id, limits, labels)
+
+    def check_model(self, caller: Caller, model: str) -> None:
+        self._check(caller, "models", "use model", model)
+
+    def check_tool(self, caller: Caller, tool: str) -> None:
+        self._check(caller, "tools", "call tool", tool)
+
+    def _check(self, caller: Caller, kind: str, verb: str, name: str) -> None:
+        """The key's own limits first, then the policies."""
+        allowed = getattr(caller.limits, kind) if caller.limits is not None else None
+        if allowed is not None and not any(fnmatch.fnmatchcase(name, g) for g in allowed):
+            raise denied(f"this virtual key may not {verb} {name!r} (allowed: "
+                         f"{', '.join(allowed) or 'none'})")
+        if self.policy.restricts:
+            decide = self.policy.model if kind == "models" else self.policy.tool
+            decision = decide(caller.agent, caller.team, name)
+            if not decision.allowed:
+                raise denied(decision.reason)
+
+    def may_call(self, caller: Caller, tool: str) -> bool:
+        try:
+            self.check_tool(caller, tool)
+        except GatewayError:
+            return False
+        return True
+
+    def tools_restricted(self, caller: Caller) -> bool:
+        """Whether any tool may be refused to this caller (so its model's calls are checked)."""
+        limited = caller.limits is not None and caller.limits.tools is not None
+        return limited or self.policy.restricts
