@@ -16,8 +16,9 @@ import httpx
 import pytest
 from aiohttp import web
 
-from tollway.app import GATEWAY, Gateway, build_app
+from tollway.app import GATEWAY, build_app
 from tollway.config import load_config_text
+from tollway.gateway import Gateway
 from tollway.testing import MockProvider, MockSettings
 
 BASE_CONFIG = """

@@ -1,18 +1,34 @@
-"""One request's state as it flows through the stage chain. Stages share nothing else."""
+"""One request as it flows through the stage chain, in typed parts.
+
+Each part has one writer: the stage (or, for the answer, the relay) named in its docstring.
+Stages after it read it; the account stage, which wraps the chain, reads them all to record
+the step. Only two things are shared notes any stage may add to: `flags` (written on the
+session's step) and `response_headers` (sent with a non-streamed answer).
+
+The answer flows back through the response hooks of the stages that asked to see it
+(`ex.hooks`, registered during on_request), in reverse order, as Envoy runs encoder filters:
+`on_chunk` for each group of whole stream events, `on_body` for a whole answer.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
 
 if TYPE_CHECKING:
+    import numpy as np
     from aiohttp import web
+    from opentelemetry.trace import Span
 
     from tollway.config.tools import KeyConfig
-    from tollway.protocols.base import Endpoint
-    from tollway.providers.registry import ModelRoute
+    from tollway.protocols.base import Endpoint, StreamObserver
+    from tollway.providers.base import ModelRoute
+    from tollway.routing.concurrency import Limiter
+    from tollway.state.breakers import BreakerOutcome
     from tollway.state.guards import Settlement
 
 
@@ -44,79 +60,182 @@ class Caller:
 
 
 @dataclass(slots=True)
+class Run:
+    """The session this request is a step of (session stage)."""
+
+    session: str = ""
+    parent: str | None = None  # a session that handed this one its task
+
+
+@dataclass(slots=True)
+class Target:
+    """The model asked for (parse), where it goes (route), and where it went (forward moves
+    `route` along the fallbacks as it tries them)."""
+
+    requested: str = ""
+    route: ModelRoute | None = None
+    rule: str | None = None
+    fallbacks: list[ModelRoute] = field(default_factory=list)  # tried in order when it fails
+
+
+@dataclass(slots=True)
+class Prompt:
+    """The prompt's tokens as counted before forwarding (meter)."""
+
+    counted: int = 0
+    raw: int = 0  # before the estimate factor (models with no public tokenizer)
+
+
+@dataclass(slots=True)
+class GuardDecision:
+    """What the guards decided (guard stage; policy stage for denials)."""
+
+    refused_by: str = "allowed"  # or rate:<limit>, budget:<scope>, loop:<detector>...
+    settlement: Settlement | None = None  # reservations to settle with the real cost
+    stream_allowance_usd: float | None = None  # what a stream may cost before it is ended
+    stream_counted: tuple[int, int] = (0, 0)  # (text pieces counted, their tokens) so far
+    budget_shares: dict[str, float] = field(default_factory=dict)  # scope -> spent / limit
+
+
+@dataclass(slots=True)
+class SemanticKey:
+    """Where a request sits in the semantic cache: its partition, last user turn and vector."""
+
+    partition: str
+    text: str
+    vector: np.ndarray | None = None
+
+
+@dataclass(slots=True)
+class CacheUse:
+    """How the cache took part (cache stage)."""
+
+    served: str = "miss"  # miss, exact, semantic
+    key: str | None = None  # exact key, when this request may be served from / stored in it
+    store: bool = False  # capture the answer to store it
+    body: bytes | None = None  # the complete answer as the upstream gave it, to store
+    pieces: list[bytes] | None = None  # a stream's events as they pass, while capturing
+    semantic: SemanticKey | None = None
+
+
+@dataclass(slots=True)
+class Upstream:
+    """The provider call (forward)."""
+
+    provider: str = ""  # the deployment's provider that answered
+    kind: str = ""  # its kind (openai, anthropic, demo)
+    model: str = ""  # the model name that deployment was asked for
+    attempts: list[str] = field(default_factory=list)  # "target: outcome" per target tried
+    breaker_outcomes: list[BreakerOutcome] = field(default_factory=list)
+    started: float = 0.0
+    headers_at: float = 0.0
+    ended: float = 0.0
+    first_token_at: float = 0.0
+    body_changed: bool = False
+    usage_injected: bool = False  # we asked upstream for stream usage; strip it from the client
+
+    @property
+    def seconds(self) -> float:
+        if not self.started:
+            return 0.0
+        return max(0.0, (self.ended or time.perf_counter()) - self.started)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The answer (relay; price settles usage and cost; the chain the status of refusals)."""
+
+    status: int = 0
+    error_code: str | None = None
+    usage: Usage | None = None
+    usage_source: str = "none"  # "upstream" | "counted" | "partial" | "cache" | "none"
+    cost_usd: float = 0.0
+    text: Callable[[], str] | None = None  # the answer's text, decoded on demand
+    tool_calls: list[str] = field(default_factory=list)  # tools the model's answer called
+    client_disconnected: bool = False
+    stream_truncated: bool = False
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Whole stream events in the client's dialect, about to be written. A hook may rewrite
+    `data`, take events out of it (and put them back into a later chunk: holding), wait
+    (the stream waits with it, nothing is buffered), or raise a GatewayError to end the
+    stream with an error event in the client's dialect."""
+
+    data: bytes
+    observer: StreamObserver | None  # the upstream stream so far; None for a cached replay
+    last: bool = False  # the end of the stream: release anything held
+
+
+_UNPARSED: Any = object()
+
+
+@dataclass(slots=True)
+class Body:
+    """A whole answer in the client's dialect, about to be sent; hooks may replace it."""
+
+    status: int
+    payload: bytes
+    _parsed: Any = _UNPARSED
+
+    def json(self) -> Any:
+        """The payload parsed (once), or None when it is not JSON."""
+        if self._parsed is _UNPARSED:
+            try:
+                self._parsed = orjson.loads(self.payload)
+            except orjson.JSONDecodeError:
+                self._parsed = None
+        return self._parsed
+
+    def replace(self, obj: Any) -> None:
+        self._parsed = obj
+        self.payload = orjson.dumps(obj)
+
+
+class ResponseHook(Protocol):
+    async def on_chunk(self, ex: Exchange, chunk: Chunk) -> None: ...
+
+    async def on_body(self, ex: Exchange, body: Body) -> None: ...
+
+
+@dataclass(slots=True)
 class Exchange:
     request: web.Request
     endpoint: Endpoint
     request_id: str
     raw: bytes = b""
     body: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
     started: float = field(default_factory=time.perf_counter)
     wall_start: float = field(default_factory=time.time)
-    # identify
-    agent: str = "anonymous"
-    team: str = "default"
-    session: str = ""
-    tags: tuple[str, ...] = ()
-    key_id: str | None = None  # a short digest of the virtual key, never the key
-    who: Caller | None = None  # the caller and what its key may use
+    caller: Caller = field(default_factory=Caller)
+    run: Run = field(default_factory=Run)
+    target: Target = field(default_factory=Target)
+    prompt: Prompt = field(default_factory=Prompt)
+    guard: GuardDecision = field(default_factory=GuardDecision)
+    cache: CacheUse = field(default_factory=CacheUse)
+    upstream: Upstream = field(default_factory=Upstream)
+    outcome: Outcome = field(default_factory=Outcome)
     flags: list[str] = field(default_factory=list)  # noted on the session's step
-    guard: str = "allowed"  # what refused the request, if anything did
-    tool_calls: list[str] = field(default_factory=list)  # tools the model's answer called
-    tool_policy: Any = None  # policy.model_calls.ModelToolCalls, when the model's calls are checked
-    parent_session: str | None = None
-    # the model asked for, and where it goes
-    requested_model: str = ""
-    route: ModelRoute | None = None
-    rule: str | None = None
-    fallbacks: list[ModelRoute] = field(default_factory=list)  # tried in order when it fails
-    attempts: list[str] = field(default_factory=list)  # "target: outcome" per target tried
-    provider_name: str = ""  # the deployment's provider that answered
-    provider_kind: str = ""  # its kind (openai, anthropic, demo)
-    upstream_model: str = ""  # the model name that deployment was asked for
-    breaker_outcomes: list[Any] = field(default_factory=list)  # BreakerOutcome per attempt
-    budget_shares: dict[str, float] = field(default_factory=dict)  # scope -> spent / limit
-    stream: bool = False
-    body_changed: bool = False
-    usage_injected: bool = False  # we asked upstream for stream usage; strip it from the client
-    # guard
-    settlement: Settlement | None = None
-    stream_allowance_usd: float | None = None  # what a stream may cost before it is ended
-    stream_counted: tuple[int, int] = (0, 0)  # (text pieces counted, their tokens) so far
-    held_slots: list[Any] = field(default_factory=list)  # backpressure slots to release
-    # meter
-    prompt_tokens_counted: int = 0
-    prompt_tokens_raw: int = 0  # before the estimate factor (Anthropic)
-    # forward
-    upstream_started: float = 0.0
-    upstream_headers_at: float = 0.0
-    upstream_ended: float = 0.0
-    first_token_at: float = 0.0
-    finished_at: float = 0.0
-    client_disconnected: bool = False
-    stream_truncated: bool = False
     response_headers: dict[str, str] = field(default_factory=dict)
-    # account
-    usage: Usage | None = None
-    usage_source: str = "none"  # "upstream" | "counted" | "none"
-    completion_text: Callable[[], str] | None = None  # the stream's text, decoded on demand
-    cost_usd: float = 0.0
-    status: int = 0
-    error_code: str | None = None
-    cache: str = "miss"
-    cache_key: str | None = None  # set when this request may be served from / stored in it
-    cache_store: bool = False
-    cache_body: bytes | None = None  # the complete answer as the client got it, to store
-    # (partition, last user turn, its vector) when the semantic cache may answer or store
-    semantic: tuple[str, str, Any] | None = None
+    hooks: list[ResponseHook] = field(default_factory=list)  # in chain order
+    held_slots: list[Limiter] = field(default_factory=list)  # backpressure's, to release
+    span: Span | None = None  # observe.otel, when spans are exported
+    finished_at: float = 0.0
     accounted: bool = False
-    span: Any = None  # observe.otel handle, when spans are exported
 
     @property
     def model_name(self) -> str:
-        return self.route.name if self.route else (self.requested_model or "unknown")
+        t = self.target
+        return t.route.name if t.route else (t.requested or "unknown")
 
-    @property
-    def upstream_seconds(self) -> float:
-        if not self.upstream_started:
-            return 0.0
-        return max(0.0, (self.upstream_ended or time.perf_counter()) - self.upstream_started)
+    async def pass_chunk(self, chunk: Chunk) -> None:
+        """Show stream events to the response hooks, last stage first."""
+        for hook in reversed(self.hooks):
+            await hook.on_chunk(self, chunk)
+
+    async def pass_body(self, body: Body) -> None:
+        """Show a whole answer to the response hooks, last stage first."""
+        for hook in reversed(self.hooks):
+            await hook.on_body(self, body)

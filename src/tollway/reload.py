@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from tollway.config import ConfigError, load_config
 
 if TYPE_CHECKING:
-    from tollway.app import Gateway, Runtime
+    from tollway.gateway import Gateway, Runtime
 
 log = logging.getLogger("tollway.reload")
 

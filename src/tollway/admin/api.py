@@ -18,7 +18,7 @@ from tollway.state.base import SPEND_DIMENSIONS
 from tollway.wire import json_response
 
 if TYPE_CHECKING:
-    from tollway.app import Gateway
+    from tollway.gateway import Gateway
 
 
 log = logging.getLogger("tollway.admin")

@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 
 from tollway.cache.semantic import normalize_rows
+from tollway.protocols.openai import EMBEDDINGS
 from tollway.state.base import StepRecord
 
 if TYPE_CHECKING:
@@ -96,9 +97,9 @@ class ModelEmbedder:
                                    "encoding_format": "float"}
         if self.dim:
             payload["dimensions"] = self.dim
-        headers = dep.provider.request_headers({"Content-Type": "application/json"}, "openai")
+        headers = dep.provider.request_headers({})
         started = time.time()
-        url = dep.provider.url("openai", "/embeddings", dep.upstream_model)
+        url = dep.provider.url(EMBEDDINGS, dep.upstream_model)
         async with dep.provider.session.post(url, data=orjson.dumps(payload), headers=headers,
                                              timeout=self._timeout) as resp:
             body = await resp.read()

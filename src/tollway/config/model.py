@@ -85,6 +85,8 @@ class ConcurrencyLimit(Strict):
 
 class ProviderConfig(Strict):
     kind: ProviderKind
+    # kind demo: the dialect the in-process demo answers in, as a provider of that kind would.
+    dialect: Literal["openai", "anthropic"] | None = None
     base_url: str | None = None
     api_key: str | None = Field(None, repr=False)
     # Forward the client's own Authorization / x-api-key instead of api_key.
@@ -108,7 +110,15 @@ class ProviderConfig(Strict):
             raise ValueError(f"a provider of kind {self.kind!r} needs base_url")
         if self.style == "azure" and (self.kind != "openai" or not self.api_version):
             raise ValueError("style azure needs kind openai and api_version")
+        if self.dialect is not None and self.kind != "demo":
+            raise ValueError(f"dialect is for kind demo; a {self.kind} provider speaks "
+                             f"{self.kind}")
         return self
+
+    @property
+    def speaks(self) -> str:
+        """The provider kind whose dialect and adapter serve this provider."""
+        return (self.dialect or "openai") if self.kind == "demo" else self.kind
 
     @property
     def has_key(self) -> bool:

@@ -170,26 +170,27 @@ class Metrics:
         return c
 
     def observe(self, ex: Exchange, total_s: float) -> None:
-        model = ex.model_name if ex.route else "none"
-        provider = ex.provider_name or (ex.route.provider.name if ex.route else "none")
+        route, up, out, caller = ex.target.route, ex.upstream, ex.outcome, ex.caller
+        model = ex.model_name if route else "none"
+        provider = up.provider or (route.provider.name if route else "none")
         endpoint = ex.endpoint.name
-        self.child(self.requests, endpoint, ex.agent, ex.team, model, provider,
-                    str(ex.status)).inc()
+        self.child(self.requests, endpoint, caller.agent, caller.team, model, provider,
+                   str(out.status)).inc()
         self.child(self.duration, endpoint, model).observe(total_s)
-        up = ex.upstream_seconds
-        if ex.upstream_started:
-            self.child(self.upstream, provider, model).observe(up)
-        self.child(self.overhead, endpoint).observe(max(0.0, total_s - up))
-        if ex.first_token_at:
-            self.child(self.ttft, model).observe(ex.first_token_at - ex.started)
-        u = ex.usage
+        upstream_s = up.seconds
+        if up.started:
+            self.child(self.upstream, provider, model).observe(upstream_s)
+        self.child(self.overhead, endpoint).observe(max(0.0, total_s - upstream_s))
+        if up.first_token_at:
+            self.child(self.ttft, model).observe(up.first_token_at - ex.started)
+        u = out.usage
         if u is not None and ex.endpoint.billable:
             for kind, n in (("input", u.input), ("output", u.output), ("cached", u.cached),
                             ("cache_write", u.cache_write)):
                 if n:
-                    self.child(self.tokens, ex.agent, ex.team, model, kind).inc(n)
-            if ex.cost_usd:
-                self.child(self.cost, ex.agent, ex.team, model).inc(ex.cost_usd)
+                    self.child(self.tokens, caller.agent, caller.team, model, kind).inc(n)
+            if out.cost_usd:
+                self.child(self.cost, caller.agent, caller.team, model).inc(out.cost_usd)
 
     def exposition(self) -> bytes:
         """The text format: this process's registry, or every worker's files merged."""

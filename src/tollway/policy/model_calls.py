@@ -12,16 +12,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
-
 from tollway.errors import GatewayError
-from tollway.exchange import Caller, Exchange
+from tollway.exchange import Body, Exchange
 from tollway.observe.metrics import Metrics
 from tollway.policy.identity import Identity
-from tollway.protocols.sse import data_of
+from tollway.protocols.answers import TOOL_MARKERS, response_tool_names, stream_tool_names
 
 log = logging.getLogger("tollway.policy")
-_MARKERS = (b'"tool_use"', b'"function"', b'"function_call"')
 
 
 class ModelToolCalls:
@@ -33,21 +30,19 @@ class ModelToolCalls:
     def applies(self, ex: Exchange) -> bool:
         if self.mode == "off" or not ex.body.get("tools"):
             return False
-        who: Caller | None = ex.who
-        limited = who is not None and who.limits is not None and who.limits.tools is not None
-        return limited or self.identity.policy.restricts
+        return self.identity.tools_restricted(ex.caller)
 
     def _forbidden(self, ex: Exchange, names: list[str]) -> list[str]:
-        who = ex.who
-        if who is None:
-            return []
-        bad = [n for n in names if not self.identity.may_call(who, n)]
+        caller = ex.caller
+        bad = [n for n in names if not self.identity.may_call(caller, n)]
         for name in bad:
-            self.metrics.child(self.metrics.model_tool_calls, ex.agent, name, self.mode).inc()
-            self.metrics.child(self.metrics.policy_denials, "model_tool_call", ex.agent).inc()
+            self.metrics.child(self.metrics.model_tool_calls, caller.agent, name,
+                               self.mode).inc()
+            self.metrics.child(self.metrics.policy_denials, "model_tool_call",
+                               caller.agent).inc()
             log.warning("model emitted a tool call the agent may not use", extra={"fields": {
-                "agent": ex.agent, "session": ex.session, "tool": name, "action": self.mode,
-                "request_id": ex.request_id, "model": ex.model_name}})
+                "agent": caller.agent, "session": ex.run.session, "tool": name,
+                "action": self.mode, "request_id": ex.request_id, "model": ex.model_name}})
         ex.flags += [f"model_tool_call:{self.mode}:{n}" for n in bad]
         if bad:
             ex.response_headers["x-tollway-policy"] = (
@@ -55,94 +50,33 @@ class ModelToolCalls:
         return bad
 
     # --- whole responses --------------------------------------------------------------
-    def whole(self, ex: Exchange, payload: bytes) -> bytes:
-        if not any(m in payload for m in _MARKERS):
-            return payload
-        try:
-            body = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return payload
+    def whole(self, ex: Exchange, answer: Body) -> None:
+        if not any(m in answer.payload for m in TOOL_MARKERS):
+            return
+        body = answer.json()
         if not isinstance(body, dict):
-            return payload
+            return
         bad = self._forbidden(ex, response_tool_names(body))
         if not bad or self.mode != "block":
-            return payload
-        note = (f"[tollway] blocked tool call(s) {', '.join(bad)}: agent {ex.agent!r} may not "
+            return
+        agent = ex.caller.agent
+        note = (f"[tollway] blocked tool call(s) {', '.join(bad)}: agent {agent!r} may not "
                 f"use {'them' if len(bad) > 1 else 'it'} (policy). Continue without "
                 f"{'them' if len(bad) > 1 else 'it'}.")
         _block(body, set(bad), note)
-        return orjson.dumps(body)
+        answer.replace(body)
 
     # --- streams ----------------------------------------------------------------------
     def chunk(self, ex: Exchange, out: bytes) -> None:
         """Sees each chunk the client is about to get; raises to end the stream."""
-        if not any(m in out for m in _MARKERS):
+        if not any(m in out for m in TOOL_MARKERS):
             return
         bad = self._forbidden(ex, stream_tool_names(out))
         if bad and self.mode == "block":
             raise GatewayError(403, "policy_denied",
                                f"the model called tool(s) {', '.join(bad)}, which agent "
-                               f"{ex.agent!r} may not use (policy); the response was stopped")
-
-
-def stream_tool_names(out: bytes) -> list[str]:
-    """Names of the tool calls that start in these SSE events (any dialect)."""
-    if not any(m in out for m in _MARKERS):
-        return []
-    names = []
-    for marker in _MARKERS:
-        if marker in out:
-            for event in data_of(out, marker):
-                names += _stream_names(event)
-    return list(dict.fromkeys(names))
-
-
-def response_text(body: dict[str, Any]) -> str:
-    """The text of a whole response in any dialect."""
-    parts = []
-    for choice in body.get("choices") or ():
-        content = (choice.get("message") or {}).get("content") or choice.get("text")
-        if isinstance(content, str):
-            parts.append(content)
-    for block in body.get("content") or ():
-        if isinstance(block, dict) and block.get("type") == "text":
-            parts.append(str(block.get("text", "")))
-    for item in body.get("output") or ():
-        for c in (item.get("content") or ()) if isinstance(item, dict) else ():
-            if isinstance(c, dict) and c.get("type") == "output_text":
-                parts.append(str(c.get("text", "")))
-    return "".join(parts)
-
-
-def response_tool_names(body: dict[str, Any]) -> list[str]:
-    names = []
-    for choice in body.get("choices") or ():  # OpenAI chat
-        for call in ((choice.get("message") or {}).get("tool_calls") or ()):
-            names.append(str((call.get("function") or {}).get("name", "")))
-    if body.get("type") == "message":  # Anthropic
-        names += [str(b.get("name", "")) for b in body.get("content") or ()
-                  if isinstance(b, dict) and b.get("type") == "tool_use"]
-    names += [str(o.get("name", "")) for o in body.get("output") or ()  # Responses
-              if isinstance(o, dict) and o.get("type") == "function_call"]
-    return names
-
-
-def _stream_names(event: Any) -> list[str]:
-    if not isinstance(event, dict):
-        return []
-    names = []
-    for choice in event.get("choices") or ():
-        for call in ((choice.get("delta") or {}).get("tool_calls") or ()):
-            name = (call.get("function") or {}).get("name")
-            if name:
-                names.append(str(name))
-    block = event.get("content_block")
-    if isinstance(block, dict) and block.get("type") == "tool_use":
-        names.append(str(block.get("name", "")))
-    item = event.get("item")
-    if isinstance(item, dict) and item.get("type") == "function_call":
-        names.append(str(item.get("name", "")))
-    return names
+                               f"{ex.caller.agent!r} may not use (policy); the response was "
+                               "stopped")
 
 
 def _block(body: dict[str, Any], bad: set[str], note: str) -> None:

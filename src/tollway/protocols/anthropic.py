@@ -8,6 +8,7 @@ import orjson
 
 from tollway.errors import GatewayError
 from tollway.exchange import Usage
+from tollway.protocols.answers import ToolCallCapture
 from tollway.protocols.base import ERROR_TYPES_ANTHROPIC, Endpoint
 from tollway.protocols.sse import TextCapture, data_of
 
@@ -26,11 +27,11 @@ class AnthropicDialect:
         u = body.get("usage")
         return _usage(u) if isinstance(u, dict) else None
 
-    def observer(self, endpoint: Endpoint, strip_usage: bool) -> MessagesObserver:
-        return MessagesObserver()
-
-    def prepare(self, endpoint: Endpoint, body: dict[str, Any]) -> bool:
-        return False  # usage is always in message_start and message_delta
+    def observer(self, endpoint: Endpoint, strip_usage: bool, tools: bool = False,
+                 ) -> MessagesObserver:
+        obs = MessagesObserver()  # usage is always in message_start and message_delta
+        obs.calls = ToolCallCapture() if tools else None
+        return obs
 
     def prompt(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[list[Any], list[str]]:
         loose: list[str] = []
@@ -60,10 +61,11 @@ def _usage(u: dict[str, Any]) -> Usage:
 class MessagesObserver:
     """Usage from message_start (input) and message_delta (cumulative output); produced text."""
 
-    __slots__ = ("capture", "finished", "saw_content", "usage", "usage_final")
+    __slots__ = ("calls", "capture", "finished", "saw_content", "usage", "usage_final")
 
     def __init__(self) -> None:
         self.capture = TextCapture(("text", "partial_json", "thinking"))
+        self.calls: ToolCallCapture | None = None
         self.usage: Usage | None = None
         self.usage_final = False
         self.saw_content = False
@@ -75,6 +77,8 @@ class MessagesObserver:
     def feed(self, blob: bytes) -> bytes:
         if self.capture.scan(blob):
             self.saw_content = True
+        if self.calls is not None:
+            self.calls.scan(blob)
         for marker in (b"message_start", b"message_delta"):
             if marker not in blob:
                 continue

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from tollway.errors import GatewayError
 from tollway.exchange import Usage
+from tollway.protocols.answers import ToolCallCapture
 from tollway.protocols.sse import TextCapture
 
 
@@ -28,6 +29,7 @@ class StreamObserver(Protocol):
     finished: bool  # the stream's own terminal event went by
 
     capture: TextCapture  # the generated text so far (escaped), and its size
+    calls: ToolCallCapture | None  # names of the tool calls started so far, when asked
 
     def text(self) -> str:
         """The generated text so far, to count when no usage arrived."""
@@ -47,10 +49,9 @@ class Dialect(Protocol):
 
     def usage(self, endpoint: Endpoint, body: dict[str, Any]) -> Usage | None: ...
 
-    def observer(self, endpoint: Endpoint, strip_usage: bool) -> StreamObserver: ...
-
-    def prepare(self, endpoint: Endpoint, body: dict[str, Any]) -> bool:
-        """Rewrite the body for upstream (usage in streams); True when it changed."""
+    def observer(self, endpoint: Endpoint, strip_usage: bool, tools: bool = False,
+                 ) -> StreamObserver:
+        """`tools`: also note the names of the tool calls the stream starts."""
         ...
 
     def prompt(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[list[Any], list[str]]:

@@ -8,6 +8,7 @@ import orjson
 
 from tollway.errors import GatewayError
 from tollway.exchange import Usage
+from tollway.protocols.answers import ToolCallCapture
 from tollway.protocols.base import ERROR_TYPES_OPENAI, Endpoint
 from tollway.protocols.sse import TextCapture, data_of, event_data
 
@@ -38,22 +39,15 @@ class OpenAIDialect:
         return Usage(input=prompt - cached, output=int(u.get("completion_tokens") or 0),
                      cached=cached, reasoning=reasoning)
 
-    def observer(self, endpoint: Endpoint, strip_usage: bool) -> ChatObserver | ResponsesObserver:
+    def observer(self, endpoint: Endpoint, strip_usage: bool, tools: bool = False,
+                 ) -> ChatObserver | ResponsesObserver:
         if endpoint.name == "responses":
-            return ResponsesObserver()
-        text_key = "text" if endpoint.name == "completions" else None
-        return ChatObserver(strip_usage, text_key=text_key)
-
-    def prepare(self, endpoint: Endpoint, body: dict[str, Any]) -> bool:
-        """Ask for usage in chat/completions streams; the observer strips what we added."""
-        if endpoint.name not in ("chat", "completions") or body.get("stream") is not True:
-            return False
-        opts = body.get("stream_options")
-        if isinstance(opts, dict) and opts.get("include_usage") is True:
-            return False
-        body["stream_options"] = {**(opts if isinstance(opts, dict) else {}),
-                                  "include_usage": True}
-        return True
+            obs: ChatObserver | ResponsesObserver = ResponsesObserver()
+        else:
+            text_key = "text" if endpoint.name == "completions" else None
+            obs = ChatObserver(strip_usage, text_key=text_key)
+        obs.calls = ToolCallCapture() if tools else None
+        return obs
 
     def prompt(self, endpoint: Endpoint, body: dict[str, Any]) -> tuple[list[Any], list[str]]:
         loose: list[str] = []
@@ -115,10 +109,11 @@ def _responses_usage(u: dict[str, Any]) -> Usage:
 class _Observer:
     """OpenAI streams carry usage once, at the end: having it means having the last word."""
 
-    __slots__ = ("capture", "finished", "saw_content", "usage")
+    __slots__ = ("calls", "capture", "finished", "saw_content", "usage")
 
     def __init__(self, fields: tuple[str, ...]) -> None:
         self.capture = TextCapture(fields)
+        self.calls: ToolCallCapture | None = None
         self.usage: Usage | None = None
         self.saw_content = False
         self.finished = False
@@ -143,6 +138,8 @@ class ChatObserver(_Observer):
     def feed(self, blob: bytes) -> bytes:
         if self.capture.scan(blob):
             self.saw_content = True
+        if self.calls is not None:
+            self.calls.scan(blob)
         if b"data: [DONE]" in blob:
             self.finished = True
         for marker in _USAGE_MARKERS:
@@ -190,6 +187,8 @@ class ResponsesObserver(_Observer):
     def feed(self, blob: bytes) -> bytes:
         if self.capture.scan(blob):
             self.saw_content = True
+        if self.calls is not None:
+            self.calls.scan(blob)
         for marker in (b"response.completed", b"response.incomplete", b"response.failed"):
             if marker not in blob:
                 continue

@@ -50,15 +50,14 @@ class Account(Stage):
         ex.accounted = True
         ex.finished_at = time.perf_counter()
         total = ex.finished_at - ex.started
-        route = ex.route
         self.metrics.observe(ex, total)
         if ex.span is not None and self.tracing is not None:
             self._finish_span(ex, total)
-        settle = ex.settlement
-        if ex.breaker_outcomes:
+        settle = ex.guard.settlement
+        if ex.upstream.breaker_outcomes:
             settle = settle or Settlement()
-            settle.breakers = ex.breaker_outcomes
-        step = self._step(ex, total) if ex.session and route is not None else None
+            settle.breakers = ex.upstream.breaker_outcomes
+        step = self._step(ex, total) if ex.run.session and ex.target.route is not None else None
         if step is None and settle is None:
             return
         if step is not None and self.audit is not None:
@@ -72,45 +71,51 @@ class Account(Stage):
             self.on_transitions(transitions)
 
     def _finish_span(self, ex: Exchange, total: float) -> None:
-        u = ex.usage or Usage()
-        route = ex.route
+        out, up, t = ex.outcome, ex.upstream, ex.target
+        u = out.usage or Usage()
+        route = t.route
         try:
             self.tracing.finish(
                 ex.span,
-                provider=ex.provider_kind or (route.provider.kind if route else ""),
-                request_model=ex.requested_model or (route.name if route else ""),
-                response_model=(ex.upstream_model or (route.upstream_model if route else ""))
-                if ex.status < 400 else "",
+                provider=up.kind or (route.provider.kind if route else ""),
+                request_model=t.requested or (route.name if route else ""),
+                response_model=(up.model or (route.upstream_model if route else ""))
+                if out.status < 400 else "",
                 input_tokens=u.total_input, output_tokens=u.output,
-                session=ex.session, agent=ex.agent, team=ex.team, status=ex.status,
-                error_code=ex.error_code, cost_usd=ex.cost_usd, cache=ex.cache, rule=ex.rule,
+                session=ex.run.session, agent=ex.caller.agent, team=ex.caller.team,
+                status=out.status, error_code=out.error_code, cost_usd=out.cost_usd,
+                cache=ex.cache.served, rule=t.rule,
                 end_ns=int((ex.wall_start + total) * 1e9), request_id=ex.request_id)
         except Exception:
             log.exception("could not end the span of request %s", ex.request_id)
 
     def _step(self, ex: Exchange, total: float) -> StepRecord:
-        u = ex.usage or Usage()
-        route = ex.route
+        """The step, from the exchange's parts."""
+        out, caller, t = ex.outcome, ex.caller, ex.target
+        u = out.usage or Usage()
+        route = t.route
         assert route is not None
+        first = ex.upstream.first_token_at
         return StepRecord(
-            request_id=ex.request_id, time=ex.wall_start, agent=ex.agent, team=ex.team,
-            session=ex.session, endpoint=ex.endpoint.name, model=route.name,
-            requested_model=ex.requested_model, provider=route.provider.name,
-            status=ex.status, tags=ex.tags, rule=ex.rule, cache=ex.cache, stream=ex.stream,
-            error_code=ex.error_code, input_tokens=u.input, output_tokens=u.output,
-            cached_tokens=u.cached, cache_write_tokens=u.cache_write,
-            prompt_tokens_counted=ex.prompt_tokens_counted, usage_source=ex.usage_source,
-            cost_usd=ex.cost_usd, latency_s=round(total, 6),
-            ttft_s=round(ex.first_token_at - ex.started, 6) if ex.first_token_at else None,
-            flags=tuple(ex.flags), guard=ex.guard, tool_calls=tuple(ex.tool_calls),
+            request_id=ex.request_id, time=ex.wall_start, agent=caller.agent,
+            team=caller.team, session=ex.run.session, endpoint=ex.endpoint.name,
+            model=route.name, requested_model=t.requested, provider=route.provider.name,
+            status=out.status, tags=caller.tags, rule=t.rule, cache=ex.cache.served,
+            stream=ex.stream, error_code=out.error_code, input_tokens=u.input,
+            output_tokens=u.output, cached_tokens=u.cached, cache_write_tokens=u.cache_write,
+            prompt_tokens_counted=ex.prompt.counted, usage_source=out.usage_source,
+            cost_usd=out.cost_usd, latency_s=round(total, 6),
+            ttft_s=round(first - ex.started, 6) if first else None,
+            flags=tuple(ex.flags), guard=ex.guard.refused_by, tool_calls=tuple(out.tool_calls),
             **(self._content(ex) if self.content_chars else {}))
 
     def _content(self, ex: Exchange) -> dict[str, str | None]:
         n = self.content_chars
         completion = None
-        if ex.completion_text is not None:
+        text = ex.outcome.text
+        if text is not None:
             try:
-                completion = ex.completion_text()[:n]
+                completion = text()[:n]
             except Exception:  # a partial stream that can't be decoded: no text, no failure
                 completion = None
         return {"prompt": last_message_text(ex.body)[:n] or None, "completion": completion}

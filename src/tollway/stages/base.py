@@ -1,8 +1,12 @@
 """Stage and Chain, in the spirit of Envoy's HTTP filters.
 
-Request hooks run in order until one answers (a cache hit, a refusal, the forward stage);
-response hooks then run in reverse for every stage that was entered, so the outermost stage
-(account) sees every outcome, including errors and cut streams.
+Request hooks run in order until one answers (a cache hit, a refusal, the forward stage).
+The answer then flows back: its stream events (`on_chunk`) or its whole body (`on_body`)
+through the stages that asked to see it during on_request (`ex.hooks.append(self)`), in
+reverse order, before the client gets them; so a stage that does not need the answer costs
+nothing per chunk. Once the outcome is known, `on_response` runs in reverse for every stage
+that was entered, so the outermost stage (account) sees every outcome, including errors and
+cut streams; `after` runs once the client has its answer.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import ClassVar
 from aiohttp import web
 
 from tollway.errors import GatewayError
-from tollway.exchange import Exchange
+from tollway.exchange import Body, Chunk, Exchange
 
 log = logging.getLogger("tollway.chain")
 _background: set[asyncio.Task[None]] = set()  # after-hooks of cancelled requests, in flight
@@ -24,8 +28,16 @@ class Stage:
     name: ClassVar[str] = "stage"
 
     async def on_request(self, ex: Exchange) -> web.StreamResponse | None:
-        """Inspect or change the exchange; return a response to answer here."""
+        """Inspect or change the exchange; return a response to answer here. Append the
+        stage to `ex.hooks` to see the answer on its way back."""
         return None
+
+    async def on_chunk(self, ex: Exchange, chunk: Chunk) -> None:
+        """Stream events about to be written: pass, rewrite, hold (wait), or raise a
+        GatewayError to end the stream with an error event in the client's dialect."""
+
+    async def on_body(self, ex: Exchange, body: Body) -> None:
+        """A whole answer about to be sent: pass or rewrite it."""
 
     async def on_response(self, ex: Exchange) -> None:
         """Runs after the answer is known, before a non-streamed one is sent (so it may add
@@ -37,14 +49,15 @@ class Stage:
 
 def tollway_headers(ex: Exchange) -> dict[str, str]:
     h = {"x-tollway-request-id": ex.request_id}
-    if ex.session:
-        h["x-tollway-agent"] = ex.agent
-        h["x-tollway-session"] = ex.session
-    if ex.route is not None:
-        h["x-tollway-model"] = ex.route.name
-        h["x-tollway-cache"] = ex.cache
-        if ex.rule:
-            h["x-tollway-route"] = ex.rule
+    if ex.run.session:
+        h["x-tollway-agent"] = ex.caller.agent
+        h["x-tollway-session"] = ex.run.session
+    t = ex.target
+    if t.route is not None:
+        h["x-tollway-model"] = t.route.name
+        h["x-tollway-cache"] = ex.cache.served
+        if t.rule:
+            h["x-tollway-route"] = t.rule
     return h
 
 
@@ -52,8 +65,8 @@ def error_response(ex: Exchange, err: GatewayError) -> web.Response:
     headers = {**tollway_headers(ex), **err.headers}
     if err.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(err.retry_after)))
-    ex.status = err.status
-    ex.error_code = err.code
+    ex.outcome.status = err.status
+    ex.outcome.error_code = err.code
     return web.Response(status=err.status, body=ex.endpoint.dialect.error_body(err),
                         content_type="application/json", headers=headers)
 
@@ -78,7 +91,7 @@ class Chain:
         except GatewayError as err:
             response = error_response(ex, err)
         except asyncio.CancelledError:
-            ex.status = ex.status or 499
+            ex.outcome.status = ex.outcome.status or 499
             # The handler is being torn down (shutdown past its drain timeout): what was
             # incurred is still recorded, in a task of its own.
             after = [s for s in reversed(entered) if s in self._after]
@@ -93,8 +106,8 @@ class Chain:
                                                        "internal gateway error; see the log "
                                                        f"for request {ex.request_id}"))
         finally:
-            if response is not None and not ex.status:
-                ex.status = response.status
+            if response is not None and not ex.outcome.status:
+                ex.outcome.status = response.status
             for stage in reversed(entered):
                 try:
                     await stage.on_response(ex)
@@ -109,7 +122,7 @@ class Chain:
                     await response.prepare(ex.request)
                     await response.write_eof()
                 except ConnectionError:
-                    ex.client_disconnected = True
+                    ex.outcome.client_disconnected = True
             await self._run_after(ex, after)
         return response
 

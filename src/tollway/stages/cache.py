@@ -18,7 +18,7 @@ from aiohttp import web
 
 from tollway.cache.exact import Entry, deterministic, key
 from tollway.cache.partition import SEMANTIC_ENDPOINTS, partition, split_last_turn
-from tollway.exchange import Exchange, Usage
+from tollway.exchange import Body, Chunk, Exchange, SemanticKey, Usage
 from tollway.stages.base import Stage, tollway_headers
 
 if TYPE_CHECKING:
@@ -53,10 +53,10 @@ class Cache(Stage):
         return default if ttl is None else ttl
 
     def _scope(self, ex: Exchange, scope: str) -> str:
-        return _SCOPES[scope].format(ex.agent if scope == "agent" else ex.team)
+        return _SCOPES[scope].format(ex.caller.agent if scope == "agent" else ex.caller.team)
 
     async def on_request(self, ex: Exchange) -> web.Response | None:
-        route = ex.route
+        route = ex.target.route
         if route is None or ex.endpoint.name not in CACHEABLE:
             return None
         asked = {t.strip() for t in
@@ -65,11 +65,12 @@ class Cache(Stage):
         skip = "no-cache" in asked
         store = "no-store" not in asked
         exact = self.exact
+        use = ex.cache
         if exact.enabled and self._ttl(route.name, exact.ttl_s) and (
                 wanted or exact.when == "always" or ex.endpoint.name == "embeddings"):
-            ex.cache_key = key(self._scope(ex, exact.scope), route.name, ex.endpoint.name,
-                               ex.body, ex.stream)
-            ex.cache_store = store
+            use.key = key(self._scope(ex, exact.scope), route.name, ex.endpoint.name,
+                          ex.body, ex.stream)
+            use.store = store
             if skip:
                 self.metrics.child(self.metrics.cache_requests, "exact", "skip").inc()
             else:
@@ -77,13 +78,19 @@ class Cache(Stage):
                 if hit is not None:
                     return hit
         if self.semantic is not None and self._semantic_wanted(ex, wanted):
-            return await self._semantic(ex, skip, store)
+            hit = await self._semantic(ex, skip, store)
+            if hit is not None:
+                return hit
+        if use.store:
+            if ex.stream:
+                use.pieces = []
+            ex.hooks.append(self)  # capture the answer to store it
         return None
 
     async def _exact(self, ex: Exchange) -> web.Response | None:
-        assert ex.cache_key is not None
+        assert ex.cache.key is not None
         start = time.perf_counter()
-        raw = await self.state.cache_get(ex.cache_key)
+        raw = await self.state.cache_get(ex.cache.key)
         self.metrics.child(self.metrics.cache_lookup, "exact").observe(
             time.perf_counter() - start)
         entry = Entry.decode(raw) if raw is not None else None
@@ -91,26 +98,28 @@ class Cache(Stage):
             self.metrics.child(self.metrics.cache_requests, "exact", "miss").inc()
             return None
         self.metrics.child(self.metrics.cache_requests, "exact", "hit").inc()
-        return self._serve(ex, entry, "exact")
+        return await self._serve(ex, entry, "exact")
 
     def _semantic_wanted(self, ex: Exchange, wanted: bool) -> bool:
-        route = ex.route
+        route = ex.target.route
         assert route is not None
         return (ex.endpoint.name in SEMANTIC_ENDPOINTS
-                and (route.name in self.semantic_models or ex.rule in self.semantic_rules)
+                and (route.name in self.semantic_models or ex.target.rule in self.semantic_rules)
                 and (wanted or self.sem_cfg.when == "always")
                 and bool(self._ttl(route.name, self.sem_cfg.ttl_s)))
 
     async def _semantic(self, ex: Exchange, skip: bool, store: bool) -> web.Response | None:
-        assert self.semantic is not None and ex.route is not None
+        route = ex.target.route
+        assert self.semantic is not None and route is not None
         split = split_last_turn(ex.endpoint.name, ex.body)
         if split is None or len(split[0]) > self.sem_cfg.max_text_chars:
             return None
         text, rest = split
-        part = partition(self._scope(ex, self.sem_cfg.scope), ex.route.name, ex.endpoint.name,
+        part = partition(self._scope(ex, self.sem_cfg.scope), route.name, ex.endpoint.name,
                          rest, ex.stream, self.semantic.model)
-        ex.semantic = (part, text, None)
-        ex.cache_store = store  # capture the answer's body
+        use = ex.cache
+        use.semantic = SemanticKey(part, text)
+        use.store = store  # capture the answer's body
         if skip:
             self.metrics.child(self.metrics.cache_requests, "semantic", "skip").inc()
             return None
@@ -120,7 +129,8 @@ class Cache(Stage):
             self.metrics.child(self.metrics.cache_rejections, why.partition(":")[0]).inc()
         # A lookup that gave up (slow, queue full, embedder down) stores nothing either: the
         # cache is behind, and embedding the text again would only add to it.
-        ex.semantic = (part, text, found.vector) if found.vector is not None else None
+        use.semantic = SemanticKey(part, text, found.vector) if found.vector is not None \
+            else None
         entry = None
         if found.outcome == "hit":
             raw = await self.state.cache_get(found.body_key)
@@ -134,16 +144,31 @@ class Cache(Stage):
             self.metrics.child(self.metrics.cache_requests, "semantic", result).inc()
             return None
         self.metrics.child(self.metrics.cache_requests, "semantic", "hit").inc()
-        return self._serve(ex, entry, "semantic", found.similarity)
+        return await self._serve(ex, entry, "semantic", found.similarity)
 
-    def _serve(self, ex: Exchange, entry: Entry, kind: str,
-               similarity: float | None = None) -> web.Response:
-        assert ex.route is not None
-        self.metrics.child(self.metrics.cache_savings, ex.route.name).inc(entry.cost_usd)
-        ex.cache = kind
-        ex.cache_store = False
-        ex.status = entry.status
-        ex.usage, ex.usage_source = Usage(), "cache"
+    async def _serve(self, ex: Exchange, entry: Entry, kind: str,
+                     similarity: float | None = None) -> web.Response:
+        """A hit is the stored answer (the upstream's, in the client's dialect) passed through
+        the response hooks of the stages before this one, as a fresh answer would be: the
+        policies see it again."""
+        route = ex.target.route
+        assert route is not None
+        self.metrics.child(self.metrics.cache_savings, route.name).inc(entry.cost_usd)
+        use, out = ex.cache, ex.outcome
+        use.served = kind
+        use.store = False
+        out.status = entry.status
+        out.usage, out.usage_source = Usage(), "cache"
+        payload = entry.served()
+        if ex.hooks:
+            if ex.stream:
+                chunk = Chunk(payload, None, last=True)
+                await ex.pass_chunk(chunk)
+                payload = chunk.data
+            else:
+                body = Body(entry.status, payload)
+                await ex.pass_body(body)
+                payload = body.payload
         headers = tollway_headers(ex)
         headers["x-tollway-cache-original-usage"] = orjson.dumps(entry.usage).decode()
         headers["x-tollway-cost-usd"] = "0.00000000"
@@ -151,27 +176,39 @@ class Cache(Stage):
             headers["x-tollway-cache-similarity"] = f"{similarity:.4f}"
         if ex.stream:
             headers["Cache-Control"] = "no-cache"
-        return web.Response(status=entry.status, body=entry.served(), headers=headers,
+        return web.Response(status=entry.status, body=payload, headers=headers,
                             content_type=entry.content_type)
 
+    # --- capturing the answer, to store it ------------------------------------------------
+    async def on_chunk(self, ex: Exchange, chunk: Chunk) -> None:
+        pieces = ex.cache.pieces
+        if pieces is not None and chunk.data:
+            pieces.append(chunk.data)
+
+    async def on_body(self, ex: Exchange, body: Body) -> None:
+        ex.cache.pieces = None  # a stream answered as a whole body
+        if body.status == 200:
+            ex.cache.body = body.payload
+
     async def after(self, ex: Exchange) -> None:
-        body = ex.cache_body
-        if (ex.cache != "miss" or body is None or not ex.cache_store or ex.status != 200
-                or ex.stream_truncated or ex.client_disconnected
-                or len(body) > self.max_entry or ex.route is None):
+        use, out, route = ex.cache, ex.outcome, ex.target.route
+        if (use.served != "miss" or not use.store or out.status != 200
+                or out.stream_truncated or out.client_disconnected or route is None):
             return
-        u = ex.usage or Usage()
+        body = b"".join(use.pieces) if use.pieces is not None else use.body
+        if body is None or len(body) > self.max_entry:
+            return
+        u = out.usage or Usage()
         entry = Entry(200, "text/event-stream" if ex.stream else "application/json",
-                      ex.cost_usd, {"input": u.input, "output": u.output, "cached": u.cached,
-                                    "cache_write": u.cache_write}, body)
+                      out.cost_usd, {"input": u.input, "output": u.output, "cached": u.cached,
+                                     "cache_write": u.cache_write}, body)
         encoded = entry.encode()
-        model = ex.route.name
-        if ex.cache_key:
-            await self.state.cache_put(ex.cache_key, encoded,
-                                       self._ttl(model, self.exact.ttl_s))
-        if ex.semantic is not None and self.semantic is not None:
-            part, text, vector = ex.semantic
+        model = route.name
+        if use.key:
+            await self.state.cache_put(use.key, encoded, self._ttl(model, self.exact.ttl_s))
+        if use.semantic is not None and self.semantic is not None:
             ttl = self._ttl(model, self.sem_cfg.ttl_s)
             body_key = f"s:{self._scope(ex, self.sem_cfg.scope)}:{model}:{os.urandom(8).hex()}"
             await self.state.cache_put(body_key, encoded, ttl)
-            await self.semantic.store(part, text, vector, body_key, ttl)
+            sk = use.semantic
+            await self.semantic.store(sk.partition, sk.text, sk.vector, body_key, ttl)

@@ -14,18 +14,18 @@ class Meter(Stage):
         self.counter = counter
 
     async def on_request(self, ex: Exchange) -> None:
-        route = ex.route
+        route = ex.target.route
         assert route is not None
         messages, loose = ex.endpoint.dialect.prompt(ex.endpoint, ex.body)
         raw = self.counter.count_prompt(route.encoding, messages, loose)
-        ex.prompt_tokens_raw = raw
-        ex.prompt_tokens_counted = (
+        ex.prompt.raw = raw
+        ex.prompt.counted = (
             self.counter.estimate(route.name, route.tokenizer_factor, raw)
             if route.estimated else raw)
 
     async def on_response(self, ex: Exchange) -> None:
-        route, u = ex.route, ex.usage
-        if (route is not None and route.estimated and u is not None
-                and ex.usage_source == "upstream"):
-            self.counter.calibrate(route.name, route.tokenizer_factor, ex.prompt_tokens_raw,
-                                   u.total_input)
+        route, out = ex.target.route, ex.outcome
+        if (route is not None and route.estimated and out.usage is not None
+                and out.usage_source == "upstream"):
+            self.counter.calibrate(route.name, route.tokenizer_factor, ex.prompt.raw,
+                                   out.usage.total_input)

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from tollway.errors import GatewayError, bad_request
 from tollway.exchange import Exchange
-from tollway.providers.registry import ModelRegistry
+from tollway.providers.base import ModelRegistry
 from tollway.stages.base import Stage
 
 
@@ -36,5 +36,6 @@ class Parse(Stage):
             raise bad_request("the request body must be a JSON object", code="invalid_json")
         ex.body = body
         ex.stream = body.get("stream") is True and ex.endpoint.streams
-        ex.requested_model = body.get("model") if isinstance(body.get("model"), str) else ""
-        ex.route = self.registry.resolve(body.get("model"))
+        model = body.get("model")
+        ex.target.requested = model if isinstance(model, str) else ""
+        ex.target.route = self.registry.resolve(model)

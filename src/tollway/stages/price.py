@@ -21,29 +21,31 @@ class Price(Stage):
         self.counter = counter
 
     async def on_response(self, ex: Exchange) -> None:
-        route = ex.route
-        if route is None or not ex.upstream_started or not ex.endpoint.billable:
+        route = ex.target.route
+        if route is None or not ex.upstream.started or not ex.endpoint.billable:
             return
         self._settle_usage(ex)
-        u = ex.usage
+        out = ex.outcome
+        u = out.usage
         if u is not None:
-            ex.cost_usd = route.cost(u.input, u.output, u.cached, u.cache_write)
-            ex.response_headers["x-tollway-cost-usd"] = f"{ex.cost_usd:.8f}"
+            out.cost_usd = route.cost(u.input, u.output, u.cached, u.cache_write)
+            ex.response_headers["x-tollway-cost-usd"] = f"{out.cost_usd:.8f}"
 
     def _settle_usage(self, ex: Exchange) -> None:
-        if ex.usage_source == "upstream":
+        out = ex.outcome
+        if out.usage_source == "upstream":
             return
-        if ex.usage_source == "none" and not ex.stream:
+        if out.usage_source == "none" and not ex.stream:
             return  # an error answer: nothing was generated
-        route = ex.route
+        route = ex.target.route
         assert route is not None
-        partial = ex.usage or Usage()
-        text = ex.completion_text() if ex.completion_text else ""
+        partial = out.usage or Usage()
+        text = out.text() if out.text else ""
         counted_out = self.counter.count_text(route.encoding, text) if text else 0
         if route.estimated:
             counted_out = self.counter.estimate(route.name, route.tokenizer_factor, counted_out)
-        input_ = partial.input if partial.total_input else ex.prompt_tokens_counted
-        ex.usage = Usage(input=input_, output=max(partial.output, counted_out),
-                         cached=partial.cached, cache_write=partial.cache_write)
-        ex.usage_source = "counted"
+        input_ = partial.input if partial.total_input else ex.prompt.counted
+        out.usage = Usage(input=input_, output=max(partial.output, counted_out),
+                          cached=partial.cached, cache_write=partial.cache_write)
+        out.usage_source = "counted"
         self.metrics.counted_usage.labels(route.name).inc()

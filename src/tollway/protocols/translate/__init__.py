@@ -5,16 +5,16 @@ serve an OpenAI-speaking client from an Anthropic model and the other way round,
 the client's official SDK cannot tell the difference.
 """
 
+from tollway.protocols.translate.answers import (
+    chat_response_to_messages,
+    messages_response_to_chat,
+)
 from tollway.protocols.translate.errors import (
     TranslationError,
     error_to_anthropic,
     error_to_openai,
 )
 from tollway.protocols.translate.requests import chat_to_messages, messages_to_chat
-from tollway.protocols.translate.responses import (
-    chat_response_to_messages,
-    messages_response_to_chat,
-)
 from tollway.protocols.translate.streams import ChatToMessagesStream, MessagesToChatStream
 
 __all__ = [

@@ -15,10 +15,9 @@ from typing import Any
 
 from tollway.config.model import Config, RateLimit
 from tollway.errors import GatewayError
-from tollway.exchange import Exchange
+from tollway.exchange import Chunk, Exchange
 from tollway.observe.metrics import Metrics
 from tollway.policy.admission import admit, budget_checks, refusal
-from tollway.protocols.base import StreamObserver
 from tollway.stages.base import Stage
 from tollway.stages.guard import loops
 from tollway.state.base import State
@@ -33,7 +32,6 @@ from tollway.state.guards import (
 from tollway.tokens.counter import TokenCounter
 
 log = logging.getLogger("tollway.guard")
-_PERIODIC = {"day": "daily", "week": "weekly", "month": "monthly"}
 
 
 class Guard(Stage):
@@ -53,32 +51,32 @@ class Guard(Stage):
 
     # --- before -------------------------------------------------------------------------
     async def on_request(self, ex: Exchange) -> None:
-        route = ex.route
-        assert route is not None
+        assert ex.target.route is not None
+        caller, session = ex.caller, ex.run.session
         if self.loops.repeated_tool_call is not None:
             rc = self.loops.repeated_tool_call
             found = loops.repeated_call(ex.endpoint.name, ex.body, rc.threshold)
             if found is not None:
                 self._loop(ex, "repeated_tool_call", rc.action, found.evidence())
-        adm = Admission(session=ex.session, agent=ex.agent)
+        adm = Admission(session=session, agent=caller.agent)
         self._rate_checks(ex, adm)
         if self.budgets.any and ex.endpoint.billable:
             self._budget_checks(ex, adm)
         if self.loops.stateful:
             lc = self.loops
             adm.loop = LoopCheck(
-                session=ex.session, agent=ex.agent,
+                session=session, agent=caller.agent,
                 fingerprint=hashlib.blake2b(ex.raw, digest_size=8).hexdigest()
                 if lc.repeated_request else None,
                 fp_window_s=lc.repeated_request.window_s if lc.repeated_request else 0,
                 steps=bool(lc.max_steps or lc.max_duration),
-                chain=(ex.parent_session or ex.session) if lc.ping_pong else None)
+                chain=(ex.run.parent or session) if lc.ping_pong else None)
         verdict = await admit(self.state, adm, self.fail_closed)
         if verdict.degraded:
             ex.flags.append("unguarded:state_down")
         if not verdict.allowed:
             self._refuse(ex, adm, verdict)
-        ex.settlement = Settlement(budgets=[(bc, 0.0) for bc in adm.budgets],
+        ex.guard.settlement = Settlement(budgets=[(bc, 0.0) for bc in adm.budgets],
                                    token_rates=[(rc, 0) for rc in adm.rates
                                                 if rc.label.endswith("tpm")])
         if adm.loop is not None and not verdict.degraded:
@@ -89,58 +87,63 @@ class Guard(Stage):
         r = self.rates
         if not r.any:
             return
-        tokens = max(1, ex.prompt_tokens_counted)
-        agent = r.agents.get(ex.agent) or r.default_agent
+        tokens = max(1, ex.prompt.counted)
+        caller = ex.caller
+        agent = r.agents.get(caller.agent) or r.default_agent
         if agent is not None:
-            _add_rates(adm, "agent", ex.agent, agent, tokens)
-        if r.per_key is not None and ex.key_id is not None:
-            _add_rates(adm, "key", ex.key_id, r.per_key, tokens)
+            _add_rates(adm, "agent", caller.agent, agent, tokens)
+        if r.per_key is not None and caller.key_id is not None:
+            _add_rates(adm, "key", caller.key_id, r.per_key, tokens)
         model = r.models.get(ex.model_name)
         if model is not None:
             _add_rates(adm, "model", ex.model_name, model, tokens)
 
     def _budget_checks(self, ex: Exchange, adm: Admission) -> None:
-        route = ex.route
+        route = ex.target.route
         assert route is not None
         b = self.budgets
         out_tokens = _max_output(ex.body) or b.default_output_tokens
-        reserve = route.cost(ex.prompt_tokens_counted, out_tokens, 0, 0)
-        adm.budgets += budget_checks(b, ex.agent, ex.team, ex.session, reserve)
+        reserve = route.cost(ex.prompt.counted, out_tokens, 0, 0)
+        adm.budgets += budget_checks(b, ex.caller.agent, ex.caller.team, ex.run.session,
+                                     reserve)
 
     def _refuse(self, ex: Exchange, adm: Admission, v: Verdict) -> None:
-        ex.guard = (f"rate:{v.rate.label}" if v.denied_by == "rate" and v.rate else
-                    f"budget:{v.budget.scope}" if v.denied_by == "budget" and v.budget else
-                    v.denied_by or "denied")
-        raise refusal(self.metrics, ex.session, ex.agent, v)
+        ex.guard.refused_by = (
+            f"rate:{v.rate.label}" if v.denied_by == "rate" and v.rate else
+            f"budget:{v.budget.scope}" if v.denied_by == "budget" and v.budget else
+            v.denied_by or "denied")
+        raise refusal(self.metrics, ex.run.session, ex.caller.agent, v)
 
     def _check_loops(self, ex: Exchange, v: Verdict) -> None:
         lc = self.loops
+        session = ex.run.session
         if lc.repeated_request and v.repeats >= lc.repeated_request.threshold:
             self._loop(ex, "repeated_request", lc.repeated_request.action,
                        f"the same request was sent {v.repeats} times within "
-                       f"{lc.repeated_request.window_s:.0f}s in session {ex.session!r}")
+                       f"{lc.repeated_request.window_s:.0f}s in session {session!r}")
         if lc.max_steps and v.steps > lc.max_steps.limit:
             self._loop(ex, "max_steps", lc.max_steps.action,
-                       f"session {ex.session!r} reached step {v.steps}; the limit is "
+                       f"session {session!r} reached step {v.steps}; the limit is "
                        f"{lc.max_steps.limit}")
         if lc.max_duration and v.age_s > lc.max_duration.seconds:
             self._loop(ex, "max_duration", lc.max_duration.action,
-                       f"session {ex.session!r} has run for {v.age_s:.0f}s; the limit is "
+                       f"session {session!r} has run for {v.age_s:.0f}s; the limit is "
                        f"{lc.max_duration.seconds:.0f}s")
         # A round is there and back: two hand-offs between agents.
         if lc.ping_pong and v.rounds > 2 * lc.ping_pong.max_rounds:
-            chain = ex.parent_session or ex.session
+            chain = ex.run.parent or session
             self._loop(ex, "ping_pong", lc.ping_pong.action,
                        f"the task in session {chain!r} has been handed between agents "
                        f"{v.rounds} times, more than {lc.ping_pong.max_rounds} rounds")
 
     def _loop(self, ex: Exchange, detector: str, action: str, evidence: str) -> None:
-        self.metrics.loops_detected.labels(detector, ex.agent).inc()
+        agent = ex.caller.agent
+        self.metrics.loops_detected.labels(detector, agent).inc()
         log.warning("loop detected", extra={"fields": {
-            "detector": detector, "action": action, "agent": ex.agent, "session": ex.session,
+            "detector": detector, "action": action, "agent": agent, "session": ex.run.session,
             "request_id": ex.request_id, "evidence": evidence}})
         if action == "halt":
-            ex.guard = f"loop:{detector}"
+            ex.guard.refused_by = f"loop:{detector}"
             raise GatewayError(422, "loop_detected", f"loop detected ({detector}): {evidence}")
         ex.flags.append(f"loop_alert:{detector}")
 
@@ -157,7 +160,7 @@ class Guard(Stage):
             return
         least = math.inf
         for bc, (spent, reserved) in zip(adm.budgets, v.budget_state, strict=False):
-            ex.budget_shares[bc.scope] = spent / bc.limit
+            ex.guard.budget_shares[bc.scope] = spent / bc.limit
             left = bc.limit - spent - reserved
             least = min(least, left)
             if bc.scope in ("agent", "team", "global"):
@@ -167,7 +170,8 @@ class Guard(Stage):
                 self._soft(ex, bc, spent + reserved + bc.reserve)
         headers["x-tollway-budget-remaining-usd"] = f"{max(0.0, least):.6f}"
         if ex.stream:
-            ex.stream_allowance_usd = max(0.0, least)
+            ex.guard.stream_allowance_usd = max(0.0, least)
+            ex.hooks.append(self)  # to end the stream when its cost reaches the allowance
 
     def _soft(self, ex: Exchange, bc: BudgetCheck, committed: float) -> None:
         key = bc.key
@@ -180,26 +184,27 @@ class Guard(Stage):
         log.warning("budget soft threshold reached", extra={"fields": {
             "scope": bc.scope, "name": bc.name, "period": bc.period_key, "limit_usd": bc.limit,
             "committed_usd": round(committed, 6), "threshold": self.budgets.soft_threshold,
-            "agent": ex.agent, "session": ex.session}})
+            "agent": ex.caller.agent, "session": ex.run.session}})
 
     # --- during a stream ----------------------------------------------------------------
-    def chunk_hook(self, ex: Exchange, observer: StreamObserver) -> None:
+    async def on_chunk(self, ex: Exchange, chunk: Chunk) -> None:
         """End a stream whose running cost passes what its budgets have left."""
-        allowance = ex.stream_allowance_usd
-        route = ex.route
-        if allowance is None or route is None or not route.price.output:
+        allowance = ex.guard.stream_allowance_usd
+        route = ex.target.route  # forward may have moved it to a fallback: price that one
+        if (allowance is None or route is None or not route.price.output
+                or chunk.observer is None):
             return
         per_token = route.price.output / 1e6
-        budget_tokens = (allowance - route.cost(ex.prompt_tokens_counted, 0, 0, 0)) / per_token
-        capture = observer.capture
+        budget_tokens = (allowance - route.cost(ex.prompt.counted, 0, 0, 0)) / per_token
+        capture = chunk.observer.capture
         if capture.nbytes <= budget_tokens:
             return  # a token is at least a byte: cannot be over yet
         # Count only what arrived since the last count: a long stream near its budget is
         # not re-tokenised from the start on every chunk.
-        counted, produced = ex.stream_counted
+        counted, produced = ex.guard.stream_counted
         if len(capture.pieces) > counted:
             produced += self.counter.count_text(route.encoding, capture.text(counted))
-            ex.stream_counted = (len(capture.pieces), produced)
+            ex.guard.stream_counted = (len(capture.pieces), produced)
         if produced > budget_tokens:
             raise GatewayError(402, "budget_exceeded",
                                f"budget exceeded mid-stream: the answer reached {produced} "
@@ -208,14 +213,15 @@ class Guard(Stage):
 
     # --- after --------------------------------------------------------------------------
     async def on_response(self, ex: Exchange) -> None:
-        settle = ex.settlement
+        settle = ex.guard.settlement
         if settle is None:
             return
-        settle.budgets = [(bc, ex.cost_usd) for bc, _ in settle.budgets]
+        out = ex.outcome
+        settle.budgets = [(bc, out.cost_usd) for bc, _ in settle.budgets]
         if settle.token_rates:
-            u = ex.usage
+            u = out.usage
             actual = (u.total_input + u.output) if u is not None else 0
-            delta = actual - max(1, ex.prompt_tokens_counted) if ex.upstream_started else 0
+            delta = actual - max(1, ex.prompt.counted) if ex.upstream.started else 0
             settle.token_rates = [(rc, delta) for rc, _ in settle.token_rates]
 
 

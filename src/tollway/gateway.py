@@ -1,0 +1,207 @@
+"""The gateway process: what lives as long as the process (state, metrics, the token memo,
+the semantic index, traces) and the Runtime built from the current config, which a reload
+replaces whole."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from tollway.build import build_audit, build_chain, build_state
+from tollway.cache.semantic_cache import SemanticCache
+from tollway.config.model import Config
+from tollway.exchange import Exchange
+from tollway.observe.audit import Audit
+from tollway.observe.metrics import Metrics
+from tollway.observe.otel import Tracing
+from tollway.policy.identity import Identity
+from tollway.protocols.base import Endpoint
+from tollway.providers.base import ModelRegistry, Provider
+from tollway.providers.registry import build_providers, build_registry, needs_demo
+from tollway.reload import Reloader
+from tollway.routing.breakers import BreakerBoard
+from tollway.stages.base import Chain
+from tollway.tokens.counter import TokenCounter
+from tollway.tokens.encodings import get_encoding
+from tollway.tools.plane import ToolPlane
+
+log = logging.getLogger("tollway")
+
+
+@dataclass
+class Runtime:
+    """Everything built from one config. A reload builds a new one and swaps it in whole."""
+
+    config: Config
+    providers: dict[str, Provider]
+    registry: ModelRegistry
+    chain: Chain
+    tools: ToolPlane | None = None
+    inflight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    def enter(self) -> None:
+        self.inflight += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.inflight -= 1
+        if not self.inflight:
+            self.idle.set()
+
+    async def close(self) -> None:
+        for p in self.providers.values():
+            await p.close()
+        if self.tools is not None:
+            await self.tools.close()
+
+
+class Gateway:
+    """Process-wide parts (state, metrics, token memo) and the current Runtime."""
+
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.metrics = Metrics()
+        self.counter = TokenCounter()
+        self.state = build_state(config, self.metrics)
+        self.demo: Any = None
+        self.semantic: SemanticCache | None = None
+        self.audit: Audit | None = build_audit(config)
+        self.tracing: Tracing | None = None  # built by build_runtime from config.otel
+        self.runtime: Runtime | None = None
+        self.draining = False
+        self._sweeper: asyncio.Task[None] | None = None
+        self.reloader = Reloader(self)
+        self.breakers = BreakerBoard(self.state, self.metrics)
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(4).hex()
+
+    def new_request_id(self) -> str:
+        return f"req_{self._id_prefix}{next(self._ids):08x}"
+
+    async def start(self) -> None:
+        await self.state.start()
+        if self.audit is not None:
+            self.audit.start()
+        self.runtime = await self.build_runtime(self.config)
+        self._sweeper = asyncio.create_task(self._sweep_sessions())
+        self.reloader.start()
+        self.breakers.start()
+        # Load the BPE files now (0.3 s each), not on the first request that needs them.
+        for enc in {r.encoding for r in self.runtime.registry.routes.values()}:
+            await asyncio.get_running_loop().run_in_executor(None, get_encoding, enc)
+
+    async def build_runtime(self, cfg: Config) -> Runtime:
+        await self._semantic_for(cfg)
+        await self._tracing_for(cfg)
+        demo_url = None
+        if needs_demo(cfg):
+            demo_url = await self._demo_url()
+        providers = build_providers(cfg, demo_url)
+        registry = build_registry(cfg, providers)
+        identity = Identity(cfg)
+        tools = None
+        if cfg.tools or cfg.mcp_servers:
+            tools = ToolPlane(cfg, self.state, self.metrics, self.breakers, identity)
+        return Runtime(cfg, providers, registry, build_chain(self, cfg, registry, identity),
+                       tools)
+
+    async def _tracing_for(self, cfg: Config) -> None:
+        """One Tracing while `otel:` is unchanged; a changed one replaces it (the old one
+        flushes what it queued)."""
+        if self.tracing is not None and self.tracing.cfg == cfg.otel:
+            return
+        old, self.tracing = self.tracing, Tracing.build(cfg.otel)
+        if old is not None:
+            await old.shutdown()
+
+    async def _semantic_for(self, cfg: Config) -> None:
+        """The semantic index outlives reloads; a changed `cache.semantic` starts a new one
+        (with Redis state it catches up from the shared stream)."""
+        sem = cfg.cache.semantic
+        if self.semantic is not None and (not sem.enabled or self.semantic.cfg != sem):
+            await self.semantic.stop()
+            self.semantic = None
+        if not sem.enabled or self.semantic is not None:
+            return
+        from tollway.cache.embedders import ModelEmbedder
+        from tollway.cache.feed import RedisFeed
+
+        embedder = None
+        if sem.embedder != "local":
+            embedder = ModelEmbedder(sem, lambda: self.runtime.registry.routes.get(sem.embedder)
+                                     if self.runtime else None, self.state)
+        feed = None
+        if cfg.state.backend == "redis":
+            keep = max([sem.ttl_s, *(m.cache_ttl_s or 0 for m in cfg.models.values())])
+            feed = RedisFeed(cfg.state.redis, max_len=sem.max_vectors, keep_s=keep)
+        self.semantic = SemanticCache(sem, self.metrics, embedder, feed)
+        await self.semantic.start()
+
+    async def _demo_url(self) -> str:
+        if self.demo is None:
+            from tollway.testing.mock_provider import MockProvider, MockSettings
+
+            self.demo = MockProvider(MockSettings(chunk_delay_ms=15))
+            await self.demo.start()
+            log.info("demo provider answering on %s", self.demo.base_url)
+        return str(self.demo.base_url)
+
+    async def _sweep_sessions(self) -> None:
+        """Observe each session's cost once it has gone quiet (tollway_session_cost_usd)."""
+        idle = self.config.state.session_idle_s
+        while True:
+            await asyncio.sleep(min(30.0, max(0.05, idle / 4)))
+            try:
+                for cost in await self.state.idle_sessions(idle):
+                    self.metrics.session_cost.observe(cost)
+                if self.config.cache.exact.enabled:
+                    self.metrics.child(self.metrics.cache_entries, "exact").set(
+                        await self.state.cache_size("c:"))
+                if self.semantic is not None:
+                    self.metrics.child(self.metrics.cache_entries, "semantic").set(
+                        self.semantic.size)
+            except Exception:  # the state is down: try again next round
+                log.debug("session sweep failed", exc_info=True)
+
+    async def reload(self, trigger: str) -> dict[str, Any]:
+        return await self.reloader.reload(trigger)
+
+    async def stop(self) -> None:
+        await self.reloader.stop()
+        await self.breakers.stop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self.runtime is not None:
+            await self.runtime.close()
+        if self.semantic is not None:
+            await self.semantic.stop()
+        if self.audit is not None:
+            await self.audit.close()
+        if self.tracing is not None:
+            await self.tracing.shutdown()
+        if self.demo is not None:
+            await self.demo.stop()
+        await self.state.close()
+
+    async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+        rt = self.runtime
+        assert rt is not None
+        ex = Exchange(request=request, endpoint=endpoint, request_id=self.new_request_id())
+        self.metrics.inflight.inc()
+        rt.enter()
+        try:
+            return await rt.chain.run(ex)
+        finally:
+            rt.leave()
+            self.metrics.inflight.dec()
