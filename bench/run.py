@@ -205,24 +205,39 @@ def start_redis(children: Children) -> tuple[Proc, str]:
     raise BenchError(f"redis-server did not start:\n{children.log_tail('redis')}")
 
 
+def base_name(target: str) -> str:
+    """"tollway@base" is the "tollway" row run from the baseline checkout (--baseline)."""
+    return target.split("@", 1)[0]
+
+
 def start_target(children: Children, name: str, upstream: str, redis_url: str | None = None,
-                 ) -> tuple[Proc, str]:
-    """Start relay or tollway on the target core; return it and its base URL once healthy."""
+                 baseline: Path | None = None) -> tuple[Proc, str]:
+    """Start relay or tollway on the target core; return it and its base URL once healthy.
+    A "...@base" target runs the baseline checkout's code with its own bench configs."""
     port = free_port()
-    env = None
-    if name == "relay":
+    env: dict[str, str] = {}
+    row = base_name(name)
+    tree = BENCH
+    tollway = [TOLLWAY]
+    if row != name:
+        assert baseline is not None
+        tree = baseline / "bench"
+        tollway = [PYTHON, "-m", "tollway"]
+        env["PYTHONPATH"] = str(baseline / "src")
+    if row == "relay":
         argv = [PYTHON, str(BENCH / "relay.py"), "--port", str(port), "--upstream", upstream]
-    elif name.startswith("guards"):
-        argv = [TOLLWAY, "serve", "-c", str(GUARDS_CONFIG), "--host", "127.0.0.1", "--port",
-                str(port)]
-        env = {"BENCH_UPSTREAM": upstream, "BENCH_STATE": "redis" if redis_url else "memory",
-               "BENCH_REDIS_URL": redis_url or ""}
+    elif row.startswith("guards"):
+        argv = [*tollway, "serve", "-c", str(tree / GUARDS_CONFIG.name), "--host", "127.0.0.1",
+                "--port", str(port)]
+        env |= {"BENCH_UPSTREAM": upstream, "BENCH_STATE": "redis" if redis_url else "memory",
+                "BENCH_REDIS_URL": redis_url or ""}
     else:
         config = {"routing-50": ROUTING_CONFIG, "cache-miss": CACHE_CONFIG,
                   "cache-hit": CACHE_CONFIG, "semantic-miss": SEMANTIC_CONFIG,
-                  "semantic-hit": SEMANTIC_CONFIG}.get(name, CONFIG)
-        argv = [TOLLWAY, "serve", "-c", str(config), "--host", "127.0.0.1", "--port", str(port)]
-        env = {"BENCH_UPSTREAM": upstream}
+                  "semantic-hit": SEMANTIC_CONFIG}.get(row, CONFIG)
+        argv = [*tollway, "serve", "-c", str(tree / config.name), "--host", "127.0.0.1",
+                "--port", str(port)]
+        env["BENCH_UPSTREAM"] = upstream
     proc = children.start(name, TARGET_CORE, argv, env=env)
     base = f"http://127.0.0.1:{port}"
     wait_healthy(base + "/healthz", proc, children, name)
@@ -439,7 +454,7 @@ async def measure(cell: Cell, url: str, pid: int | None, mock_pid: int,
                   opts: argparse.Namespace) -> None:
     """Smoke check, warm-up, then opts.runs runs of opts.duration seconds on one connection pool."""
     stream = cell.mode == "stream"
-    bodies = Bodies(stream, repeat=cell.target in ("cache-hit", "semantic-hit"))
+    bodies = Bodies(stream, repeat=base_name(cell.target) in ("cache-hit", "semantic-hit"))
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -497,15 +512,16 @@ def run_scenario(sc: Scenario, opts: argparse.Namespace, children: Children) -> 
                     base, pid = upstream, None
                 else:
                     redis_url = None
-                    if target == "guards-redis":
+                    if base_name(target) == "guards-redis":
                         redis, redis_url = start_redis(children)
-                    proc, base = start_target(children, target, upstream, redis_url)
+                    proc, base = start_target(children, target, upstream, redis_url,
+                                              opts.baseline_tree)
                     pid = proc.pid
                 try:
                     uvloop.run(measure(cell, base + PATH, pid, mock.pid, cell_opts))
                     if pid is not None:
                         cell.rss_mb = peak_rss_mb(pid)
-                    if target in CACHE_ROWS:
+                    if base_name(target) in CACHE_ROWS:
                         cell.cache = cache_stats(base)
                 finally:
                     if proc is not None:
@@ -609,6 +625,17 @@ def ratios(sc: Scenario) -> list[str]:
                          f"{_fmt(d50, '.2f', True)} ms p50")
         if extra:
             lines.append(f"{guards} over the core tollway row: {'; '.join(extra)}")
+    for c in sc.cells:  # --baseline: each row against the same row of the baseline checkout
+        if "@" not in c.target:
+            continue
+        new = sc.cell(base_name(c.target), c.mode)
+        if new is None:
+            continue
+        dcpu = _diff(new.median("cpu_us"), c.median("cpu_us"))
+        d50 = _diff(new.median("p50_ms"), c.median("p50_ms"))
+        d99 = _diff(new.median("p99_ms"), c.median("p99_ms"))
+        lines.append(f"{new.target} {c.mode} against {c.target}: {_fmt(dcpu, '.0f', True)} µs "
+                     f"CPU, {_fmt(d50, '.2f', True)} ms p50, {_fmt(d99, '.2f', True)} ms p99")
     return lines
 
 
@@ -620,9 +647,10 @@ def cache_lines(sc: Scenario) -> list[str]:
         if c.cache is None:
             continue
         kind = "exact" if c.target.startswith("cache") else "semantic"
+        row = base_name(c.target)
         # A hit row misses its first requests (those in flight before the first answer is
         # stored); a semantic lookup that times out or finds the queue full is neither.
-        want = "hit" if c.target.endswith("-hit") else "miss"
+        want = "hit" if row.endswith("-hit") else "miss"
         share = c.cache.share(kind, want)
         flag = (f" **(only {share:.1%} {want}: read its figures with care)**"
                 if share < 0.95 else f" ({share:.1%} {want})")
@@ -720,6 +748,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--modes", type=_csv(MODES), default=MODES,
                    help="comma-separated subset of non-stream,stream")
     p.add_argument("--output", type=Path, default=RESULTS / "latest.md")
+    p.add_argument("--baseline", metavar="REV", default=None,
+                   help="also run every tollway row from git revision REV (a temporary "
+                        "worktree), right after the same row of this checkout")
     p.add_argument("--latency-pause-ms", type=float, default=LATENCY_PAUSE_MS,
                    help="max random pause between a worker's requests in the latency scenario "
                         f"(default {LATENCY_PAUSE_MS:g})")
@@ -729,6 +760,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if opts.runs < 1 or opts.duration <= 0 or opts.concurrency < 1 or opts.latency_runs < 1:
         p.error("--runs, --latency-runs, --duration and --concurrency must be positive")
     return opts
+
+
+def checkout(rev: str, where: Path) -> Path:
+    """A detached worktree of `rev` (this repository's git history) at `where`."""
+    out = subprocess.run(["git", "-C", str(BENCH.parent), "worktree", "add", "--detach",
+                          str(where), rev], capture_output=True, text=True)
+    if out.returncode:
+        raise BenchError(f"cannot check out {rev!r}: {out.stderr.strip()}")
+    return where
 
 
 _terminated: list[int] = []
@@ -757,7 +797,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tollway-bench-") as logdir:
         children = Children(Path(logdir))
+        opts.baseline_tree = None
         try:
+            if opts.baseline:
+                opts.baseline_tree = checkout(opts.baseline, Path(logdir) / "baseline")
+                opts.targets = tuple(t for target in opts.targets for t in (
+                    (target,) if target in ("direct", "relay") else
+                    (target, f"{target}@base")))
             for sc in scenarios:
                 run_scenario(sc, opts, children)
         except BenchError as exc:
@@ -768,6 +814,9 @@ def main(argv: list[str] | None = None) -> int:
             return 128 + (_terminated[0] if _terminated else signal.SIGINT)
         finally:
             children.stop_all()
+            if opts.baseline_tree is not None:
+                subprocess.run(["git", "-C", str(BENCH.parent), "worktree", "remove", "--force",
+                                str(opts.baseline_tree)], check=False, capture_output=True)
     text = report(scenarios, opts, tokens, body_bytes, time.monotonic() - started)
     print("\n" + text, end="")
     opts.output.parent.mkdir(parents=True, exist_ok=True)
