@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tollway.config.model import Config, ReferenceError_
+from tollway.config.model import ReferenceError_
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 Loc = tuple[str | int, ...]
@@ -36,27 +35,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__("\n".join(str(p) for p in problems))
         self.problems = problems
-
-
-def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ConfigError([Problem(str(p), None, "", f"cannot read: {exc.strerror}")]) from exc
-    return load_config_text(text, str(p), environ, base=p.parent)
-
-
-def load_config_text(text: str, file: str = "<config>", environ: dict[str, str] | None = None,
-                     base: Path | None = None) -> Config:
-    """The config, with the policy files it names (relative to ``base``, default the
-    working directory) loaded and checked too."""
-    cfg = load_model(text, file, environ, Config)
-    if cfg.policies:
-        from tollway.policy.load import load_policies
-
-        cfg._policy = load_policies(cfg.policies, base or Path.cwd(), environ)
-    return cfg
 
 
 def load_model(text: str, file: str, environ: dict[str, str] | None, model: type[M]) -> M:

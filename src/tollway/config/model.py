@@ -1,434 +1,115 @@
-"""The gateway.yaml model. Unknown keys are errors: a typo must not silently disable a guard."""
+"""The gateway.yaml model. Unknown keys are errors: a typo must not silently disable a guard.
+
+Each section lives in a module of its own concern (server, providers, agents, routing, cache,
+loops); this module composes them into the root `Config`, checks what crosses sections (names
+that refer to other sections, workers and shared state), and re-exports every section's names
+so `from tollway.config.model import ...` keeps working for all of them."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
+from tollway.config.agents import (
+    AgentBudget,
+    AgentConfig,
+    BudgetLimit,
+    BudgetsConfig,
+    Period,
+    RateLimit,
+    RateLimitsConfig,
+    SessionBudget,
+)
+from tollway.config.base import Strict
+from tollway.config.cache import CacheConfig, ExactCacheConfig, SemanticCacheConfig
+from tollway.config.loops import (
+    LoopAction,
+    LoopsConfig,
+    MaxDuration,
+    MaxSteps,
+    PingPong,
+    RepeatedRequest,
+    RepeatedToolCall,
+)
 from tollway.config.observe import AuditConfig, TraceConfig
+from tollway.config.providers import (
+    BreakerConfig,
+    ConcurrencyLimit,
+    DeploymentConfig,
+    ModelConfig,
+    PriceConfig,
+    ProviderConfig,
+    ProviderKind,
+    RetryConfig,
+)
+from tollway.config.routing import (
+    BudgetSpent,
+    Globs,
+    Range,
+    Rule,
+    SplitTarget,
+    TimeWindow,
+    Weekday,
+    When,
+)
+from tollway.config.server import IdentityConfig, RedisConfig, ServerConfig, StateConfig
 from tollway.config.tools import TOOL_NAME, HttpToolConfig, KeyConfig, McpServerConfig
 from tollway.observe.otel import OtelConfig
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class ServerConfig(Strict):
-    host: str = "0.0.0.0"
-    port: int = Field(4100, ge=0, le=65535)  # 0: any free port
-    max_body_mb: float = Field(16, gt=0)
-    drain_timeout_s: float = Field(30, ge=0)
-    # Empty: the admin API answers loopback clients only. Plain or "sha256:<hex>".
-    admin_key: str | None = Field(None, repr=False)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    access_log: bool = False
-    watch_interval_s: float = Field(2.0, ge=0)  # how often the config file is checked; 0: off
-    # Processes serving the port (SO_REUSEPORT); more than 1 needs state.backend: redis.
-    workers: int = Field(1, ge=1)
-
-    @field_validator("admin_key")
-    @classmethod
-    def _admin_key(cls, v: str | None) -> str | None:
-        if v:
-            _check_key(v)
-        return v or None
-
-
-class RedisConfig(Strict):
-    url: str = Field("redis://127.0.0.1:6379/0", repr=False)  # may carry a password
-    # Every key starts with "{prefix}": one hash tag, so a Redis Cluster keeps the keys one
-    # request touches in one slot and the guard scripts stay atomic.
-    key_prefix: str = "tollway"
-    timeout_ms: int = Field(250, ge=10)  # per command; past it the state counts as down
-    max_connections: int = Field(64, ge=1)
-    retry_interval_s: float = Field(1.0, gt=0)  # how often a down Redis is probed
-    pending_max: int = Field(100_000, ge=0)  # settlements kept while Redis is down
-
-
-class StateConfig(Strict):
-    backend: Literal["memory", "redis"] = "memory"
-    redis: RedisConfig = Field(default_factory=RedisConfig)
-    # Redis unreachable: let requests through unguarded (spend is queued and written when it
-    # comes back), or refuse them with 503.
-    on_failure: Literal["fail_open", "fail_closed"] = "fail_open"
-    session_idle_s: float = Field(900, gt=0)  # a session this quiet is "done" for metrics
-    session_steps: int = Field(500, ge=1)  # steps kept per session
-    max_sessions: int = Field(20_000, ge=1)  # sessions kept, least recently active dropped
-    retention_hours: int = Field(24 * 35, ge=1)  # spend buckets kept
-
-
-class IdentityConfig(Strict):
-    # What a key that is not in `agents:` (or no key at all) gets: counted as agent
-    # "anonymous", or refused with 401.
-    unknown_keys: Literal["anonymous", "reject"] = "anonymous"
-    trust_agent_header: bool = False  # honour x-tollway-agent (only names from `agents:`)
-    trust_session_header: bool = True  # honour x-tollway-session
-    max_tags: int = Field(8, ge=0)
-
-
-ProviderKind = Literal["openai", "anthropic", "demo"]
-
-
-class ConcurrencyLimit(Strict):
-    """Backpressure: at most `max` upstream requests at once, `queue` more waiting."""
-
-    max: int = Field(ge=1)
-    queue: int = Field(0, ge=0)
-    queue_timeout_s: float = Field(10, gt=0)
-
-
-class ProviderConfig(Strict):
-    kind: ProviderKind
-    # kind demo: the dialect the in-process demo answers in, as a provider of that kind would.
-    dialect: Literal["openai", "anthropic"] | None = None
-    base_url: str | None = None
-    api_key: str | None = Field(None, repr=False)
-    # Forward the client's own Authorization / x-api-key instead of api_key.
-    passthrough_auth: bool = False
-    # No key set (and no passthrough): let the in-process demo provider answer instead.
-    demo_if_no_key: bool = False
-    # "azure": deployments in the path, api-version query, api-key header.
-    style: Literal["openai", "azure"] = "openai"
-    api_version: str | None = None
-    anthropic_version: str = "2023-06-01"
-    headers: dict[str, str] = Field(default_factory=dict)
-    timeout_s: float = Field(600, gt=0)  # whole non-streamed response
-    connect_timeout_s: float = Field(10, gt=0)
-    read_timeout_s: float = Field(300, gt=0)  # longest silence inside a stream
-    max_connections: int = Field(1000, ge=1)
-    concurrency: ConcurrencyLimit | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> ProviderConfig:
-        if self.kind != "demo" and not self.base_url:
-            raise ValueError(f"a provider of kind {self.kind!r} needs base_url")
-        if self.style == "azure" and (self.kind != "openai" or not self.api_version):
-            raise ValueError("style azure needs kind openai and api_version")
-        if self.dialect is not None and self.kind != "demo":
-            raise ValueError(f"dialect is for kind demo; a {self.kind} provider speaks "
-                             f"{self.kind}")
-        return self
-
-    @property
-    def speaks(self) -> str:
-        """The provider kind whose dialect and adapter serve this provider."""
-        return (self.dialect or "openai") if self.kind == "demo" else self.kind
-
-    @property
-    def has_key(self) -> bool:
-        return bool(self.api_key) or self.passthrough_auth
-
-
-class PriceConfig(Strict):
-    """USD per million tokens."""
-
-    input: float = Field(0, ge=0)
-    output: float = Field(0, ge=0)
-    cached_input: float | None = Field(None, ge=0)  # default: the input price
-    cache_write: float | None = Field(None, ge=0)  # default: the input price
-
-
-class BreakerConfig(Strict):
-    """A circuit breaker per upstream deployment (provider + model id)."""
-
-    consecutive_failures: int = Field(5, ge=1)
-    failure_rate: float = Field(0.5, gt=0, le=1)  # share of failures in the window that opens
-    window_s: float = Field(30, gt=0)
-    min_requests: int = Field(10, ge=1)  # the rate only counts past this many in the window
-    latency_ms: float | None = Field(None, gt=0)  # a slower success counts as a failure
-    open_s: float = Field(30, gt=0)  # how long it stays open before probes
-    half_open_probes: int = Field(1, ge=1)
-
-
-class DeploymentConfig(Strict):
-    """One place that serves the model: two API keys, three vLLM replicas..."""
-
-    provider: str
-    model: str | None = None  # default: the model's own `model`, else its name
-    weight: float = Field(1, gt=0)
-
-
-class ModelConfig(Strict):
-    provider: str
-    model: str | None = None  # the provider's own id; default: the name under `models:`
-    # Several deployments of the model; the first request goes to the one `balance` picks,
-    # a failed one is retried on the others before the model's fallbacks.
-    deployments: list[DeploymentConfig] = Field(default_factory=list)
-    balance: Literal["weighted", "least_inflight", "latency"] = "weighted"
-    breaker: BreakerConfig | Literal[False] | None = None  # None: the `breakers:` default
-
-    @model_validator(mode="before")
-    @classmethod
-    def _provider_from_deployments(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "provider" not in data and data.get("deployments"):
-            first = data["deployments"][0]
-            if isinstance(first, dict) and "provider" in first:
-                data = {**data, "provider": first["provider"]}
-        return data
-    price: PriceConfig = Field(default_factory=PriceConfig)
-    # Encoding used to count prompts; default chosen from the model id.
-    encoding: Literal["o200k_base", "cl100k_base", "o200k_harmony"] | None = None
-    # Anthropic models have no public tokenizer: o200k count x this, corrected from real usage.
-    tokenizer_factor: float = Field(1.1, gt=0)
-    concurrency: ConcurrencyLimit | None = None
-    fallbacks: list[str] = Field(default_factory=list)  # when no routing rule names its own
-    cache_ttl_s: float | None = Field(None, ge=0)  # this model's cache TTL; 0: never cached
-    # Serve this model's requests from the semantic cache too (cache.semantic must be enabled).
-    semantic_cache: bool = False
-
-
-class AgentConfig(Strict):
-    # Plain, or "sha256:<hex>"; or {key, models, tools, expires} for a key with less
-    # capability than its agent.
-    keys: list[str | KeyConfig] = Field(default_factory=list, repr=False)
-    team: str = "default"
-
-    @field_validator("keys")
-    @classmethod
-    def _keys(cls, v: list[str | KeyConfig]) -> list[str | KeyConfig]:
-        for k in v:
-            _check_key(k if isinstance(k, str) else k.key)
-        return v
-
-
-Globs = list[str]
-
-
-class Range(Strict):
-    """min inclusive, max exclusive; either may be left out."""
-
-    min: float | None = None
-    max: float | None = None
-
-
-class BudgetSpent(Strict):
-    """The share (0..1) of a budget already spent, e.g. {scope: agent, min: 0.8}."""
-
-    scope: Literal["session", "agent", "team", "global"] = "agent"
-    min: float = Field(0, ge=0)
-    max: float | None = Field(None, gt=0)
-
-
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-
-
-class TimeWindow(Strict):
-    from_: str = Field("00:00", alias="from", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    to: str = Field("24:00", pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")
-    days: list[Weekday] | None = None
-    tz: str = "UTC"
-
-    @field_validator("tz")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {v!r}") from exc
-        return v
-
-
-class When(Strict):
-    """All listed conditions must hold; globs match any of the patterns."""
-
-    agent: Globs | None = None
-    team: Globs | None = None
-    model: Globs | None = None  # the model the client asked for
-    prompt_tokens: Range | None = None
-    tools: bool | None = None  # whether the request offers tools
-    stream: bool | None = None
-    tags: list[str] | None = None  # every listed tag present
-    headers: dict[str, str] | None = None  # header name -> glob on its value
-    budget_spent: BudgetSpent | None = None
-    time: TimeWindow | None = None
-
-    @field_validator("agent", "team", "model", "tags", mode="before")
-    @classmethod
-    def _listify(cls, v: object) -> object:
-        return [v] if isinstance(v, str) else v
-
-
-class SplitTarget(Strict):
-    model: str
-    weight: float = Field(gt=0)
-
-
-class Rule(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-    when: When = Field(default_factory=When)
-    to: str | None = None  # send to this model
-    split: list[SplitTarget] | None = None  # or spread over several by weight
-    fallbacks: list[str] = Field(default_factory=list)  # tried in order when it fails
-    # Requests this rule matches may be answered from the semantic cache (opt-in per rule).
-    semantic_cache: bool = False
-
-    @model_validator(mode="after")
-    def _action(self) -> Rule:
-        if self.to and self.split:
-            raise ValueError("a rule has either `to` or `split`, not both")
-        if not (self.to or self.split or self.fallbacks or self.semantic_cache):
-            raise ValueError("a rule needs `to`, `split` or `fallbacks`")
-        return self
-
-
-class RetryConfig(Strict):
-    """When to give up on a target and try the next (fallbacks, other deployments)."""
-
-    on: list[Literal["connect", "timeout", "429", "5xx"]] = Field(
-        default_factory=lambda: ["connect", "timeout", "429", "5xx"])
-    backoff_ms: float = Field(100, ge=0)  # base of the jittered exponential backoff
-    deadline_s: float = Field(60, gt=0)  # for all attempts of one request together
-
-
-class ExactCacheConfig(Strict):
-    enabled: bool = False
-    ttl_s: float = Field(3600, gt=0)
-    # Whose answers a request may reuse: the same agent's, the same team's, or anyone's.
-    scope: Literal["agent", "team", "global"] = "agent"
-    # deterministic: only requests with temperature 0 (or the x-tollway-cache: store header);
-    # always: every successful answer.
-    when: Literal["deterministic", "always"] = "deterministic"
-    max_entries: int = Field(10_000, ge=1)  # memory state; Redis bounds entries by TTL
-    max_entry_kb: int = Field(512, ge=1)  # larger answers are not stored
-
-
-class SemanticCacheConfig(Strict):
-    """Answers a request whose last user turn means the same as a stored one's, within a
-    partition where everything else (scope, model, system prompt, earlier turns, tools,
-    parameters) is identical. Opt-in per model (`semantic_cache: true`) or routing rule."""
-
-    enabled: bool = False
-    # Cosine over the last user turn. 0.87 is tuned for the local embedder (0 false hits on
-    # the hard-negative set); a provider's embedding model needs its own.
-    threshold: float = Field(0.87, gt=0, le=1)
-    scope: Literal["agent", "team", "global"] = "agent"
-    when: Literal["deterministic", "always"] = "deterministic"
-    ttl_s: float = Field(3600, gt=0)  # a model's cache_ttl_s overrides it
-    # "local": WordLlama, in-process, weights from the wheel. Otherwise the name of an
-    # embeddings model under `models:` (an OpenAI-compatible /v1/embeddings: OpenAI, TEI, Ollama).
-    embedder: str = "local"
-    dims: int | None = Field(None, ge=1)  # a model embedder's width (sent as `dimensions`)
-    timeout_ms: float = Field(50, gt=0)  # embedding + search past this is a miss, not a wait
-    batch_size: int = Field(32, ge=1)  # texts per call to a model embedder
-    batch_ms: float = Field(2, ge=0)  # how long a text waits for others to share its call
-    max_vectors: int = Field(100_000, ge=1)  # per process; the least recently added go first
-    max_text_chars: int = Field(4000, ge=1)  # a longer last turn is not compared
-    max_pending: int = Field(64, ge=1)  # embeddings queued past this: a miss, not a queue
-
-
-class CacheConfig(Strict):
-    exact: ExactCacheConfig = Field(default_factory=ExactCacheConfig)
-    semantic: SemanticCacheConfig = Field(default_factory=SemanticCacheConfig)
-
-    @property
-    def enabled(self) -> bool:
-        return self.exact.enabled or self.semantic.enabled
-
-
-Period = Literal["day", "week", "month", "total"]
-
-
-class BudgetLimit(Strict):
-    usd: float = Field(gt=0)
-    period: Period = "month"
-
-
-class AgentBudget(Strict):
-    usd: float | None = Field(None, gt=0)
-    period: Period = "day"
-    session_usd: float | None = Field(None, gt=0)  # overrides budgets.session for this agent
-
-
-class SessionBudget(Strict):
-    usd: float = Field(gt=0)
-
-
-class BudgetsConfig(Strict):
-    # Reserved as output for requests that set no max_tokens.
-    default_output_tokens: int = Field(1024, ge=1)
-    soft_threshold: float = Field(0.8, gt=0, le=1)  # share of a budget that raises a warning
-    global_: BudgetLimit | None = Field(None, alias="global")
-    teams: dict[str, BudgetLimit] = Field(default_factory=dict)
-    agents: dict[str, AgentBudget] = Field(default_factory=dict)
-    session: SessionBudget | None = None
-
-    @property
-    def any(self) -> bool:
-        return bool(self.global_ or self.teams or self.agents or self.session)
-
-
-class RateLimit(Strict):
-    rpm: int | None = Field(None, ge=1)  # requests per minute
-    tpm: int | None = Field(None, ge=1)  # tokens per minute (prompt counted, then real usage)
-    # How much of a minute's allowance may be spent at once (1.0 = a whole minute's worth).
-    burst: float = Field(1.0, gt=0, le=1)
-
-
-class RateLimitsConfig(Strict):
-    agents: dict[str, RateLimit] = Field(default_factory=dict)
-    default_agent: RateLimit | None = None  # every agent without its own entry
-    per_key: RateLimit | None = None  # each virtual key on its own
-    models: dict[str, RateLimit] = Field(default_factory=dict)
-
-    @property
-    def any(self) -> bool:
-        return bool(self.agents or self.default_agent or self.per_key or self.models)
-
-
-class LoopAction(Strict):
-    action: Literal["halt", "alert"] = "halt"
-
-
-class RepeatedToolCall(LoopAction):
-    """The same tool, same arguments, same result, this many times in the conversation."""
-
-    threshold: int = Field(3, ge=2)
-
-
-class RepeatedRequest(LoopAction):
-    """The same request body this many times within window_s in one session."""
-
-    threshold: int = Field(5, ge=2)
-    window_s: float = Field(300, gt=0)
-
-
-class PingPong(LoopAction):
-    """Two agents handing one task back and forth more than max_rounds times."""
-
-    max_rounds: int = Field(5, ge=1)
-
-
-class MaxSteps(LoopAction):
-    limit: int = Field(ge=1)
-
-
-class MaxDuration(LoopAction):
-    seconds: float = Field(gt=0)
-
-
-class LoopsConfig(Strict):
-    repeated_tool_call: RepeatedToolCall | None = None
-    repeated_request: RepeatedRequest | None = None
-    ping_pong: PingPong | None = None
-    max_steps: MaxSteps | None = None
-    max_duration: MaxDuration | None = None
-
-    @property
-    def any(self) -> bool:
-        return any((self.repeated_tool_call, self.repeated_request, self.ping_pong,
-                    self.max_steps, self.max_duration))
-
-    @property
-    def stateful(self) -> bool:
-        return any((self.repeated_request, self.ping_pong, self.max_steps, self.max_duration))
+__all__ = [
+    "TOOL_NAME",
+    "AgentBudget",
+    "AgentConfig",
+    "AuditConfig",
+    "BreakerConfig",
+    "BudgetLimit",
+    "BudgetSpent",
+    "BudgetsConfig",
+    "CacheConfig",
+    "ConcurrencyLimit",
+    "Config",
+    "DeploymentConfig",
+    "ExactCacheConfig",
+    "Globs",
+    "HttpToolConfig",
+    "IdentityConfig",
+    "KeyConfig",
+    "LoopAction",
+    "LoopsConfig",
+    "MaxDuration",
+    "MaxSteps",
+    "McpServerConfig",
+    "ModelConfig",
+    "OtelConfig",
+    "Period",
+    "PingPong",
+    "PriceConfig",
+    "ProviderConfig",
+    "ProviderKind",
+    "Range",
+    "RateLimit",
+    "RateLimitsConfig",
+    "RedisConfig",
+    "ReferenceError_",
+    "RepeatedRequest",
+    "RepeatedToolCall",
+    "RetryConfig",
+    "Rule",
+    "SemanticCacheConfig",
+    "ServerConfig",
+    "SessionBudget",
+    "SplitTarget",
+    "StateConfig",
+    "Strict",
+    "TimeWindow",
+    "TraceConfig",
+    "Weekday",
+    "When",
+    "key_digest",
+]
 
 
 class Config(Strict):
@@ -575,13 +256,6 @@ class ReferenceError_(ValueError):
         super().__init__(message)
         self.loc = loc
         self.message = message
-
-
-def _check_key(k: str) -> None:
-    if k.startswith("sha256:") and not _HEX64.match(k[7:]):
-        raise ValueError("a hashed key must be 'sha256:' followed by 64 lower-case hex digits")
-    if not k:
-        raise ValueError("a key must not be empty")
 
 
 def key_digest(key: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tollway.testing.mock_provider import (
+from tollway.testing.mock_common import (
     JSON_TYPE,
     MOCK_MODELS,
     Handler,

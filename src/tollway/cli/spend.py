@@ -1,0 +1,55 @@
+"""tollway spend: spend from a running gateway's admin API, as a table or raw JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def run_spend(args: argparse.Namespace) -> int:
+    import httpx
+
+    headers = {"Authorization": f"Bearer {args.admin_key}"} if args.admin_key else {}
+    params = {"by": args.by}
+    if args.since:
+        params["since"] = args.since
+    try:
+        r = httpx.get(f"{args.url.rstrip('/')}/admin/spend", params=params, headers=headers,
+                      timeout=10)
+    except httpx.HTTPError as exc:
+        print(f"tollway: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 2
+    if r.status_code != 200:
+        try:
+            message = r.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = r.text[:200]
+        print(f"tollway: {r.status_code}: {message}", file=sys.stderr)
+        return 1
+    data = r.json()
+    if args.json:
+        print(r.text)
+        return 0
+    print(_table(data))
+    return 0
+
+
+def _table(data: dict) -> str:
+    by = data["by"]
+    cols = [(by, "key"), ("requests", "requests"), ("input", "input_tokens"),
+            ("output", "output_tokens"), ("cached", "cached_tokens"), ("cost_usd", "cost_usd")]
+    rows = [[str(r[k]) if k != "cost_usd" else f"{r[k]:.6f}" for _, k in cols]
+            for r in data["rows"]]
+    rows.append(["TOTAL", str(sum(r["requests"] for r in data["rows"])),
+                 str(sum(r["input_tokens"] for r in data["rows"])),
+                 str(sum(r["output_tokens"] for r in data["rows"])),
+                 str(sum(r["cached_tokens"] for r in data["rows"])),
+                 f"{data['total_cost_usd']:.6f}"])
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, (h, _) in enumerate(cols)]
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+    lines = [fmt([h for h, _ in cols]), fmt(["-" * w for w in widths])]
+    lines += [fmt(r) for r in rows[:-1]]
+    lines += [fmt(["-" * w for w in widths]), fmt(rows[-1])]
+    return "\n".join(lines)
