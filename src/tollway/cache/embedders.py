@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from tollway.cache.semantic import normalize_rows
-from tollway.state.base import StepRecord
+from tollway.state.records import StepRecord
 
 if TYPE_CHECKING:
     from tollway.cache.semantic.matcher import Vector
@@ -126,7 +126,7 @@ class ModelEmbedder:
             input_tokens=tokens, usage_source="upstream", cost_usd=cost,
             latency_s=round(time.time() - started, 6))
         try:
-            await self._state.record(step)
+            await self._state.ledger.record(step)
         except Exception:
             log.exception("could not record the semantic cache's embedding spend")
 

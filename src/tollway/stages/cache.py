@@ -83,7 +83,7 @@ class Cache(Stage):
     async def _exact(self, ex: Exchange) -> web.Response | None:
         assert ex.cache_key is not None
         start = time.perf_counter()
-        raw = await self.state.cache_get(ex.cache_key)
+        raw = await self.state.cache.get(ex.cache_key)
         self.metrics.child(self.metrics.cache_lookup, "exact").observe(
             time.perf_counter() - start)
         entry = Entry.decode(raw) if raw is not None else None
@@ -123,7 +123,7 @@ class Cache(Stage):
         ex.semantic = (part, text, found.vector) if found.vector is not None else None
         entry = None
         if found.outcome == "hit":
-            raw = await self.state.cache_get(found.body_key)
+            raw = await self.state.cache.get(found.body_key)
             entry = Entry.decode(raw) if raw is not None else None
             if entry is None:
                 self.semantic.forget(part, found.key)
@@ -167,11 +167,11 @@ class Cache(Stage):
         encoded = entry.encode()
         model = ex.route.name
         if ex.cache_key:
-            await self.state.cache_put(ex.cache_key, encoded,
+            await self.state.cache.put(ex.cache_key, encoded,
                                        self._ttl(model, self.exact.ttl_s))
         if ex.semantic is not None and self.semantic is not None:
             part, text, vector = ex.semantic
             ttl = self._ttl(model, self.sem_cfg.ttl_s)
             body_key = f"s:{self._scope(ex, self.sem_cfg.scope)}:{model}:{os.urandom(8).hex()}"
-            await self.state.cache_put(body_key, encoded, ttl)
+            await self.state.cache.put(body_key, encoded, ttl)
             await self.semantic.store(part, text, vector, body_key, ttl)
