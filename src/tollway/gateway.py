@@ -163,11 +163,11 @@ class Gateway:
         while True:
             await asyncio.sleep(min(30.0, max(0.05, idle / 4)))
             try:
-                for cost in await self.state.idle_sessions(idle):
+                for cost in await self.state.ledger.idle_sessions(idle):
                     self.metrics.session_cost.observe(cost)
                 if self.config.cache.exact.enabled:
                     self.metrics.child(self.metrics.cache_entries, "exact").set(
-                        await self.state.cache_size("c:"))
+                        await self.state.cache.size("c:"))
                 if self.semantic is not None:
                     self.metrics.child(self.metrics.cache_entries, "semantic").set(
                         self.semantic.size)

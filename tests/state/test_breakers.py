@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tollway.observe.metrics import Metrics
-from tollway.state.base import State, StateUnavailable, StepRecord
+from tollway.state.base import State, StateUnavailable
 from tollway.state.breakers import (
     CLOSED,
     HALF_OPEN,
@@ -23,6 +23,7 @@ from tollway.state.breakers import (
 )
 from tollway.state.guards import BudgetCheck, Settlement
 from tollway.state.memory import MemoryState
+from tollway.state.records import StepRecord
 
 if TYPE_CHECKING:
     from tests.conftest import RedisServer
@@ -46,11 +47,11 @@ def outcome(ok: bool, pol: BreakerPolicy = CALM, target: str = "oai/gpt", *,
 
 async def feed(st: State, *outcomes: BreakerOutcome) -> list[Transition]:
     """Record outcomes without a step (settlement only), as the router does per attempt."""
-    return await st.record(None, Settlement(breakers=list(outcomes)))
+    return await st.ledger.record(None, Settlement(breakers=list(outcomes)))
 
 
 async def view(st: State, target: str = "oai/gpt") -> BreakerView:
-    return (await st.breaker_views([target]))[target]
+    return (await st.breakers.views([target]))[target]
 
 
 async def wait_past(t: float) -> None:
@@ -160,17 +161,17 @@ async def test_retry_after_opens_it_for_at_least_that_long(any_state: State) -> 
 async def test_probes_wait_for_until_then_are_rationed(any_state: State) -> None:
     pol = policy(half_open_probes=2)
     v = await opened(any_state, pol)
-    allowed, early, t = await any_state.breaker_probe("oai/gpt", pol)
+    allowed, early, t = await any_state.breakers.probe("oai/gpt", pol)
     assert not allowed and t is None and early.state == OPEN and early.until == v.until
     await wait_past(v.until)
-    allowed, after, t = await any_state.breaker_probe("oai/gpt", pol)
+    allowed, after, t = await any_state.breakers.probe("oai/gpt", pol)
     assert allowed and t == Transition("oai/gpt", OPEN, HALF_OPEN)
     # the half-open round lasts open_s; unanswered probe slots are freed when it ends
     assert (after.state, after.probes) == (HALF_OPEN, 1) and after.until > v.until
-    allowed, after, t = await any_state.breaker_probe("oai/gpt", pol)
+    allowed, after, t = await any_state.breakers.probe("oai/gpt", pol)
     assert allowed and t is None and after.probes == 2
     for _ in range(3):
-        allowed, after, t = await any_state.breaker_probe("oai/gpt", pol)
+        allowed, after, t = await any_state.breakers.probe("oai/gpt", pol)
         assert not allowed and t is None and after.probes == 2
     assert (await view(any_state)).probes == 2
     # a request that was no probe (in flight since before it opened) neither frees a slot
@@ -183,9 +184,9 @@ async def test_probes_wait_for_until_then_are_rationed(any_state: State) -> None
 
 
 async def test_a_closed_breaker_always_allows(any_state: State) -> None:
-    allowed, v, t = await any_state.breaker_probe("fresh", CALM)
+    allowed, v, t = await any_state.breakers.probe("fresh", CALM)
     assert allowed and t is None and v.state == CLOSED and v.probes == 0
-    assert list(await any_state.breaker_views()) == ["fresh"]
+    assert list(await any_state.breakers.views()) == ["fresh"]
 
 
 async def test_a_successful_probe_closes_it(any_state: State) -> None:
@@ -193,13 +194,13 @@ async def test_a_successful_probe_closes_it(any_state: State) -> None:
     await feed(any_state, outcome(True, pol), outcome(False, pol))  # some history
     v = await opened(any_state, pol)
     await wait_past(v.until)
-    assert (await any_state.breaker_probe("oai/gpt", pol))[0]
+    assert (await any_state.breakers.probe("oai/gpt", pol))[0]
     t = await feed(any_state, outcome(True, pol, probe=True))
     assert t == [Transition("oai/gpt", HALF_OPEN, CLOSED)]
     v = await view(any_state)
     assert (v.state, v.until, v.failures, v.window_requests, v.window_failures, v.probes) == (
         CLOSED, 0.0, 0, 0, 0, 0)
-    allowed, _, t = await any_state.breaker_probe("oai/gpt", pol)
+    allowed, _, t = await any_state.breakers.probe("oai/gpt", pol)
     assert allowed and t is None
 
 
@@ -207,32 +208,32 @@ async def test_a_failed_probe_opens_it_again(any_state: State) -> None:
     pol = policy(open_s=0.2)
     v = await opened(any_state, pol)
     await wait_past(v.until)
-    assert (await any_state.breaker_probe("oai/gpt", pol))[0]
+    assert (await any_state.breakers.probe("oai/gpt", pol))[0]
     before = time.time()
     t = await feed(any_state, outcome(False, pol, probe=True))
     assert t == [Transition("oai/gpt", HALF_OPEN, OPEN)]
     v = await view(any_state)
     assert v.state == OPEN and v.probes == 0
     assert before + pol.open_s <= v.until <= time.time() + pol.open_s
-    assert not (await any_state.breaker_probe("oai/gpt", pol))[0]
+    assert not (await any_state.breakers.probe("oai/gpt", pol))[0]
     await wait_past(v.until)
-    allowed, _, t = await any_state.breaker_probe("oai/gpt", pol)  # and round again
+    allowed, _, t = await any_state.breakers.probe("oai/gpt", pol)  # and round again
     assert allowed and t == Transition("oai/gpt", OPEN, HALF_OPEN)
 
 
 # --- listing and recording --------------------------------------------------------------
 async def test_breaker_views_lists_them(any_state: State) -> None:
-    assert await any_state.breaker_views() == {}
+    assert await any_state.breakers.views() == {}
     pol = policy(consecutive_failures=1)
     t = await feed(any_state, outcome(True, pol, "a/x"), outcome(False, pol, "b/y"),
                    outcome(False, pol, "a/x"))
     assert t == [Transition("b/y", CLOSED, OPEN), Transition("a/x", CLOSED, OPEN)]
-    views = await any_state.breaker_views()
+    views = await any_state.breakers.views()
     assert sorted(views) == ["a/x", "b/y"]
     assert (views["a/x"].window_requests, views["a/x"].window_failures) == (2, 1)
     assert all(v.target == name and v.state == OPEN for name, v in views.items())
-    assert list(await any_state.breaker_views(["b/y", "nope"])) == ["b/y"]
-    assert await any_state.breaker_views([]) == {}
+    assert list(await any_state.breakers.views(["b/y", "nope"])) == ["b/y"]
+    assert await any_state.breakers.views([]) == {}
     d = views["b/y"].to_dict()
     assert d == {"target": "b/y", "state": OPEN, "until": views["b/y"].until,
                  "consecutive_failures": 1, "window_requests": 1, "window_failures": 1,
@@ -241,19 +242,19 @@ async def test_breaker_views_lists_them(any_state: State) -> None:
 
 async def test_record_with_a_step_returns_transitions(any_state: State) -> None:
     pol = policy(consecutive_failures=1)
-    t = await any_state.record(step(1), Settlement(breakers=[outcome(False, pol)]))
+    t = await any_state.ledger.record(step(1), Settlement(breakers=[outcome(False, pol)]))
     assert t == [Transition("oai/gpt", CLOSED, OPEN)]
-    assert [r.key for r in await any_state.spend("agent")] == ["a"]
-    assert await any_state.record(step(2)) == []
+    assert [r.key for r in await any_state.ledger.spend("agent")] == ["a"]
+    assert await any_state.ledger.record(step(2)) == []
 
 
 async def test_record_without_a_step_only_settles(any_state: State) -> None:
     bc = BudgetCheck("agent", "a", "day", 10.0, 0.0)
-    assert await any_state.record(None, Settlement(budgets=[(bc, 0.5)])) == []
-    assert await any_state.record(None) == []
-    assert await any_state.budget_usage(bc.key) == (0.5, 0.0)
-    assert await any_state.spend("agent") == [] and await any_state.sessions() == []
-    assert await any_state.breaker_views() == {}
+    assert await any_state.ledger.record(None, Settlement(budgets=[(bc, 0.5)])) == []
+    assert await any_state.ledger.record(None) == []
+    assert await any_state.guards.budget_usage(bc.key) == (0.5, 0.0)
+    assert await any_state.ledger.spend("agent") == [] and await any_state.ledger.sessions() == []
+    assert await any_state.breakers.views() == {}
 
 
 async def test_transitions_match_memory(make_redis_state: MakeState) -> None:
@@ -288,17 +289,17 @@ async def test_transitions_match_memory(make_redis_state: MakeState) -> None:
     async def run(name: str, st: State) -> None:
         for outcomes in script:
             results[name].append(await feed(st, *outcomes))
-        results[name].append(comparable(name, await st.breaker_views()))
-        await wait_past(max(v.until for v in (await st.breaker_views()).values()))
+        results[name].append(comparable(name, await st.breakers.views()))
+        await wait_past(max(v.until for v in (await st.breakers.views()).values()))
         for target, pol in (("c", consec), ("c", consec), ("c", consec), ("r", rate),
                             ("s", slow), ("ra", CALM), ("new", CALM)):
-            allowed, v, t = await st.breaker_probe(target, pol)
+            allowed, v, t = await st.breakers.probe(target, pol)
             results[name].append((allowed, t, comparable(name, {target: v})))
         results[name].append(await feed(st, outcome(True, consec, "c", probe=True),
                                         outcome(False, rate, "r", probe=True),
                                         outcome(False, slow, "s", probe=True),
                                         outcome(True, consec, "c", probe=True)))
-        results[name].append(comparable(name, await st.breaker_views()))
+        results[name].append(comparable(name, await st.breakers.views()))
 
     await asyncio.gather(run("memory", mem), run("redis", red))
     for got, want in zip(results["redis"], results["memory"], strict=True):
@@ -318,7 +319,7 @@ async def test_probes_are_rationed_across_processes(make_redis_state: MakeState)
     pol = policy(half_open_probes=3)
     v = await opened(one, pol)
     await wait_past(v.until)
-    got = await asyncio.gather(*(st.breaker_probe("oai/gpt", pol) for st in (one, two) * 10))
+    got = await asyncio.gather(*(st.breakers.probe("oai/gpt", pol) for st in (one, two) * 10))
     assert sum(allowed for allowed, _, _ in got) == pol.half_open_probes
     assert [t for _, _, t in got if t is not None] == [Transition("oai/gpt", OPEN, HALF_OPEN)]
     assert (await view(two)).probes == pol.half_open_probes
@@ -335,11 +336,11 @@ async def test_breakers_while_redis_is_down(redis_server: RedisServer,
     pol = policy(consecutive_failures=1)
     redis_server.stop()
     assert await feed(st, outcome(False, pol)) == []  # queued, nothing to report yet
-    assert st.pending == 1
+    assert st.ledger.pending == 1
     with pytest.raises(StateUnavailable):
-        await st.breaker_probe("oai/gpt", pol)
+        await st.breakers.probe("oai/gpt", pol)
     with pytest.raises(StateUnavailable):
-        await st.breaker_views()
+        await st.breakers.views()
     assert (metrics.registry.get_sample_value("tollway_state_errors_total",
                                               {"op": "breaker"}) or 0.0) == 1
     redis_server.start()
@@ -347,7 +348,7 @@ async def test_breakers_while_redis_is_down(redis_server: RedisServer,
     while not await st.ready():
         assert time.monotonic() < end, "timed out waiting for the state to come back up"
         await asyncio.sleep(0.01)
-    assert st.pending == 0
+    assert st.ledger.pending == 0
     assert (await view(st)).state == OPEN  # the queued outcome was applied on recovery
 
 
@@ -355,10 +356,10 @@ async def test_lost_probes_free_their_slots_after_a_round(any_state: State) -> N
     pol = policy(half_open_probes=1)
     v = await opened(any_state, pol)
     await wait_past(v.until)
-    allowed, first, _ = await any_state.breaker_probe("oai/gpt", pol)
+    allowed, first, _ = await any_state.breakers.probe("oai/gpt", pol)
     assert allowed  # this probe never reports (its replica died, say)
-    allowed, _, _ = await any_state.breaker_probe("oai/gpt", pol)
+    allowed, _, _ = await any_state.breakers.probe("oai/gpt", pol)
     assert not allowed
     await wait_past(first.until)
-    allowed, again, t = await any_state.breaker_probe("oai/gpt", pol)
+    allowed, again, t = await any_state.breakers.probe("oai/gpt", pol)
     assert allowed and t is None and again.state == HALF_OPEN and again.probes == 1

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tollway.observe.metrics import Metrics
-from tollway.state.base import SPEND_DIMENSIONS, State, StateUnavailable, StepRecord
+from tollway.state.base import State, StateUnavailable
 from tollway.state.guards import (
     Admission,
     BudgetCheck,
@@ -21,6 +21,7 @@ from tollway.state.guards import (
     Verdict,
 )
 from tollway.state.memory import MemoryState
+from tollway.state.records import SPEND_DIMENSIONS, StepRecord
 
 if TYPE_CHECKING:
     from tests.state.conftest import MakeState, RedisServer
@@ -49,7 +50,7 @@ def budget(reserve: float, limit: float = 1.0, scope: str = "agent",
 async def admit(st: State, session: str = "s1", agent: str = "a", *,
                 rates: list[RateCheck] | None = None, budgets: list[BudgetCheck] | None = None,
                 loop: LoopCheck | None = None) -> Verdict:
-    return await st.admit(Admission(session, agent, rates or [], budgets or [], loop))
+    return await st.guards.admit(Admission(session, agent, rates or [], budgets or [], loop))
 
 
 def errors(metrics: Metrics, op: str) -> float:
@@ -92,7 +93,7 @@ async def test_token_settlement_moves_the_bucket(any_state: State) -> None:
     tpm = rpm("agent:a:tpm", 6000, cost=100)  # 10 ms a token
     v = await admit(any_state, rates=[tpm])
     assert v.rate_state[0][1] == pytest.approx(1.0, abs=0.1)
-    await any_state.record(step(1), Settlement(token_rates=[(tpm, 200)]))  # 200 more used
+    await any_state.ledger.record(step(1), Settlement(token_rates=[(tpm, 200)]))  # 200 more used
     v = await admit(any_state, rates=[tpm])
     assert v.rate_state[0][1] == pytest.approx(4.0, abs=0.1)
 
@@ -102,16 +103,16 @@ async def test_reservation_blocks_and_settlement_releases(any_state: State) -> N
     first = budget(0.6)
     v = await admit(any_state, budgets=[first])
     assert v.allowed and v.budget_state == [(0.0, 0.0)]
-    assert await any_state.budget_usage(first.key) == (0.0, 0.6)
+    assert await any_state.guards.budget_usage(first.key) == (0.0, 0.6)
     v = await admit(any_state, budgets=[budget(0.6)])
     assert not v.allowed and v.denied_by == "budget" and v.budget is not None
     assert v.budget.reserve == 0.6 and v.budget_state == [(0.0, 0.6)]
-    await any_state.record(step(1, cost=0.25), Settlement(budgets=[(first, 0.25)]))
-    assert await any_state.budget_usage(first.key) == (0.25, 0.0)
+    await any_state.ledger.record(step(1, cost=0.25), Settlement(budgets=[(first, 0.25)]))
+    assert await any_state.guards.budget_usage(first.key) == (0.25, 0.0)
     assert (await admit(any_state, budgets=[budget(0.75)])).allowed  # exactly to the limit
     v = await admit(any_state, budgets=[budget(0.0001)])
     assert not v.allowed and v.budget_state == [(0.25, 0.75)]
-    assert await any_state.budget_usage("agent:nobody:all") == (0.0, 0.0)
+    assert await any_state.guards.budget_usage("agent:nobody:all") == (0.0, 0.0)
 
 
 async def test_budgets_are_all_or_nothing(any_state: State) -> None:
@@ -119,8 +120,8 @@ async def test_budgets_are_all_or_nothing(any_state: State) -> None:
     agent = budget(2.0, limit=1.0)
     v = await admit(any_state, budgets=[team, agent])
     assert not v.allowed and v.budget is agent and v.budget_state == [(0.0, 0.0), (0.0, 0.0)]
-    assert await any_state.budget_usage(team.key) == (0.0, 0.0)
-    assert await any_state.budget_usage(agent.key) == (0.0, 0.0)
+    assert await any_state.guards.budget_usage(team.key) == (0.0, 0.0)
+    assert await any_state.guards.budget_usage(agent.key) == (0.0, 0.0)
 
 
 async def test_concurrent_admissions_cannot_overshoot(any_state: State) -> None:
@@ -129,25 +130,25 @@ async def test_concurrent_admissions_cannot_overshoot(any_state: State) -> None:
     admitted = sum(v.allowed for v in vs)
     assert admitted * bc.reserve <= bc.limit
     assert admitted == 33  # 33 x 0.3 = 9.9; a 34th would make 10.2
-    _, reserved = await any_state.budget_usage(bc.key)
+    _, reserved = await any_state.guards.budget_usage(bc.key)
     assert reserved == pytest.approx(9.9) and reserved <= bc.limit
 
 
 # --- kill switch ------------------------------------------------------------------------
 async def test_kill_pause_resume(any_state: State) -> None:
     rc = rpm("agent:a:rpm", 1)
-    await any_state.set_flag("session", "s1", True)
+    await any_state.flags.set("session", "s1", True)
     v = await admit(any_state, "s1", rates=[rc], loop=LoopCheck("s1", "a", steps=True))
     assert v == Verdict(allowed=False, denied_by="killed")  # and nothing counted
-    assert await any_state.flags() == {"session": ["s1"], "agent": []}
-    await any_state.set_flag("agent", "a", True)
+    assert await any_state.flags.all() == {"session": ["s1"], "agent": []}
+    await any_state.flags.set("agent", "a", True)
     assert (await admit(any_state, "s1")).denied_by == "killed"  # the session first
     assert (await admit(any_state, "s2")).denied_by == "paused"
     assert (await admit(any_state, "s2", agent="b")).allowed
-    assert await any_state.flags() == {"session": ["s1"], "agent": ["a"]}
-    await any_state.set_flag("session", "s1", False)
-    await any_state.set_flag("agent", "a", False)
-    assert await any_state.flags() == {"session": [], "agent": []}
+    assert await any_state.flags.all() == {"session": ["s1"], "agent": ["a"]}
+    await any_state.flags.set("session", "s1", False)
+    await any_state.flags.set("agent", "a", False)
+    assert await any_state.flags.all() == {"session": [], "agent": []}
     v = await admit(any_state, "s1", rates=[rc], loop=LoopCheck("s1", "a", steps=True))
     assert v.allowed and v.steps == 1  # the refused ones consumed no rate, counted no step
 
@@ -184,40 +185,41 @@ async def test_steps_age_and_chain_hand_offs(any_state: State) -> None:
 # --- spend and sessions -----------------------------------------------------------------
 async def test_spend_by_every_dimension_and_since(any_state: State) -> None:
     now = time.time()
-    await any_state.record(step(1, cost=1.0, t=now - 3 * 86400, tags=("x",)))
-    await any_state.record(step(2, cost=2.0, t=now, tags=("x", "y"), model="m2"))
-    await any_state.record(step(3, agent="b", session="s2", team="u", cost=5.0, t=now,
+    await any_state.ledger.record(step(1, cost=1.0, t=now - 3 * 86400, tags=("x",)))
+    await any_state.ledger.record(step(2, cost=2.0, t=now, tags=("x", "y"), model="m2"))
+    await any_state.ledger.record(step(3, agent="b", session="s2", team="u", cost=5.0, t=now,
                                 provider="q"))
-    rows = {r.key: r for r in await any_state.spend("agent")}
+    rows = {r.key: r for r in await any_state.ledger.spend("agent")}
     assert rows["a"].cost_usd == 3.0 and rows["a"].requests == 2 and rows["b"].cost_usd == 5.0
     assert rows["a"].to_dict() == {
         "key": "a", "requests": 2, "input_tokens": 20, "output_tokens": 10,
         "cached_tokens": 4, "cache_write_tokens": 2, "cost_usd": 3.0}
-    assert [r.key for r in await any_state.spend("agent")] == ["b", "a"]
-    assert {r.key: r.cost_usd for r in await any_state.spend("agent", since=now - 3600)} == {
+    assert [r.key for r in await any_state.ledger.spend("agent")] == ["b", "a"]
+    assert {r.key: r.cost_usd for r in await any_state.ledger.spend("agent", since=now - 3600)} == {
         "a": 2.0, "b": 5.0}
 
     def totals(rows: list[Any]) -> dict[str, float]:
         return {r.key: r.cost_usd for r in rows}
 
-    assert totals(await any_state.spend("team")) == {"t": 3.0, "u": 5.0}
-    assert totals(await any_state.spend("model")) == {"m": 6.0, "m2": 2.0}
-    assert totals(await any_state.spend("provider")) == {"p": 3.0, "q": 5.0}
-    assert totals(await any_state.spend("tag")) == {"x": 3.0, "y": 2.0}
-    assert totals(await any_state.spend("tag", since=now - 3600)) == {"x": 2.0, "y": 2.0}
-    assert totals(await any_state.spend("session")) == {"s1": 3.0, "s2": 5.0}
-    assert totals(await any_state.spend("session", since=now - 3600)) == {"s1": 2.0, "s2": 5.0}
-    s2 = next(r for r in await any_state.spend("session") if r.key == "s2")
+    assert totals(await any_state.ledger.spend("team")) == {"t": 3.0, "u": 5.0}
+    assert totals(await any_state.ledger.spend("model")) == {"m": 6.0, "m2": 2.0}
+    assert totals(await any_state.ledger.spend("provider")) == {"p": 3.0, "q": 5.0}
+    assert totals(await any_state.ledger.spend("tag")) == {"x": 3.0, "y": 2.0}
+    assert totals(await any_state.ledger.spend("tag", since=now - 3600)) == {"x": 2.0, "y": 2.0}
+    assert totals(await any_state.ledger.spend("session")) == {"s1": 3.0, "s2": 5.0}
+    assert totals(await any_state.ledger.spend("session", since=now - 3600)) == {
+        "s1": 2.0, "s2": 5.0}
+    s2 = next(r for r in await any_state.ledger.spend("session") if r.key == "s2")
     assert s2.extra == {"agent": "b", "team": "u"} and s2.to_dict()["agent"] == "b"
-    assert await any_state.spend("session", since=time.time() + 60) == []
-    assert await any_state.spend("agent", since=now + 7200) == []
+    assert await any_state.ledger.spend("session", since=time.time() + 60) == []
+    assert await any_state.ledger.spend("agent", since=now + 7200) == []
 
 
 async def test_sessions_are_bounded_listed_and_viewed(make_state: MakeState) -> None:
     st = await make_state(session_steps=3, max_sessions=2)
     for i in range(5):
-        await st.record(step(i, session="s1", cost=float(i)))
-    view = await st.session("s1")
+        await st.ledger.record(step(i, session="s1", cost=float(i)))
+    view = await st.ledger.session("s1")
     assert view is not None
     assert set(view) == {"session", "agent", "team", "first", "last", "steps", "input_tokens",
                          "output_tokens", "cached_tokens", "cost_usd", "steps_kept", "now"}
@@ -225,33 +227,33 @@ async def test_sessions_are_bounded_listed_and_viewed(make_state: MakeState) -> 
     assert [s["request_id"] for s in view["steps"]] == ["r2", "r3", "r4"]
     assert view["cost_usd"] == 10.0 and view["steps_kept"] == 3
     assert view["steps"][0]["tags"] == [] and view["steps"][0]["ttft_s"] is None
-    await st.record(step(9, session="s2", agent="b", cost=20.0))
-    await st.record(step(10, session="s3", agent="b"))
-    assert await st.session("s1") is None  # least recently active dropped
-    listed = await st.sessions(sort="recent")
+    await st.ledger.record(step(9, session="s2", agent="b", cost=20.0))
+    await st.ledger.record(step(10, session="s3", agent="b"))
+    assert await st.ledger.session("s1") is None  # least recently active dropped
+    listed = await st.ledger.sessions(sort="recent")
     assert [s["session"] for s in listed] == ["s3", "s2"]
     assert set(listed[0]) == {"session", "agent", "team", "first", "last", "steps",
                               "input_tokens", "output_tokens", "cached_tokens", "cost_usd"}
-    assert [s["session"] for s in await st.sessions()] == ["s2", "s3"]  # by cost
-    await st.record(step(11, session="s3", agent="b"))
-    assert [s["session"] for s in await st.sessions(sort="steps", limit=1)] == ["s3"]
-    assert await st.sessions(agent="a") == []
-    assert await st.sessions(since=time.time() + 60) == []
-    await st.record(step(12, session="s1"))  # comes back afresh
-    view = await st.session("s1")
+    assert [s["session"] for s in await st.ledger.sessions()] == ["s2", "s3"]  # by cost
+    await st.ledger.record(step(11, session="s3", agent="b"))
+    assert [s["session"] for s in await st.ledger.sessions(sort="steps", limit=1)] == ["s3"]
+    assert await st.ledger.sessions(agent="a") == []
+    assert await st.ledger.sessions(since=time.time() + 60) == []
+    await st.ledger.record(step(12, session="s1"))  # comes back afresh
+    view = await st.ledger.session("s1")
     assert view is not None and view["steps_kept"] == 1 and view["cost_usd"] == 1.0
 
 
 async def test_idle_sessions_are_handed_out_once(any_state: State) -> None:
-    await any_state.record(step(1, session="s1", cost=1.0))
-    await any_state.record(step(2, session="s2", cost=2.0))
-    assert await any_state.idle_sessions(3600) == []  # not quiet long enough
-    assert await any_state.idle_sessions(0, limit=1) == [1.0]  # least recently active first
-    assert await any_state.idle_sessions(0) == [2.0]
-    assert await any_state.idle_sessions(0) == []
-    await any_state.record(step(3, session="s1", cost=1.0))  # once observed, always
-    await any_state.record(step(4, session="s3", cost=4.0))
-    assert await any_state.idle_sessions(0) == [4.0]
+    await any_state.ledger.record(step(1, session="s1", cost=1.0))
+    await any_state.ledger.record(step(2, session="s2", cost=2.0))
+    assert await any_state.ledger.idle_sessions(3600) == []  # not quiet long enough
+    assert await any_state.ledger.idle_sessions(0, limit=1) == [1.0]  # least recently active first
+    assert await any_state.ledger.idle_sessions(0) == [2.0]
+    assert await any_state.ledger.idle_sessions(0) == []
+    await any_state.ledger.record(step(3, session="s1", cost=1.0))  # once observed, always
+    await any_state.ledger.record(step(4, session="s3", cost=4.0))
+    assert await any_state.ledger.idle_sessions(0) == [4.0]
 
 
 # --- Redis only -------------------------------------------------------------------------
@@ -286,21 +288,21 @@ async def test_redis_matches_memory_call_for_call(make_redis_state: MakeState) -
             outs[name].append(comparable(name, v))
             denials[name].append(v.denied_by)
             cost = 0.1 * (i % 4) + 0.01 * i
-            await st.record(
+            await st.ledger.record(
                 step(i, agent=agent, session=sid, cost=cost, t=t0 + i, tags=("x", f"t{i % 2}")),
                 Settlement(budgets=[(bc, cost / 2) for bc in budgets] if v.allowed else [],
                            token_rates=[(rates[1], 3)]))
         for bc in budgets:
-            outs[name].append(await st.budget_usage(bc.key))
+            outs[name].append(await st.guards.budget_usage(bc.key))
         for dim in SPEND_DIMENSIONS:
             for since in (None, t0 + 6):
                 outs[name].append([r.to_dict() | {"cost": r.cost_usd}
-                                   for r in await st.spend(dim, since)])
+                                   for r in await st.ledger.spend(dim, since)])
         for sort in ("cost", "steps", "recent"):
-            outs[name].append([unclocked(d) for d in await st.sessions(sort=sort)])
-        outs[name].append([unclocked(d) for d in await st.sessions(agent="a", since=t0 + 2)])
+            outs[name].append([unclocked(d) for d in await st.ledger.sessions(sort=sort)])
+        outs[name].append([unclocked(d) for d in await st.ledger.sessions(agent="a", since=t0 + 2)])
         for i in range(6):
-            outs[name].append(unclocked(await st.session(f"s{i}")))
+            outs[name].append(unclocked(await st.ledger.session(f"s{i}")))
     for got, want in zip(outs["redis"], outs["memory"], strict=True):
         assert got == want
     assert clocked["redis"] == pytest.approx(clocked["memory"], abs=0.5)
@@ -311,10 +313,10 @@ async def test_idle_sessions_once_across_processes(make_redis_state: MakeState) 
     one, two = await make_redis_state(), await make_redis_state()
     costs = [float(i) for i in range(1, 61)]
     for i, c in enumerate(costs):
-        await (one, two)[i % 2].record(step(i, session=f"s{i}", cost=c))
+        await (one, two)[i % 2].ledger.record(step(i, session=f"s{i}", cost=c))
     seen: list[float] = []
     while True:
-        got = await asyncio.gather(*(st.idle_sessions(0, limit=7) for st in (one, two) * 3))
+        got = await asyncio.gather(*(st.ledger.idle_sessions(0, limit=7) for st in (one, two) * 3))
         if not any(got):
             break
         seen += [c for batch in got for c in batch]
@@ -327,8 +329,8 @@ async def test_outage_queues_spend_and_recovers(redis_server: RedisServer,
     st = await make_redis_state(metrics, timeout_ms=200, retry_interval_s=0.05)
     assert await st.ready()
     redis_server.stop()
-    await st.record(step(1, cost=2.0))  # was up: tries, fails, queues; does not raise
-    assert st.pending == 1 and errors(metrics, "record") == 1
+    await st.ledger.record(step(1, cost=2.0))  # was up: tries, fails, queues; does not raise
+    assert st.ledger.pending == 1 and errors(metrics, "record") == 1
     assert not await st.ready()
     begun = time.monotonic()
     with pytest.raises(StateUnavailable):
@@ -336,10 +338,10 @@ async def test_outage_queues_spend_and_recovers(redis_server: RedisServer,
     assert time.monotonic() - begun < 0.05  # down: no waiting on the timeout
     assert errors(metrics, "admit") == 1
     for i, c in ((2, 3.0), (3, 4.0)):
-        await st.record(step(i, cost=c))
-    assert st.pending == 3
+        await st.ledger.record(step(i, cost=c))
+    assert st.ledger.pending == 3
     with pytest.raises(StateUnavailable):
-        await st.spend("agent")
+        await st.ledger.spend("agent")
 
     async def probed() -> bool:
         return errors(metrics, "probe") >= 2
@@ -351,9 +353,10 @@ async def test_outage_queues_spend_and_recovers(redis_server: RedisServer,
         return await st.ready()
 
     await until(ready, "the state to come back up")
-    assert st.pending == 0
-    assert [(r.key, r.cost_usd, r.requests) for r in await st.spend("agent")] == [("a", 9.0, 3)]
-    view = await st.session("s1")
+    assert st.ledger.pending == 0
+    assert [(r.key, r.cost_usd, r.requests) for r in await st.ledger.spend("agent")] == [
+        ("a", 9.0, 3)]
+    view = await st.ledger.session("s1")
     assert view is not None and [s["request_id"] for s in view["steps"]] == ["r1", "r2", "r3"]
     assert (await admit(st, budgets=[budget(0.1)])).allowed
 
@@ -367,12 +370,12 @@ async def test_starts_down_and_bounds_the_queue(redis_server: RedisServer,
     with pytest.raises(StateUnavailable):
         await admit(st)
     for i, c in ((1, 1.0), (2, 2.0), (3, 3.0)):
-        await st.record(step(i, cost=c))
-    assert st.pending == 2 and errors(metrics, "dropped") == 1
+        await st.ledger.record(step(i, cost=c))
+    assert st.ledger.pending == 2 and errors(metrics, "dropped") == 1
     redis_server.start()
 
     async def ready() -> bool:
         return await st.ready()
 
     await until(ready, "the state to come up")
-    assert [r.cost_usd for r in await st.spend("agent")] == [5.0]  # the two newest
+    assert [r.cost_usd for r in await st.ledger.spend("agent")] == [5.0]  # the two newest

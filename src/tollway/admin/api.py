@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from tollway.config.model import key_digest
-from tollway.state.base import SPEND_DIMENSIONS
+from tollway.state.records import SPEND_DIMENSIONS
 from tollway.wire import json_response
 
 if TYPE_CHECKING:
@@ -86,14 +86,14 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
             since = parse_since(request.query.get("since"))
         except ValueError as exc:
             return _error(400, str(exc), "bad_since")
-        rows = await gw.state.spend(by, since)
+        rows = await gw.state.ledger.spend(by, since)
         total = sum(r.cost_usd for r in rows)
         return json_response({"by": by, "since": since, "total_cost_usd": round(total, 10),
                               "rows": [r.to_dict() for r in rows]})
 
     async def session(request: web.Request) -> web.Response:
         sid = request.match_info["session"]
-        view = await gw.state.session(sid)
+        view = await gw.state.ledger.session(sid)
         if view is None:
             return _error(404, f"no session {sid!r}", "session_not_found")
         return json_response(view)
@@ -104,7 +104,7 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
             limit = int(request.query.get("limit", "50"))
         except ValueError as exc:
             return _error(400, str(exc), "bad_query")
-        rows = await gw.state.sessions(agent=request.query.get("agent"), since=since,
+        rows = await gw.state.ledger.sessions(agent=request.query.get("agent"), since=since,
                                        sort=request.query.get("sort", "cost"), limit=limit)
         return json_response({"sessions": rows})
 
@@ -116,14 +116,14 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
         if (kind, action) not in (("session", "kill"), ("session", "revive"),
                                   ("agent", "pause"), ("agent", "resume")):
             return _error(404, f"no action {action!r} for a {kind}", "unknown_action")
-        await gw.state.set_flag(kind, name, on)
+        await gw.state.flags.set(kind, name, on)
         record({"action": action, kind: name,
                                                       "peer": request.remote})
         return json_response({kind: name, "action": action,
                               "denied": on})
 
     async def flags(request: web.Request) -> web.Response:
-        return json_response(await gw.state.flags())
+        return json_response(await gw.state.flags.all())
 
     app.router.add_post("/admin/sessions/{name}/{action}", guarded(set_flag))
     app.router.add_post("/admin/agents/{name}/{action}", guarded(set_flag))
@@ -135,7 +135,7 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
         return json_response(result, 200 if result["result"] == "ok" else 400)
 
     async def breakers(request: web.Request) -> web.Response:
-        views = await gw.state.breaker_views()
+        views = await gw.state.breakers.views()
         return json_response({"breakers": [v.to_dict() for v in views.values()]})
 
     async def purge(request: web.Request) -> web.Response:
@@ -144,8 +144,8 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
         for value in (scope, model):
             if value != "*" and any(ch in value for ch in "*?[]"):
                 return _error(400, "scope and model are names, not patterns", "bad_purge")
-        gone = await gw.state.cache_purge(f"c:{scope}:{model}:*")
-        gone += await gw.state.cache_purge(f"s:{scope}:{model}:*")
+        gone = await gw.state.cache.purge(f"c:{scope}:{model}:*")
+        gone += await gw.state.cache.purge(f"s:{scope}:{model}:*")
         if gw.semantic is not None:
             gw.semantic.purge(scope, model)
         record({"action": "cache_purge", "scope": scope,

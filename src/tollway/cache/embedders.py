@@ -21,7 +21,7 @@ import orjson
 
 from tollway.cache.semantic import normalize_rows
 from tollway.protocols.openai import EMBEDDINGS
-from tollway.state.base import StepRecord
+from tollway.state.records import StepRecord
 
 if TYPE_CHECKING:
     from tollway.cache.semantic.matcher import Vector
@@ -127,7 +127,7 @@ class ModelEmbedder:
             input_tokens=tokens, usage_source="upstream", cost_usd=cost,
             latency_s=round(time.time() - started, 6))
         try:
-            await self._state.record(step)
+            await self._state.ledger.record(step)
         except Exception:
             log.exception("could not record the semantic cache's embedding spend")
 

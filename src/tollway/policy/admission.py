@@ -81,7 +81,7 @@ async def admit(state: State, adm: Admission, fail_closed: bool) -> Verdict:
     """The State's verdict; with the state unreachable, 503 (fail_closed) or a degraded
     pass with nothing reserved, so only the real cost is settled (fail_open)."""
     try:
-        return await state.admit(adm)
+        return await state.guards.admit(adm)
     except StateUnavailable as exc:
         if fail_closed:
             raise GatewayError(503, "state_unavailable",

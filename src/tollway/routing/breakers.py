@@ -53,7 +53,7 @@ class BreakerBoard:
         if v.state == OPEN and now < v.until:
             return False, False, v.until - now
         try:
-            allowed, view, t = await self.state.breaker_probe(dep.target, dep.breaker)
+            allowed, view, t = await self.state.breakers.probe(dep.target, dep.breaker)
         except StateUnavailable:
             return True, False, 0.0  # cannot coordinate: let it through, unprobed
         self.views[dep.target] = view
@@ -83,7 +83,7 @@ class BreakerBoard:
 
     async def refresh(self) -> None:
         try:
-            views = await self.state.breaker_views()
+            views = await self.state.breakers.views()
         except StateUnavailable:
             return
         except Exception:  # the state is down or half-reachable: keep the last views

@@ -13,9 +13,10 @@ from tollway.exchange import Exchange, Usage
 from tollway.observe.metrics import Metrics
 from tollway.observe.otel import operation_for
 from tollway.stages.base import Stage
-from tollway.state.base import State, StepRecord
+from tollway.state.base import State
 from tollway.state.breakers import Transition
 from tollway.state.guards import Settlement
+from tollway.state.records import StepRecord
 
 if TYPE_CHECKING:
     from tollway.config.observe import TraceConfig
@@ -63,7 +64,7 @@ class Account(Stage):
         if step is not None and self.audit is not None:
             self.audit.append("step", step.to_dict())
         try:
-            transitions = await self.state.record(step, settle)
+            transitions = await self.state.ledger.record(step, settle)
         except Exception:
             log.exception("could not record spend of request %s", ex.request_id)
             return

@@ -90,7 +90,7 @@ class Cache(Stage):
     async def _exact(self, ex: Exchange) -> web.Response | None:
         assert ex.cache.key is not None
         start = time.perf_counter()
-        raw = await self.state.cache_get(ex.cache.key)
+        raw = await self.state.cache.get(ex.cache.key)
         self.metrics.child(self.metrics.cache_lookup, "exact").observe(
             time.perf_counter() - start)
         entry = Entry.decode(raw) if raw is not None else None
@@ -133,7 +133,7 @@ class Cache(Stage):
             else None
         entry = None
         if found.outcome == "hit":
-            raw = await self.state.cache_get(found.body_key)
+            raw = await self.state.cache.get(found.body_key)
             entry = Entry.decode(raw) if raw is not None else None
             if entry is None:
                 self.semantic.forget(part, found.key)
@@ -205,10 +205,10 @@ class Cache(Stage):
         encoded = entry.encode()
         model = route.name
         if use.key:
-            await self.state.cache_put(use.key, encoded, self._ttl(model, self.exact.ttl_s))
+            await self.state.cache.put(use.key, encoded, self._ttl(model, self.exact.ttl_s))
         if use.semantic is not None and self.semantic is not None:
             ttl = self._ttl(model, self.sem_cfg.ttl_s)
             body_key = f"s:{self._scope(ex, self.sem_cfg.scope)}:{model}:{os.urandom(8).hex()}"
-            await self.state.cache_put(body_key, encoded, ttl)
+            await self.state.cache.put(body_key, encoded, ttl)
             sk = use.semantic
             await self.semantic.store(sk.partition, sk.text, sk.vector, body_key, ttl)

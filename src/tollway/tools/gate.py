@@ -30,9 +30,10 @@ from tollway.policy.admission import admit, budget_checks, refusal
 from tollway.policy.identity import Identity
 from tollway.providers.registry import breaker_policy as registry_breaker_policy
 from tollway.routing.breakers import BreakerBoard
-from tollway.state.base import State, StateUnavailable, StepRecord
+from tollway.state.base import State, StateUnavailable
 from tollway.state.breakers import OPEN, BreakerOutcome, BreakerPolicy
 from tollway.state.guards import Admission, Settlement
+from tollway.state.records import StepRecord
 from tollway.state.toolstate import APPROVED, PENDING, Approval
 
 log = logging.getLogger("tollway.tools")
@@ -248,7 +249,7 @@ class ToolGate:
         t.settled = True
         if t.settlement is not None and t.settlement.budgets:
             try:
-                await self.state.record(None, t.settlement)
+                await self.state.ledger.record(None, t.settlement)
             except Exception:
                 log.exception("could not release the reservation of %s", t.request_id)
 
@@ -278,7 +279,7 @@ class ToolGate:
         if cost:
             self.metrics.child(self.metrics.cost, t.who.agent, t.who.team, tool.name).inc(cost)
         try:
-            transitions = await self.state.record(step, settle)
+            transitions = await self.state.ledger.record(step, settle)
         except Exception:
             log.exception("could not record tool call %s", t.request_id)
             transitions = []

@@ -1,5 +1,5 @@
 -- admit.lua: everything the guard asks before a request, in one atomic step.
--- Order (the same as MemoryState.admit): kill switch, loop counters, rate limits (GCRA),
+-- Order (the same as MemoryGuards.admit): kill switch, loop counters, rate limits (GCRA),
 -- budget reservations. Rates and budgets are all-or-nothing: nothing is written unless
 -- every check passes.
 --

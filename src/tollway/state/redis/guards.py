@@ -1,0 +1,87 @@
+"""The guards on Redis: one EVALSHA of admit.lua per request (kill switch, loop counters,
+GCRA rate limits on the server's clock, budget reservations; atomic and all-or-nothing).
+
+While the state is down, `admit` raises StateUnavailable at once rather than make every
+request wait the timeout; the caller applies state.on_failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from tollway.state.base import Guards, StateUnavailable
+from tollway.state.guards import Admission, Verdict
+from tollway.state.redis.link import DOWN_ERRORS, RedisLink, num
+from tollway.state.sessions import HOUR
+
+
+class RedisGuards(Guards):
+    def __init__(self, link: RedisLink, retention_hours: int, max_sessions: int) -> None:
+        self._link = link
+        self._retention = retention_hours
+        self._max_sessions = max_sessions
+        self._admit_script = link.script("admit.lua")
+
+    async def admit(self, adm: Admission) -> Verdict:
+        link = self._link
+        if not link.up:  # don't make every request wait the timeout while down
+            link.count("admit")
+            raise StateUnavailable("redis state is down")
+        k = link.key
+        lp = adm.loop
+        fp = lp.fingerprint if lp is not None else None
+        chain = lp.chain if lp is not None else None
+        keys = [k("ks", "s", adm.session), k("ks", "a", adm.agent),
+                k("fp", fp or "", adm.session), k("st", adm.session),
+                k("ch", chain or adm.session), k("ix", "st"),
+                k("ix", "ch")]
+        args: list[str | int] = [
+            self._retention * HOUR,
+            max(0, round(lp.fp_window_s * 1000)) if fp and lp is not None else -1,
+            1 if lp is not None and lp.steps else 0, 1 if chain else 0, adm.agent,
+            adm.session, chain or "", self._max_sessions, len(adm.rates), len(adm.budgets)]
+        for rc in adm.rates:
+            keys.append(k("rl", rc.key))
+            args += [num(rc.interval_us), num(rc.tolerance_us), rc.cost]
+        for bc in adm.budgets:
+            keys.append(k("bu", bc.key))
+            args += [num(bc.limit), num(bc.reserve), bc.ttl_s]
+        try:
+            raw = await self._admit_script(keys=keys, args=args)
+        except DOWN_ERRORS as exc:
+            link.mark_down("admit", exc)
+            raise StateUnavailable(f"redis: {exc}") from exc
+        except RedisError as exc:
+            link.count("admit")
+            raise StateUnavailable(f"redis: {exc}") from exc
+        return _verdict(adm, raw)
+
+    async def budget_usage(self, key: str) -> tuple[float, float]:
+        spent, reserved = await self._link.call(
+            "query", lambda: self._link.redis.hmget(self._link.key("bu", key),
+                                                    ["spent", "reserved"]))
+        return float(spent or 0.0), float(reserved or 0.0)
+
+
+def _verdict(adm: Admission, raw: list[Any]) -> Verdict:
+    """The admit.lua reply as a Verdict (layout documented in the script)."""
+    v = Verdict()
+    if raw[0] != "1":
+        v.allowed, v.denied_by = False, raw[1]
+        if v.denied_by in ("killed", "paused"):
+            return v
+    index = int(raw[2])
+    if v.denied_by == "rate":
+        v.rate, v.retry_after_s = adm.rates[index - 1], float(raw[3])
+    elif v.denied_by == "budget":
+        v.budget = adm.budgets[index - 1]
+    v.repeats, v.steps, v.age_s, v.rounds = int(raw[4]), int(raw[5]), float(raw[6]), int(raw[7])
+    n = int(raw[8])
+    i = 9
+    v.rate_state = [(int(float(raw[i + 2 * j])), float(raw[i + 2 * j + 1])) for j in range(n)]
+    i += 2 * n
+    m = int(raw[i])
+    v.budget_state = [(float(raw[i + 1 + 2 * j]), float(raw[i + 2 + 2 * j])) for j in range(m)]
+    return v
