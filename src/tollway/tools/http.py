@@ -218,7 +218,7 @@ class HttpTools:
 
     async def _handle(self, request: web.Request, request_id: str,
                       name: str) -> web.StreamResponse:
-        who = self.gate.identity.resolve(request.headers)
+        caller = self.gate.identity.resolve(request.headers)
         tool = self.tools.get(name)
         if tool is None:
             raise GatewayError(404, "unknown_tool", f"no HTTP tool named {name!r} is "
@@ -232,14 +232,14 @@ class HttpTools:
             raise GatewayError(400, "invalid_path", "a tool path may not contain '.' or "
                                "'..' segments")
         body = await _read_body(request, tool)
-        session = self.gate.session(request.headers, who)
+        session = self.gate.session(request.headers, caller)
         summary = f"{method} {tail or '/'}" + (f"?{query}" if query else "")
-        ticket, used, src = await self._admit(who, session, tool, method, tail, query, body,
+        ticket, used, src = await self._admit(caller, session, tool, method, tail, query, body,
                                               request_id, summary)
         return await self._call(request, ticket, used, src, method, tail, query, body,
                                 request_id)
 
-    async def _admit(self, who: Caller, session: str, tool: HttpTool, method: str, tail: str,
+    async def _admit(self, caller: Caller, session: str, tool: HttpTool, method: str, tail: str,
                      query: str, body: _Body, request_id: str,
                      summary: str) -> tuple[Ticket, HttpTool, str | None]:
         """Admit the call on the tool, or on its fallback while the tool's breaker is open.
@@ -247,7 +247,7 @@ class HttpTools:
         parts = (method.encode(), f"{tail}?{query}".encode(),
                  *(() if body.data is None else (body.data,)))
         try:
-            ticket = await self.gate.admit(who, session, tool.target,
+            ticket = await self.gate.admit(caller, session, tool.target,
                                            call_digest(tool.name, *parts), request_id, summary)
             return ticket, tool, None
         except GatewayError as err:
@@ -260,7 +260,7 @@ class HttpTools:
             current = self.tools[current.cfg.fallback]
             seen.add(current.name)
             try:
-                ticket = await self.gate.admit(who, session, current.target,
+                ticket = await self.gate.admit(caller, session, current.target,
                                                call_digest(current.name, *parts), request_id,
                                                summary)
             except GatewayError as err:
@@ -280,7 +280,7 @@ class HttpTools:
         url = tool.url(tail, query)
         headers = _upstream_headers(request.headers, tool, body)
         ours = {"x-tollway-request-id": request_id, "x-tollway-tool": tool.name,
-                "x-tollway-agent": ticket.who.agent, "x-tollway-session": ticket.session}
+                "x-tollway-agent": ticket.caller.agent, "x-tollway-session": ticket.session}
         if src is not None:
             ours["x-tollway-fallback"] = src
         if body.data is not None and len(body.data) > tool.max_bytes:  # a smaller fallback

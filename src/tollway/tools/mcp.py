@@ -223,7 +223,7 @@ class _Pending:
     """A request the gateway waits to see answered: a gated tools/call or a tools/list."""
 
     kind: str  # "call" | "list"
-    who: Caller
+    caller: Caller
     server: str
     ticket: Ticket | None = None
     rpc_id: Any = None
@@ -361,7 +361,7 @@ class McpProxy:
                 404, "unknown_mcp_server",
                 f"no MCP server named {name!r} is configured (known: {known})")))
         try:
-            who = self.gate.identity.resolve(request.headers)
+            caller = self.gate.identity.resolve(request.headers)
         except GatewayError as err:
             return _json(err.status, rpc_error(single_id, err))
         if request.method == "POST":
@@ -369,21 +369,21 @@ class McpProxy:
                 return _json(400, _plain_error(None, _PARSE_ERROR if parsed is None else
                                                _INVALID_REQUEST,
                                                "the body is not a JSON-RPC message or batch"))
-            return await self._post(request, name, srv, who, rid, body, parsed)
+            return await self._post(request, name, srv, caller, rid, body, parsed)
         if request.method == "GET":
-            return await self._get(request, name, srv, who, rid)
+            return await self._get(request, name, srv, caller, rid)
         return await self._plain(request, name, srv, rid)
 
     # --- tools/call admission --------------------------------------------------------------
-    def _gate_session(self, request: web.Request, server: str, who: Caller) -> str:
+    def _gate_session(self, request: web.Request, server: str, caller: Caller) -> str:
         sid = request.headers.get("Mcp-Session-Id")
         default = None
         if sid:
             default = "mcp-" + hashlib.blake2b(f"{server}\0{sid}".encode(),
                                                digest_size=8).hexdigest()
-        return self.gate.session(request.headers, who, default)
+        return self.gate.session(request.headers, caller, default)
 
-    async def _admit(self, ex: _Exchange, msg: dict[str, Any], who: Caller, session: str,
+    async def _admit(self, ex: _Exchange, msg: dict[str, Any], caller: Caller, session: str,
                      rid: str) -> tuple[Ticket | None, dict[str, Any] | None]:
         """(ticket, None) to forward `msg` (its name rewritten to a fallback, maybe), or
         (None, the JSON-RPC error to answer)."""
@@ -398,7 +398,7 @@ class McpProxy:
         target = self.target(ex.server, ex.srv, tool)
         summary = f"{target.name} {canon[:_SUMMARY_CHARS].decode('utf-8', 'replace')}"
         try:
-            ticket = await self.gate.admit(who, session, target,
+            ticket = await self.gate.admit(caller, session, target,
                                            call_digest(target.name, canon), rid, summary)
             return ticket, None
         except GatewayError as err:
@@ -407,7 +407,7 @@ class McpProxy:
             refused = err
         fb = self.target(ex.server, ex.srv, target.fallback)
         try:
-            ticket = await self.gate.admit(who, session, fb, call_digest(fb.name, canon), rid,
+            ticket = await self.gate.admit(caller, session, fb, call_digest(fb.name, canon), rid,
                                            f"{fb.name} {summary[len(target.name) + 1:]}")
         except GatewayError as err:
             refused.message += (f"; its fallback {fb.name!r} was refused too: "
@@ -415,17 +415,17 @@ class McpProxy:
             return None, rpc_error(rpc_id, refused, target.name)
         msg["params"] = {**params, "name": target.fallback}  # type: ignore[dict-item]
         log.info("MCP tool call sent to its fallback", extra={"fields": {
-            "tool": target.name, "fallback": fb.name, "agent": who.agent,
+            "tool": target.name, "fallback": fb.name, "agent": caller.agent,
             "request_id": rid}})
         return ticket, None
 
     # --- POST ------------------------------------------------------------------------------
-    async def _post(self, request: web.Request, server: str, srv: McpServerConfig, who: Caller,
+    async def _post(self, request: web.Request, server: str, srv: McpServerConfig, caller: Caller,
                     rid: str, body: bytes, parsed: Any) -> web.StreamResponse:
         batch = isinstance(parsed, list)
         msgs: list[Any] = parsed if batch else [parsed]
         ex = _Exchange(server, srv)
-        session = self._gate_session(request, server, who)
+        session = self._gate_session(request, server, caller)
         forward: list[Any] = []
         changed = False
         fallback_name: str | None = None
@@ -444,7 +444,7 @@ class McpProxy:
                         continue
                     asked = (m.get("params") or {}).get("name") if isinstance(
                         m.get("params"), dict) else None
-                    ticket, refusal = await self._admit(ex, m, who, session, rid)
+                    ticket, refusal = await self._admit(ex, m, caller, session, rid)
                     if ticket is None:
                         ex.refusals.append(refusal)  # type: ignore[arg-type]
                         changed = True
@@ -452,9 +452,9 @@ class McpProxy:
                     if m["params"]["name"] != asked:
                         changed = True
                         fallback_name = m["params"]["name"]
-                    ex.pending[k] = _Pending("call", who, server, ticket, m["id"])
+                    ex.pending[k] = _Pending("call", caller, server, ticket, m["id"])
                 elif method == "tools/list" and "id" in m:
-                    ex.pending.setdefault(_key(m["id"]), _Pending("list", who, server,
+                    ex.pending.setdefault(_key(m["id"]), _Pending("list", caller, server,
                                                                   rpc_id=m["id"]))
                 forward.append(m)
         except BaseException:
@@ -532,7 +532,7 @@ class McpProxy:
             return None
         may = self.gate.identity.may_call
         kept = [t for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)
-                and may(p.who, f"{p.server}/{t['name']}")]
+                and may(p.caller, f"{p.server}/{t['name']}")]
         if len(kept) == len(tools):
             return None
         return {**msg, "result": {**result, "tools": kept}}  # type: ignore[dict-item]
@@ -737,7 +737,7 @@ class McpProxy:
         await self._settle_unanswered(ex, FAILURE, 504)
 
     # --- GET, DELETE -----------------------------------------------------------------------
-    async def _get(self, request: web.Request, server: str, srv: McpServerConfig, who: Caller,
+    async def _get(self, request: web.Request, server: str, srv: McpServerConfig, caller: Caller,
                    rid: str) -> web.StreamResponse:
         headers = self._upstream_headers(request, srv)
         try:
