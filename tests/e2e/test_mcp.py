@@ -448,7 +448,7 @@ def test_modern_protocol_per_request_envelope(make_stack: Callable[..., Stack],
 def test_sse_events_survive_any_network_split() -> None:
     """The relay rewrites whole events; the splitter must find the same events however the
     network cuts the stream, CRLF halves included."""
-    from tollway.tools.mcp import _event_data, _Events
+    from tollway.tools.mcp.events import _event_data, _Events
 
     stream = (b'event: message\r\nid: 1\r\ndata: {"jsonrpc":"2.0","id":1,"result":{}}\r\n\r\n'
               b": ping\r\n\r\n"

@@ -6,13 +6,9 @@ from multidict import CIMultiDict
 
 from tollway.config.tools import HttpToolConfig
 from tollway.tools.gate import FAILURE, OK, TOOL_ERROR
-from tollway.tools.http import (
-    HttpTool,
-    _Body,
-    _downstream_headers,
-    _outcome,
-    _upstream_headers,
-)
+from tollway.tools.http.body import _Body
+from tollway.tools.http.relay import _outcome
+from tollway.tools.http.tool import HttpTool, _downstream_headers, _upstream_headers
 from tollway.wire import retry_after as _retry_after
 
 

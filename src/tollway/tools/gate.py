@@ -65,7 +65,7 @@ class ToolTarget:
 class Ticket:
     """An admitted call: what settle() needs."""
 
-    who: Caller
+    caller: Caller
     session: str
     tool: ToolTarget
     call: str  # digest of the tool and its arguments
@@ -103,23 +103,24 @@ class ToolGate:
         self.trust_session_header = cfg.identity.trust_session_header
         self.held: dict[str, asyncio.Event] = {}  # approvals this process waits on
 
-    def session(self, headers: Mapping[str, str], who: Caller, default: str | None = None) -> str:
+    def session(self, headers: Mapping[str, str], caller: Caller,
+                default: str | None = None) -> str:
         """x-tollway-session when trusted; else the transport's own (an MCP session), else
         one session per agent for its tool calls."""
         named = headers.get("x-tollway-session") if self.trust_session_header else None
         if named:
             return named[:128]
-        return default or f"tools-{who.agent}"
+        return default or f"tools-{caller.agent}"
 
     # --- before ------------------------------------------------------------------------
-    async def admit(self, who: Caller, session: str, tool: ToolTarget, call: str,
+    async def admit(self, caller: Caller, session: str, tool: ToolTarget, call: str,
                     request_id: str, summary: str) -> Ticket:
-        ticket = Ticket(who, session, tool, call, request_id)
+        ticket = Ticket(caller, session, tool, call, request_id)
         try:
-            self.identity.check_tool(who, tool.name)
+            self.identity.check_tool(caller, tool.name)
         except GatewayError:
             self._count(tool, "denied")
-            self.metrics.child(self.metrics.policy_denials, "tool", who.agent).inc()
+            self.metrics.child(self.metrics.policy_denials, "tool", caller.agent).inc()
             raise
         await self._check_loop(ticket)
         view = self.board.views.get(tool.target)
@@ -132,7 +133,7 @@ class ToolGate:
             if ticket.zone != "green":
                 self.metrics.child(self.metrics.tool_flagged, tool.name, ticket.zone).inc()
                 log.warning("tool call in a %s zone", ticket.zone, extra={"fields": {
-                    "tool": tool.name, "agent": who.agent, "session": session,
+                    "tool": tool.name, "agent": caller.agent, "session": session,
                     "request_id": request_id, "zone": ticket.zone}})
             if ticket.zone == "red":
                 await self._hold(ticket, summary)
@@ -165,9 +166,9 @@ class ToolGate:
         if n >= rc.threshold:
             evidence = (f"tool {t.tool.name!r} was called {n} times with the same arguments and "
                         f"returned the same result each time in session {t.session!r}")
-            self.metrics.loops_detected.labels("repeated_tool_call", t.who.agent).inc()
+            self.metrics.loops_detected.labels("repeated_tool_call", t.caller.agent).inc()
             log.warning("loop detected", extra={"fields": {
-                "detector": "repeated_tool_call", "action": rc.action, "agent": t.who.agent,
+                "detector": "repeated_tool_call", "action": rc.action, "agent": t.caller.agent,
                 "session": t.session, "tool": t.tool.name, "evidence": evidence}})
             if rc.action == "halt":
                 self._count(t.tool, "loop")
@@ -175,21 +176,21 @@ class ToolGate:
                                    f"loop detected (repeated_tool_call): {evidence}")
 
     async def _admit_state(self, t: Ticket) -> None:
-        budgets = (budget_checks(self.cfg.budgets, t.who.agent, t.who.team, t.session,
+        budgets = (budget_checks(self.cfg.budgets, t.caller.agent, t.caller.team, t.session,
                                  t.tool.cost_usd)
                    if self.cfg.budgets.any and t.tool.cost_usd else [])
         if not (self.cfg.kill_switch or budgets):
             return
-        adm = Admission(session=t.session, agent=t.who.agent, budgets=budgets)
+        adm = Admission(session=t.session, agent=t.caller.agent, budgets=budgets)
         verdict = await admit(self.state, adm, self.fail_closed)
         if not verdict.allowed:
             self._count(t.tool, "budget" if verdict.denied_by == "budget" else "denied")
-            raise refusal(self.metrics, t.session, t.who.agent, verdict)
+            raise refusal(self.metrics, t.session, t.caller.agent, verdict)
         t.settlement = Settlement(budgets=[(bc, 0.0) for bc in budgets])
 
     async def _hold(self, t: Ticket, summary: str) -> None:
         timeout = self.policy.approval_timeout_s
-        a = Approval(tool=t.tool.name, agent=t.who.agent, team=t.who.team, session=t.session,
+        a = Approval(tool=t.tool.name, agent=t.caller.agent, team=t.caller.team, session=t.session,
                      summary=summary[:500], expires=time.time() + timeout)
         t.approval = a.id
         try:
@@ -200,7 +201,7 @@ class ToolGate:
                                "approval, and the shared state that holds approvals is "
                                "unreachable", retry_after=1) from exc
         log.warning("tool call held for approval", extra={"fields": {
-            "approval": a.id, "tool": t.tool.name, "agent": t.who.agent, "session": t.session,
+            "approval": a.id, "tool": t.tool.name, "agent": t.caller.agent, "session": t.session,
             "timeout_s": timeout}})
         event = self.held[a.id] = asyncio.Event()
         decided: Approval | None = None
@@ -270,14 +271,15 @@ class ToolGate:
             settle.breakers = [BreakerOutcome(tool.target, outcome != FAILURE, latency,
                                               tool.breaker, t.probe, retry_after_s)]
         step = StepRecord(
-            request_id=t.request_id, time=t.wall_start, agent=t.who.agent, team=t.who.team,
+            request_id=t.request_id, time=t.wall_start, agent=t.caller.agent, team=t.caller.team,
             session=t.session, endpoint="tool", model=tool.name, requested_model=tool.name,
             provider=tool.server, status=status, cost_usd=cost, latency_s=round(latency, 6),
             error_code=None if outcome == OK else outcome, usage_source="tool",
             flags=tuple(f for f in (f"zone:{t.zone}" if t.zone != "green" else "",
                                     f"approved:{t.approval}" if t.approval else "") if f))
         if cost:
-            self.metrics.child(self.metrics.cost, t.who.agent, t.who.team, tool.name).inc(cost)
+            self.metrics.child(self.metrics.cost, t.caller.agent, t.caller.team,
+                               tool.name).inc(cost)
         try:
             transitions = await self.state.ledger.record(step, settle)
         except Exception:
