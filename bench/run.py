@@ -153,9 +153,10 @@ def free_port() -> int:
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
 
 
-def wait_healthy(url: str, proc: Proc, children: Children, name: str) -> None:
-    """Poll url until it answers 200, the process dies, or READY_TIMEOUT_S passes."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
+def wait_healthy(url: str, proc: Proc, children: Children, name: str,
+                 ready_s: float = READY_TIMEOUT_S) -> None:
+    """Poll url until it answers 200, the process dies, or ready_s passes."""
+    deadline = time.monotonic() + ready_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise BenchError(f"{name} exited with {proc.returncode}:\n{children.log_tail(name)}")
@@ -166,7 +167,7 @@ def wait_healthy(url: str, proc: Proc, children: Children, name: str) -> None:
         except OSError:
             pass
         time.sleep(0.05)
-    raise BenchError(f"{name} not ready after {READY_TIMEOUT_S:.0f}s:\n{children.log_tail(name)}")
+    raise BenchError(f"{name} not ready after {ready_s:.0f}s:\n{children.log_tail(name)}")
 
 
 def start_mock(children: Children, latency_ms: float) -> tuple[Proc, str]:
@@ -211,9 +212,11 @@ def base_name(target: str) -> str:
 
 
 def start_target(children: Children, name: str, upstream: str, redis_url: str | None = None,
-                 baseline: Path | None = None) -> tuple[Proc, str]:
+                 baseline: Path | None = None, wrap: tuple[str, ...] = (),
+                 ready_s: float = READY_TIMEOUT_S) -> tuple[Proc, str]:
     """Start relay or tollway on the target core; return it and its base URL once healthy.
-    A "...@base" target runs the baseline checkout's code with its own bench configs."""
+    A "...@base" target runs the baseline checkout's code with its own bench configs;
+    `wrap` prefixes the command (valgrind, for bench/instructions.py)."""
     port = free_port()
     env: dict[str, str] = {}
     row = base_name(name)
@@ -238,9 +241,11 @@ def start_target(children: Children, name: str, upstream: str, redis_url: str | 
         argv = [*tollway, "serve", "-c", str(tree / config.name), "--host", "127.0.0.1",
                 "--port", str(port)]
         env["BENCH_UPSTREAM"] = upstream
+    if wrap:
+        argv = [*wrap, *(argv if argv[0] == PYTHON else [PYTHON, "-m", "tollway", *argv[1:]])]
     proc = children.start(name, TARGET_CORE, argv, env=env)
     base = f"http://127.0.0.1:{port}"
-    wait_healthy(base + "/healthz", proc, children, name)
+    wait_healthy(base + "/healthz", proc, children, name, ready_s)
     return proc, base
 
 

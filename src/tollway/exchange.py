@@ -13,7 +13,7 @@ The answer flows back through the response hooks of the stages that asked to see
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -59,6 +59,9 @@ class Caller:
     tags: tuple[str, ...] = ()
 
 
+ANONYMOUS = Caller()  # before identify, and for keys that name no agent
+
+
 @dataclass(slots=True)
 class Run:
     """The session this request is a step of (session stage)."""
@@ -75,7 +78,7 @@ class Target:
     requested: str = ""
     route: ModelRoute | None = None
     rule: str | None = None
-    fallbacks: list[ModelRoute] = field(default_factory=list)  # tried in order when it fails
+    fallbacks: Sequence[ModelRoute] = ()  # tried in order when it fails
 
 
 @dataclass(slots=True)
@@ -94,7 +97,7 @@ class GuardDecision:
     settlement: Settlement | None = None  # reservations to settle with the real cost
     stream_allowance_usd: float | None = None  # what a stream may cost before it is ended
     stream_counted: tuple[int, int] = (0, 0)  # (text pieces counted, their tokens) so far
-    budget_shares: dict[str, float] = field(default_factory=dict)  # scope -> spent / limit
+    budget_shares: Mapping[str, float] | None = None  # scope -> spent / limit
 
 
 @dataclass(slots=True)
@@ -125,8 +128,7 @@ class Upstream:
     provider: str = ""  # the deployment's provider that answered
     kind: str = ""  # its kind (openai, anthropic, demo)
     model: str = ""  # the model name that deployment was asked for
-    attempts: list[str] = field(default_factory=list)  # "target: outcome" per target tried
-    breaker_outcomes: list[BreakerOutcome] = field(default_factory=list)
+    breaker_outcomes: tuple[BreakerOutcome, ...] = ()  # one per attempt, for the breakers
     started: float = 0.0
     headers_at: float = 0.0
     ended: float = 0.0
@@ -151,7 +153,7 @@ class Outcome:
     usage_source: str = "none"  # "upstream" | "counted" | "partial" | "cache" | "none"
     cost_usd: float = 0.0
     text: Callable[[], str] | None = None  # the answer's text, decoded on demand
-    tool_calls: list[str] = field(default_factory=list)  # tools the model's answer called
+    tool_calls: Sequence[str] = ()  # tools the model's answer called
     client_disconnected: bool = False
     stream_truncated: bool = False
 
@@ -159,13 +161,12 @@ class Outcome:
 @dataclass(slots=True)
 class Chunk:
     """Whole stream events in the client's dialect, about to be written. A hook may rewrite
-    `data`, take events out of it (and put them back into a later chunk: holding), wait
-    (the stream waits with it, nothing is buffered), or raise a GatewayError to end the
-    stream with an error event in the client's dialect."""
+    `data`, hold it (return an awaitable from on_chunk: the stream waits for it, and nothing
+    after it is read or buffered meanwhile), or raise a GatewayError to end the stream with
+    an error event in the client's dialect."""
 
     data: bytes
     observer: StreamObserver | None  # the upstream stream so far; None for a cached replay
-    last: bool = False  # the end of the stream: release anything held
 
 
 _UNPARSED: Any = object()
@@ -194,7 +195,7 @@ class Body:
 
 
 class ResponseHook(Protocol):
-    async def on_chunk(self, ex: Exchange, chunk: Chunk) -> None: ...
+    def on_chunk(self, ex: Exchange, chunk: Chunk) -> Awaitable[None] | None: ...
 
     async def on_body(self, ex: Exchange, body: Body) -> None: ...
 
@@ -209,7 +210,7 @@ class Exchange:
     stream: bool = False
     started: float = field(default_factory=time.perf_counter)
     wall_start: float = field(default_factory=time.time)
-    caller: Caller = field(default_factory=Caller)
+    caller: Caller = ANONYMOUS
     run: Run = field(default_factory=Run)
     target: Target = field(default_factory=Target)
     prompt: Prompt = field(default_factory=Prompt)
@@ -233,7 +234,9 @@ class Exchange:
     async def pass_chunk(self, chunk: Chunk) -> None:
         """Show stream events to the response hooks, last stage first."""
         for hook in reversed(self.hooks):
-            await hook.on_chunk(self, chunk)
+            held = hook.on_chunk(self, chunk)
+            if held is not None:
+                await held
 
     async def pass_body(self, body: Body) -> None:
         """Show a whole answer to the response hooks, last stage first."""

@@ -7,17 +7,15 @@ model calls by the policy stage and for tool calls by the tool gate.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import fnmatch
 import hashlib
 from collections.abc import Mapping
 
 from tollway.config.model import Config, key_digest
-from tollway.config.tools import KeyConfig
 from tollway.errors import GatewayError, bad_request
-from tollway.exchange import Caller
-
-ANONYMOUS = "anonymous"
+from tollway.exchange import ANONYMOUS, Caller
 
 
 def denied(message: str) -> GatewayError:
@@ -33,21 +31,23 @@ class Identity:
         self.trust_agent_header = cfg.identity.trust_agent_header
         self.max_tags = cfg.identity.max_tags
         self.policy = cfg.policy
-        self.by_digest: dict[str, tuple[str, str, KeyConfig | None]] = {}
+        # digest -> the caller its key names (built once: most requests carry no tags)
+        self.by_digest: dict[str, Caller] = {}
         self.teams: dict[str, str] = {}
         for agent, a in cfg.agents.items():
             self.teams[agent] = a.team
             for k in a.keys:
                 if isinstance(k, str):
-                    self.by_digest[key_digest(k)] = (agent, a.team, None)
+                    digest, limited = key_digest(k), None
                 else:
+                    digest = key_digest(k.key)
                     limited = k if (k.models is not None or k.tools is not None
                                     or k.expires is not None) else None
-                    self.by_digest[key_digest(k.key)] = (agent, a.team, limited)
+                self.by_digest[digest] = Caller(agent, a.team, digest[:12], limited)
         # Whether any model call can be refused by a key's limits or a policy.
         self.restricts = self.policy.restricts or any(
-            limits is not None and (limits.models is not None or limits.tools is not None)
-            for _, _, limits in self.by_digest.values())
+            c.limits is not None and (c.limits.models is not None or c.limits.tools is not None)
+            for c in self.by_digest.values())
 
     def resolve(self, h: Mapping[str, str], tags: bool = False) -> Caller:
         """The caller of a request with these headers; `tags`: read x-tollway-tags too."""
@@ -56,30 +56,29 @@ class Identity:
             auth = h.get("Authorization", "")
             key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
         digest = hashlib.sha256(key.encode()).hexdigest() if key else None
-        found = self.by_digest.get(digest) if digest else None
-        if found is None:
+        caller = self.by_digest.get(digest) if digest else None
+        if caller is None:
             if self.reject_unknown:
                 raise GatewayError(401, "invalid_api_key",
                                    "missing or unknown API key: use a tollway virtual key "
                                    "(Authorization: Bearer <key> or x-api-key)")
-            agent, team, key_id, limits = ANONYMOUS, "default", None, None
+            caller = ANONYMOUS
         else:
-            agent, team, limits = found
-            key_id = digest[:12]  # type: ignore[index]
+            limits = caller.limits
             if limits is not None and limits.expires is not None and (
                     limits.expires <= datetime.datetime.now(datetime.UTC)):
                 raise GatewayError(401, "key_expired",
-                                   f"this virtual key of agent {agent!r} expired at "
+                                   f"this virtual key of agent {caller.agent!r} expired at "
                                    f"{limits.expires.isoformat()}")
         if self.trust_agent_header and (named := h.get("x-tollway-agent")):
             if named not in self.teams:
                 raise bad_request(f"x-tollway-agent names an unknown agent {named!r}",
                                   code="unknown_agent")
-            agent, team = named, self.teams[named]
-        labels: tuple[str, ...] = ()
+            caller = dataclasses.replace(caller, agent=named, team=self.teams[named])
         if tags and self.max_tags and (raw := h.get("x-tollway-tags")):
             labels = tuple(t.strip()[:64] for t in raw.split(",") if t.strip())[: self.max_tags]
-        return Caller(agent, team, key_id, limits, labels)
+            caller = dataclasses.replace(caller, tags=labels)
+        return caller
 
     def check_model(self, caller: Caller, model: str) -> None:
         self._check(caller, "models", "use model", model)

@@ -57,7 +57,7 @@ class Account(Stage):
         settle = ex.guard.settlement
         if ex.upstream.breaker_outcomes:
             settle = settle or Settlement()
-            settle.breakers = ex.upstream.breaker_outcomes
+            settle.breakers = list(ex.upstream.breaker_outcomes)
         step = self._step(ex, total) if ex.run.session and ex.target.route is not None else None
         if step is None and settle is None:
             return

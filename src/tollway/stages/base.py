@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import ClassVar
 
 from aiohttp import web
@@ -32,9 +33,13 @@ class Stage:
         stage to `ex.hooks` to see the answer on its way back."""
         return None
 
-    async def on_chunk(self, ex: Exchange, chunk: Chunk) -> None:
-        """Stream events about to be written: pass, rewrite, hold (wait), or raise a
-        GatewayError to end the stream with an error event in the client's dialect."""
+    def on_chunk(self, ex: Exchange, chunk: Chunk) -> Awaitable[None] | None:
+        """Stream events about to be written: pass, rewrite, or raise a GatewayError to end
+        the stream with an error event in the client's dialect. To hold the stream (wait for
+        an approval, say), return an awaitable: the relay waits for it before writing, and
+        nothing else is buffered meanwhile. A plain call on the fast path: it runs for every
+        group of events."""
+        return None
 
     async def on_body(self, ex: Exchange, body: Body) -> None:
         """A whole answer about to be sent: pass or rewrite it."""
@@ -76,6 +81,7 @@ class Chain:
         self.stages = stages
         self.names = [s.name for s in stages]
         self._after = {s for s in stages if type(s).after is not Stage.after}
+        self._responds = {s for s in stages if type(s).on_response is not Stage.on_response}
 
     async def run(self, ex: Exchange) -> web.StreamResponse:
         entered: list[Stage] = []
@@ -109,6 +115,8 @@ class Chain:
             if response is not None and not ex.outcome.status:
                 ex.outcome.status = response.status
             for stage in reversed(entered):
+                if stage not in self._responds:
+                    continue
                 try:
                     await stage.on_response(ex)
                 except Exception:

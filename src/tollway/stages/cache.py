@@ -162,7 +162,7 @@ class Cache(Stage):
         payload = entry.served()
         if ex.hooks:
             if ex.stream:
-                chunk = Chunk(payload, None, last=True)
+                chunk = Chunk(payload, None)
                 await ex.pass_chunk(chunk)
                 payload = chunk.data
             else:
@@ -180,7 +180,7 @@ class Cache(Stage):
                             content_type=entry.content_type)
 
     # --- capturing the answer, to store it ------------------------------------------------
-    async def on_chunk(self, ex: Exchange, chunk: Chunk) -> None:
+    def on_chunk(self, ex: Exchange, chunk: Chunk) -> None:
         pieces = ex.cache.pieces
         if pieces is not None and chunk.data:
             pieces.append(chunk.data)

@@ -82,7 +82,6 @@ class Forward(Stage):
                 return await self._attempt(ex, dep, last, deadline, probe)
             except Retryable as r:
                 failure = r
-                up.attempts.append(f"{dep.target}: {r.reason}")
                 nxt = plan[i + 1][0].name if not last else None
                 if nxt is not None:
                     self.metrics.fallbacks.labels(route.name, nxt, r.reason).inc()
@@ -92,7 +91,6 @@ class Forward(Stage):
 
     def _skip(self, ex: Exchange, dep: Deployment, wait: float,
               previous: Retryable | None) -> Retryable:
-        ex.upstream.attempts.append(f"{dep.target}: breaker_open")
         if previous is not None and previous.reason == "breaker_open":
             wait = min(wait, previous.error.retry_after or wait)
         return Retryable("breaker_open", GatewayError(
@@ -123,7 +121,7 @@ class Forward(Stage):
             if self.board is not None:
                 outcome = self.board.outcome(dep, ok, latency, probe, retry_after)
                 if outcome is not None:
-                    ex.upstream.breaker_outcomes.append(outcome)
+                    ex.upstream.breaker_outcomes += (outcome,)
 
     async def _send(self, ex: Exchange, dep: Deployment, last: bool, deadline: float,
                     ) -> web.StreamResponse:

@@ -36,7 +36,7 @@ class Policy(Stage):
         if self.tool_calls.applies(ex):
             ex.hooks.append(self)
 
-    async def on_chunk(self, ex: Exchange, chunk: Chunk) -> None:
+    def on_chunk(self, ex: Exchange, chunk: Chunk) -> None:
         self.tool_calls.chunk(ex, chunk.data)
 
     async def on_body(self, ex: Exchange, body: Body) -> None:

@@ -111,7 +111,8 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
     out.status = upstream.status
     splitter = EventSplitter()
     cut: GatewayError | None = None
-    hooked = bool(ex.hooks)
+    hooks = tuple(h.on_chunk for h in reversed(ex.hooks))  # last stage first
+    chunk = Chunk(b"", observer)  # one per stream, refilled for each group of events
     if not await prepare_client(response, ex.request):
         upstream.close()
         up.ended = time.perf_counter()
@@ -126,9 +127,11 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
             data = observer.feed(blob)
             if translator is not None:
                 data = translator.feed(data)
-            if hooked:
-                chunk = Chunk(data, observer)
-                await ex.pass_chunk(chunk)
+            if hooks:
+                chunk.data = data
+                for on_chunk in hooks:
+                    if (held := on_chunk(ex, chunk)) is not None:
+                        await held
                 data = chunk.data
             if data:
                 if not up.first_token_at and observer.saw_content:
@@ -138,9 +141,11 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
                     break
         else:
             tail = translator.finish() if translator is not None else b""
-            if hooked:
-                chunk = Chunk(tail, observer, last=True)
-                await ex.pass_chunk(chunk)
+            if hooks and tail:
+                chunk.data = tail
+                for on_chunk in hooks:
+                    if (held := on_chunk(ex, chunk)) is not None:
+                        await held
                 tail = chunk.data
             if tail and not await write_client(response, tail):
                 out.client_disconnected = True

@@ -46,4 +46,4 @@ def context(ex: Exchange) -> RouteContext:
         agent=caller.agent, team=caller.team, model=t.route.name if t.route else t.requested,
         prompt_tokens=ex.prompt.counted, tools=bool(ex.body.get("tools")),
         stream=ex.stream, tags=caller.tags, headers=ex.request.headers,
-        budget_shares=ex.guard.budget_shares)
+        budget_shares=ex.guard.budget_shares or {})

@@ -159,8 +159,9 @@ class Guard(Stage):
         if not adm.budgets or v.degraded:
             return
         least = math.inf
+        shares = ex.guard.budget_shares = {}
         for bc, (spent, reserved) in zip(adm.budgets, v.budget_state, strict=False):
-            ex.guard.budget_shares[bc.scope] = spent / bc.limit
+            shares[bc.scope] = spent / bc.limit
             left = bc.limit - spent - reserved
             least = min(least, left)
             if bc.scope in ("agent", "team", "global"):
@@ -187,12 +188,12 @@ class Guard(Stage):
             "agent": ex.caller.agent, "session": ex.run.session}})
 
     # --- during a stream ----------------------------------------------------------------
-    async def on_chunk(self, ex: Exchange, chunk: Chunk) -> None:
+    def on_chunk(self, ex: Exchange, chunk: Chunk) -> None:
         """End a stream whose running cost passes what its budgets have left."""
         allowance = ex.guard.stream_allowance_usd
         route = ex.target.route  # forward may have moved it to a fallback: price that one
         if (allowance is None or route is None or not route.price.output
-                or chunk.observer is None):
+                or chunk.observer is None or not chunk.data):
             return
         per_token = route.price.output / 1e6
         budget_tokens = (allowance - route.cost(ex.prompt.counted, 0, 0, 0)) / per_token

@@ -29,10 +29,10 @@ class MemoryGuards(Guards):
 
     async def admit(self, adm: Admission) -> Verdict:
         v = Verdict()
-        if self._flags.is_killed(adm.session):
+        if adm.session in self._flags.killed:
             v.allowed, v.denied_by = False, "killed"
             return v
-        if self._flags.is_paused(adm.agent):
+        if adm.agent in self._flags.paused:
             v.allowed, v.denied_by = False, "paused"
             return v
         now = time.time()

@@ -40,7 +40,8 @@ class MemoryLedger(Ledger):
         transitions: list[Transition] = []
         if settle is not None:
             self._guards.settle(settle)
-            transitions = self._breakers.apply(settle.breakers)
+            if settle.breakers:
+                transitions = self._breakers.apply(settle.breakers)
         if step is not None:
             self._record_step(step)
         return transitions
