@@ -44,3 +44,24 @@ def session_view(sid: str, s: Session) -> dict[str, Any]:
                      for i, st in enumerate(s.steps)]
     view["now"] = time.time()
     return view
+
+
+def session_spend(sid: str, s: Session, since: float | None) -> SpendRow:
+    """A session's spend as a row of `spend(by="session")`: all of it, or its steps since."""
+    row = SpendRow(sid)
+    if since is None:
+        row.merge(s.totals)
+    else:
+        for st in s.steps:
+            if st.time >= since:
+                row.add(st)
+    row.extra = {"agent": s.agent, "team": s.team}
+    return row
+
+
+def top_sessions(summaries: list[dict[str, Any]], sort: str, limit: int,
+                 ) -> list[dict[str, Any]]:
+    """The first `limit` summaries by cost, steps or recency."""
+    key = {"cost": "cost_usd", "steps": "steps", "recent": "last"}.get(sort, "cost_usd")
+    summaries.sort(key=lambda d: -d[key])
+    return summaries[:limit]

@@ -18,7 +18,14 @@ from tollway.state.guards import Settlement
 from tollway.state.memory.breakers import MemoryBreakers
 from tollway.state.memory.guards import MemoryGuards
 from tollway.state.records import SPEND_DIMENSIONS, SpendRow, StepRecord, merge_rows
-from tollway.state.sessions import HOUR, Session, session_summary, session_view
+from tollway.state.sessions import (
+    HOUR,
+    Session,
+    session_spend,
+    session_summary,
+    session_view,
+    top_sessions,
+)
 
 
 class MemoryLedger(Ledger):
@@ -92,20 +99,8 @@ class MemoryLedger(Ledger):
 
     async def spend(self, by: str, since: float | None = None) -> list[SpendRow]:
         if by == "session":
-            rows = []
-            for sid, s in self._sessions.items():
-                if since is None:
-                    row = SpendRow(sid)
-                    row.merge(s.totals)
-                else:
-                    if s.last < since:
-                        continue
-                    row = SpendRow(sid)
-                    for st in s.steps:
-                        if st.time >= since:
-                            row.add(st)
-                row.extra = {"agent": s.agent, "team": s.team}
-                rows.append(row)
+            rows = [session_spend(sid, s, since) for sid, s in self._sessions.items()
+                    if since is None or s.last >= since]
             return sorted(rows, key=lambda r: -r.cost_usd)
         first_hour = int(since // HOUR) if since is not None else 0
         return merge_rows(bucket for (dim, hour), bucket in self._buckets.items()
@@ -126,6 +121,4 @@ class MemoryLedger(Ledger):
             if since is not None and s.last < since:
                 continue
             out.append(session_summary(sid, s))
-        key = {"cost": "cost_usd", "steps": "steps", "recent": "last"}.get(sort, "cost_usd")
-        out.sort(key=lambda d: -d[key])
-        return out[:limit]
+        return top_sessions(out, sort, limit)

@@ -25,7 +25,14 @@ from tollway.state.breakers import Transition
 from tollway.state.guards import Settlement
 from tollway.state.records import SPEND_DIMENSIONS, SpendRow, StepRecord, merge_rows
 from tollway.state.redis.link import DOWN_ERRORS, RedisLink, num
-from tollway.state.sessions import HOUR, Session, session_summary, session_view
+from tollway.state.sessions import (
+    HOUR,
+    Session,
+    session_spend,
+    session_summary,
+    session_view,
+    top_sessions,
+)
 
 log = logging.getLogger("tollway.state.redis")
 
@@ -197,17 +204,8 @@ class RedisLedger(Ledger):
 
     async def spend(self, by: str, since: float | None = None) -> list[SpendRow]:
         if by == "session":
-            rows = []
-            for sid, s in await self._sessions(await self._listed(since), since is not None):
-                row = SpendRow(sid)
-                if since is None:
-                    row.merge(s.totals)
-                else:
-                    for st in s.steps:
-                        if st.time >= since:
-                            row.add(st)
-                row.extra = {"agent": s.agent, "team": s.team}
-                rows.append(row)
+            rows = [session_spend(sid, s, since) for sid, s in
+                    await self._sessions(await self._listed(since), since is not None)]
             return sorted(rows, key=lambda r: -r.cost_usd)
         if by not in SPEND_DIMENSIONS:
             return []
@@ -241,9 +239,7 @@ class RedisLedger(Ledger):
         out = [session_summary(sid, s) for sid, s in
                await self._sessions(await self._listed(since), False)
                if agent is None or s.agent == agent]
-        key = {"cost": "cost_usd", "steps": "steps", "recent": "last"}.get(sort, "cost_usd")
-        out.sort(key=lambda d: -d[key])
-        return out[:limit]
+        return top_sessions(out, sort, limit)
 
 def _opt(x: float | None) -> str:
     """An optional float for a script: '' for None."""
