@@ -137,9 +137,13 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
+    """Ready: the runtime is built and the state answers with nothing left to write. The
+    body says what is wrong otherwise: draining, the state down (and whether records are
+    queued or already being dropped), records still being replayed."""
     gw = request.app[GATEWAY]
     if gw.draining:
         return json_response({"status": "draining"}, 503)
+    health = gw.state.health()
     if gw.runtime is None or not await gw.state.ready():
-        return json_response({"status": "not ready", "state": gw.state.backend}, 503)
-    return json_response({"status": "ready", "state": gw.state.backend})
+        return json_response({"status": "not ready", **health}, 503)
+    return json_response({"status": "ready", **health})

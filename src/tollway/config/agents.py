@@ -46,6 +46,9 @@ class BudgetsConfig(Strict):
     # Reserved as output for requests that set no max_tokens.
     default_output_tokens: int = Field(1024, ge=1)
     soft_threshold: float = Field(0.8, gt=0, le=1)  # share of a budget that raises a warning
+    # A reservation whose request never settles (its process was killed) is released after
+    # this long; longer than any request or stream should last.
+    reservation_ttl_s: float = Field(900, gt=0)
     global_: BudgetLimit | None = Field(None, alias="global")
     teams: dict[str, BudgetLimit] = Field(default_factory=dict)
     agents: dict[str, AgentBudget] = Field(default_factory=dict)

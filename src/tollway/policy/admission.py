@@ -11,7 +11,7 @@ from tollway.config.model import BudgetsConfig
 from tollway.errors import GatewayError
 from tollway.observe.metrics import Metrics
 from tollway.state.base import State, StateUnavailable
-from tollway.state.guards import Admission, BudgetCheck, RateCheck, Verdict
+from tollway.state.guards import Admission, BudgetCheck, RateCheck, Settlement, Verdict
 
 _PERIODIC = {"day": "daily", "week": "weekly", "month": "monthly"}
 
@@ -79,11 +79,20 @@ def refusal(metrics: Metrics, session: str, agent: str, v: Verdict) -> GatewayEr
 
 async def admit(state: State, adm: Admission, fail_closed: bool) -> Verdict:
     """The State's verdict; with the state unreachable, 503 (fail_closed) or a degraded
-    pass with nothing reserved, so only the real cost is settled (fail_open)."""
+    pass with nothing reserved, so only the real cost is settled (fail_open).
+
+    An admit that timed out may still be applied when the state answers again: a refused
+    request then releases what it may have reserved (queued like any record; it is held
+    under the request id, so this undoes that admit and nothing else). A degraded pass needs
+    no release: its own settlement releases the same way."""
     try:
         return await state.guards.admit(adm)
     except StateUnavailable as exc:
         if fail_closed:
+            if exc.sent and adm.budgets:
+                await state.ledger.record(None, Settlement(
+                    request_id=adm.request_id + ":release",
+                    budgets=[(bc, 0.0) for bc in adm.budgets]))
             raise GatewayError(503, "state_unavailable",
                                "the gateway's shared state is unreachable and it is "
                                "configured to fail closed", retry_after=1) from exc

@@ -56,7 +56,7 @@ class Account(Stage):
             self._finish_span(ex, total)
         settle = ex.guard.settlement
         if ex.upstream.breaker_outcomes:
-            settle = settle or Settlement()
+            settle = settle or Settlement(request_id=ex.request_id)
             settle.breakers = list(ex.upstream.breaker_outcomes)
         step = self._step(ex, total) if ex.run.session and ex.target.route is not None else None
         if step is None and settle is None:

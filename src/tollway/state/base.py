@@ -27,7 +27,14 @@ from tollway.state.toolstate import ToolState
 
 
 class StateUnavailable(Exception):
-    """The shared state could not be reached; the guard applies state.on_failure."""
+    """The shared state could not be reached; the guard applies state.on_failure.
+
+    `sent`: the command left the gateway before the failure (a timeout), so it may still be
+    applied when the state answers again: a reservation it made must then be released."""
+
+    def __init__(self, message: str, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class Guards(abc.ABC):
@@ -136,6 +143,11 @@ class State(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+    def health(self) -> dict[str, Any]:
+        """What /readyz says of the state: the backend, and anything not as it should be
+        (the state down, records waiting to be written or dropped)."""
+        return {"state": self.backend}
 
     async def ready(self) -> bool:
         return True

@@ -72,6 +72,7 @@ class BudgetCheck:
     limit: float
     reserve: float
     period_key: str = ""
+    holder: str = ""  # the request whose reservation this is, once admitted
 
     def __post_init__(self) -> None:
         if not self.period_key:
@@ -103,6 +104,10 @@ class Admission:
     rates: list[RateCheck] = field(default_factory=list)
     budgets: list[BudgetCheck] = field(default_factory=list)
     loop: LoopCheck | None = None
+    # The reservations are held under it (each budget check's `holder`), so the settlement,
+    # or a release, undoes exactly this request's, once, however often it is replayed.
+    request_id: str = ""
+    hold_s: float = 900.0  # a reservation never settled (a killed process) lapses after it
 
 
 @dataclass(slots=True)
@@ -126,8 +131,10 @@ class Verdict:
 @dataclass(slots=True)
 class Settlement:
     """Undo the reservation, add the real cost, correct token buckets by the real usage,
-    and count each attempt's outcome on its target's circuit breaker."""
+    and count each attempt's outcome on its target's circuit breaker. Applied once per
+    `request_id` (the step's id): a replayed settlement is a no-op."""
 
+    request_id: str = ""
     budgets: list[tuple[BudgetCheck, float]] = field(default_factory=list)  # (check, actual)
     token_rates: list[tuple[RateCheck, int]] = field(default_factory=list)  # (check, delta)
     breakers: list[BreakerOutcome] = field(default_factory=list)

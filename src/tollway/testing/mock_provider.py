@@ -72,7 +72,8 @@ class MockProvider(LocalServer):
 
     def __init__(self, settings: MockSettings | None = None) -> None:
         self.settings: MockSettings = settings if settings is not None else MockSettings()
-        self.requests: list[RecordedRequest] = []
+        self.requests: list[RecordedRequest] = []  # the last MAX_RECORDED
+        self.received = 0  # every request, for counting what an upstream served
         #: Streams whose client (the gateway) went away before the end: proof it cancelled.
         self.cancelled_streams = 0
         self._counter = itertools.count(1)
@@ -140,6 +141,7 @@ class MockProvider(LocalServer):
             except orjson.JSONDecodeError:
                 bad_json = True
         headers = request.headers
+        self.received += 1
         recorded = self.requests
         if len(recorded) >= MAX_RECORDED:
             del recorded[: len(recorded) - MAX_RECORDED + 1]

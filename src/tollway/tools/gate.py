@@ -181,12 +181,14 @@ class ToolGate:
                    if self.cfg.budgets.any and t.tool.cost_usd else [])
         if not (self.cfg.kill_switch or budgets):
             return
-        adm = Admission(session=t.session, agent=t.caller.agent, budgets=budgets)
+        adm = Admission(session=t.session, agent=t.caller.agent, budgets=budgets,
+                        request_id=t.request_id, hold_s=self.cfg.budgets.reservation_ttl_s)
         verdict = await admit(self.state, adm, self.fail_closed)
         if not verdict.allowed:
             self._count(t.tool, "budget" if verdict.denied_by == "budget" else "denied")
             raise refusal(self.metrics, t.session, t.caller.agent, verdict)
-        t.settlement = Settlement(budgets=[(bc, 0.0) for bc in budgets])
+        t.settlement = Settlement(request_id=t.request_id,
+                                  budgets=[(bc, 0.0) for bc in budgets])
 
     async def _hold(self, t: Ticket, summary: str) -> None:
         timeout = self.policy.approval_timeout_s
@@ -265,7 +267,7 @@ class ToolGate:
         self._count(tool, outcome)
         self.metrics.child(self.metrics.tool_duration, tool.name).observe(latency)
         cost = tool.cost_usd if charged else 0.0
-        settle = t.settlement or Settlement()
+        settle = t.settlement or Settlement(request_id=t.request_id)
         settle.budgets = [(bc, cost) for bc, _ in settle.budgets]
         if tool.breaker is not None:
             settle.breakers = [BreakerOutcome(tool.target, outcome != FAILURE, latency,

@@ -58,7 +58,8 @@ class Guard(Stage):
             found = loops.repeated_call(ex.endpoint.name, ex.body, rc.threshold)
             if found is not None:
                 self._loop(ex, "repeated_tool_call", rc.action, found.evidence())
-        adm = Admission(session=session, agent=caller.agent)
+        adm = Admission(session=session, agent=caller.agent, request_id=ex.request_id,
+                        hold_s=self.budgets.reservation_ttl_s)
         self._rate_checks(ex, adm)
         if self.budgets.any and ex.endpoint.billable:
             self._budget_checks(ex, adm)
@@ -76,7 +77,8 @@ class Guard(Stage):
             ex.flags.append("unguarded:state_down")
         if not verdict.allowed:
             self._refuse(ex, adm, verdict)
-        ex.guard.settlement = Settlement(budgets=[(bc, 0.0) for bc in adm.budgets],
+        ex.guard.settlement = Settlement(request_id=ex.request_id,
+                                         budgets=[(bc, 0.0) for bc in adm.budgets],
                                    token_rates=[(rc, 0) for rc in adm.rates
                                                 if rc.label.endswith("tpm")])
         if adm.loop is not None and not verdict.degraded:

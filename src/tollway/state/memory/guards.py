@@ -1,10 +1,17 @@
 """The guards in process memory: kill switch, loop counters, GCRA rate limits and budget
 reservations, checked and taken in one synchronous step (nothing can interleave in one
 process). The kill and pause switches are read from the flags facet; the ledger settles
-reservations and token buckets here (`settle`) as it records a request."""
+reservations and token buckets here (`settle`) as it records a request.
+
+A reservation is held under its request (`BudgetCheck.holder`) until that request settles
+or `hold_s` passes, so settling twice releases it once, and one that is never settled
+cannot hold a budget forever. Settling a request that holds nothing leaves a tombstone for
+a while: an admit of it after that (Redis can run an admit late, after its request timed
+out and settled) reserves nothing, here as on Redis."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import OrderedDict
 from typing import Any
@@ -14,6 +21,7 @@ from tollway.state.guards import Admission, Settlement, Verdict
 from tollway.state.memory.flags import MemoryFlags
 
 EPSILON = 1e-12
+TOMBSTONE_S = 900.0  # as long as a record id is remembered (DEDUPE_S)
 
 
 class MemoryGuards(Guards):
@@ -25,10 +33,18 @@ class MemoryGuards(Guards):
         self._fingerprints: dict[tuple[str, str], list[float]] = {}  # -> [count, expires]
         self._steps: OrderedDict[str, list[float]] = OrderedDict()  # session -> [n, first]
         self._chains: OrderedDict[str, list[Any]] = OrderedDict()  # chain -> [agent, rounds]
+        # holder -> (lapses at, [(budget key, amount)], or None: settled, a tombstone)
+        self._holds: OrderedDict[str, tuple[float, list[tuple[str, float]] | None]] = (
+            OrderedDict())
+        self._holders = itertools.count(1)
         self._admits = 0
 
     async def admit(self, adm: Admission) -> Verdict:
         v = Verdict()
+        if adm.budgets:
+            holder = adm.request_id or f"h{next(self._holders)}"
+            for bc in adm.budgets:
+                bc.holder = holder
         if adm.session in self._flags.killed:
             v.allowed, v.denied_by = False, "killed"
             return v
@@ -54,6 +70,11 @@ class MemoryGuards(Guards):
             new_tats.append((rc.key, new_tat))
             v.rate_state.append((int((rc.tolerance_us - (new_tat - now_us)) / rc.interval_us),
                                  (new_tat - now_us) / 1e6))
+        if adm.budgets:
+            self._lapse(now)
+            if (held := self._holds.get(adm.budgets[0].holder)) is not None and held[1] is None:
+                v.allowed, v.denied_by = False, "stale"  # its request settled already
+                return v
         for bc in adm.budgets:
             spent, reserved = self._budget(bc.key, now)
             v.budget_state.append((spent, reserved))
@@ -62,11 +83,16 @@ class MemoryGuards(Guards):
                 return v
         for key, tat in new_tats:
             self._tat[key] = tat
-        for bc in adm.budgets:
-            entry = self._budgets.get(bc.key)
-            if entry is None:
-                entry = self._budgets[bc.key] = [0.0, 0.0, now + bc.ttl_s if bc.ttl_s else 0.0]
-            entry[1] += bc.reserve
+        if adm.budgets:
+            held = []
+            for bc in adm.budgets:
+                entry = self._budgets.get(bc.key)
+                if entry is None:
+                    entry = self._budgets[bc.key] = [0.0, 0.0,
+                                                     now + bc.ttl_s if bc.ttl_s else 0.0]
+                entry[1] += bc.reserve
+                held.append((bc.key, bc.reserve))
+            self._holds[holder] = (now + adm.hold_s, held)
         return v
 
     async def budget_usage(self, key: str) -> tuple[float, float]:
@@ -76,10 +102,11 @@ class MemoryGuards(Guards):
         """Undo the reservations and add the real costs; move token buckets by the usage."""
         now = time.time()
         for bc, actual in settle.budgets:
+            if bc.holder:
+                self._release(bc.holder, now)
             entry = self._budgets.get(bc.key)
             if entry is None:
                 entry = self._budgets[bc.key] = [0.0, 0.0, now + bc.ttl_s if bc.ttl_s else 0.0]
-            entry[1] = max(0.0, entry[1] - bc.reserve)
             entry[0] += actual
         for rc, delta in settle.token_rates:
             if rc.key in self._tat:
@@ -115,6 +142,33 @@ class MemoryGuards(Guards):
                 ch[0] = lp.agent
                 ch[1] += 1
             v.rounds = int(ch[1])
+
+    def _release(self, holder: str, now: float) -> None:
+        """Give back what a request reserved (nothing the second time)."""
+        held = self._holds.pop(holder, None)
+        if held is None:
+            self._holds[holder] = (now + TOMBSTONE_S, None)
+            return
+        if held[1] is None:  # a tombstone stays until it lapses
+            self._holds[holder] = held
+            return
+        for key, amount in held[1]:
+            entry = self._budgets.get(key)
+            if entry is not None:
+                left = entry[1] - amount
+                entry[1] = left if left >= EPSILON else 0.0  # no float residue at the end
+
+    def _lapse(self, now: float) -> None:
+        """Release the reservations past their hold (requests that never settled)."""
+        holds = self._holds
+        while holds:
+            holder, (until, held) = next(iter(holds.items()))
+            if until > now:
+                return
+            if held is None:
+                del holds[holder]
+            else:
+                self._release(holder, now)
 
     def _budget(self, key: str, now: float) -> tuple[float, float]:
         entry = self._budgets.get(key)

@@ -3,7 +3,9 @@
 Bounded so it cannot grow without end: hourly buckets older than `retention_hours` go, at
 most `max_sessions` sessions are kept (least recently active dropped first), each with its
 last `session_steps` steps. Recording a request also settles it: the guards' reservations
-and token buckets, and the breakers' outcomes, through references to those facets.
+and token buckets, and the breakers' outcomes, through references to those facets. A record
+is applied once per id (the step's request id, or the settlement's): the same record again
+within `DEDUPE_S` is a no-op, as on Redis.
 """
 
 from __future__ import annotations
@@ -27,6 +29,16 @@ from tollway.state.sessions import (
     top_sessions,
 )
 
+DEDUPE_S = 900.0
+_DEDUPE_MAX = 200_000
+
+
+def record_id(step: StepRecord | None, settle: Settlement | None) -> str:
+    """What a record is deduplicated on: its step's request id, else its settlement's."""
+    if step is not None:
+        return step.request_id
+    return settle.request_id if settle is not None else ""
+
 
 class MemoryLedger(Ledger):
     def __init__(self, guards: MemoryGuards, breakers: MemoryBreakers,
@@ -41,9 +53,25 @@ class MemoryLedger(Ledger):
         self._buckets: dict[tuple[str, int], dict[str, SpendRow]] = {}
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._newest_hour = 0
+        self._done: OrderedDict[str, float] = OrderedDict()  # record id -> when applied
+
+    def _seen(self, rid: str) -> bool:
+        """Whether this record was applied already; remembers it if not."""
+        if not rid:
+            return False
+        if rid in self._done:
+            return True
+        now = time.monotonic()
+        done = self._done
+        done[rid] = now
+        while done and (len(done) > _DEDUPE_MAX or next(iter(done.values())) < now - DEDUPE_S):
+            done.popitem(last=False)
+        return False
 
     async def record(self, step: StepRecord | None, settle: Settlement | None = None,
                      ) -> list[Transition]:
+        if self._seen(record_id(step, settle)):
+            return []
         transitions: list[Transition] = []
         if settle is not None:
             self._guards.settle(settle)

@@ -54,7 +54,7 @@ when Redis answers, the queue is written in order and the state is up again.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tollway.state.base import State
 from tollway.state.redis.breakers import RedisBreakers
@@ -93,9 +93,24 @@ class RedisState(State):
 
     async def close(self) -> None:
         await self._link.stop_probe()
+        await self.ledger.stop()
         if self.ledger.pending:
             log.error("closing with %d steps not written to redis", self.ledger.pending)
         await self._link.aclose()
 
     async def ready(self) -> bool:
-        return self._link.up
+        """Up, and nothing queued during an outage still waiting to be written."""
+        return self._link.up and not self.ledger.pending
+
+    def health(self) -> dict[str, Any]:
+        ledger = self.ledger
+        out: dict[str, Any] = {"state": self.backend}
+        if not self._link.up:
+            out["state_down"] = True
+            out["records"] = "dropped" if ledger.full else "queued"
+        if ledger.pending:
+            out["pending_records"] = ledger.pending
+            out["replaying"] = ledger.replaying
+        if ledger.dropped:
+            out["dropped_records"] = ledger.dropped
+        return out

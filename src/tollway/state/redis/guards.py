@@ -2,14 +2,19 @@
 GCRA rate limits on the server's clock, budget reservations; atomic and all-or-nothing).
 
 While the state is down, `admit` raises StateUnavailable at once rather than make every
-request wait the timeout; the caller applies state.on_failure.
+request wait the timeout; the caller applies state.on_failure. An admit that timed out may
+still run when Redis answers again (it was sent): StateUnavailable says so (`sent`), and
+its reservations, held under the request id, are released by the request's settlement or
+lapse after `hold_s`.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tollway.state.base import Guards, StateUnavailable
 from tollway.state.guards import Admission, Verdict
@@ -23,6 +28,7 @@ class RedisGuards(Guards):
         self._retention = retention_hours
         self._max_sessions = max_sessions
         self._admit_script = link.script("admit.lua")
+        self._holders = itertools.count(1)
 
     async def admit(self, adm: Admission) -> Verdict:
         link = self._link
@@ -30,6 +36,9 @@ class RedisGuards(Guards):
             link.count("admit")
             raise StateUnavailable("redis state is down")
         k = link.key
+        # Callers always give a request id; one that does not (a test) gets a holder of this
+        # instance's own, numbered as the memory backend numbers them.
+        holder = (adm.request_id or f"h{next(self._holders)}") if adm.budgets else ""
         lp = adm.loop
         fp = lp.fingerprint if lp is not None else None
         chain = lp.chain if lp is not None else None
@@ -41,18 +50,21 @@ class RedisGuards(Guards):
             self._retention * HOUR,
             max(0, round(lp.fp_window_s * 1000)) if fp and lp is not None else -1,
             1 if lp is not None and lp.steps else 0, 1 if chain else 0, adm.agent,
-            adm.session, chain or "", self._max_sessions, len(adm.rates), len(adm.budgets)]
+            adm.session, chain or "", self._max_sessions, len(adm.rates), len(adm.budgets),
+            holder, max(1, round(adm.hold_s * 1000))]
         for rc in adm.rates:
             keys.append(k("rl", rc.key))
             args += [num(rc.interval_us), num(rc.tolerance_us), rc.cost]
         for bc in adm.budgets:
-            keys.append(k("bu", bc.key))
+            bc.holder = holder
+            keys += [k("bu", bc.key), k("bx", bc.key)]
             args += [num(bc.limit), num(bc.reserve), bc.ttl_s]
         try:
             raw = await self._admit_script(keys=keys, args=args)
         except DOWN_ERRORS as exc:
             link.mark_down("admit", exc)
-            raise StateUnavailable(f"redis: {exc}") from exc
+            sent = isinstance(exc, RedisTimeoutError | TimeoutError)
+            raise StateUnavailable(f"redis: {exc}", sent=sent) from exc
         except RedisError as exc:
             link.count("admit")
             raise StateUnavailable(f"redis: {exc}") from exc

@@ -2,15 +2,22 @@
 
 record.lua settles the budget reservations, corrects the token buckets, applies the
 circuit breaker outcomes, adds the step's spend to its hour per dimension and appends it
-to its session, atomically. `record` never raises for Redis being down: the record joins a
-queue of at most `pending_max` (the oldest dropped first, counted as "dropped"), written in
-order when the link finds Redis again and before it reports the state up; breaker outcomes
-in it are applied then, at the time they were recorded, and the transitions they cause are
-only logged.
+to its session, atomically, and once per record id (the step's request id): a record sent
+again is a no-op, so one whose first attempt timed out but did land is not counted twice.
+
+`record` never raises for Redis being down: the record joins a queue of at most
+`pending_max` (the oldest dropped first, counted as "dropped"). A record with nothing to
+settle (a refusal that never reached an upstream: no cost, no tokens, no reservation, no
+breaker outcome) is not queued at all, so refusals during an outage cannot pile up. When
+the link finds Redis again the state is up at once and the queue is written in the
+background, in order, in pipelines of `_BATCH` scripts; breaker outcomes in it are applied
+then, at the time they were recorded, and the transitions they cause are only logged.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -42,6 +49,8 @@ _FIELDS = {"requests": "requests", "input": "input_tokens", "output": "output_to
 _STEP_FIELDS = frozenset(f.name for f in fields(StepRecord))
 
 Pending = tuple[StepRecord | None, Settlement | None, float]
+DEDUPE_S = 900  # a record id is remembered this long: far longer than any replay takes
+_BATCH = 200  # queued records written per round trip on recovery
 
 
 class RedisLedger(Ledger):
@@ -55,11 +64,14 @@ class RedisLedger(Ledger):
         self._pending_max = pending_max
         self._record_script = link.script("record.lua")
         self._idle_script = link.script("idle.lua")
-        link.on_recovery(self._flush)
+        self._replay: asyncio.Task[None] | None = None
+        self.skipped = 0  # records with nothing to settle not queued while down
+        self.dropped = 0  # queued records dropped to keep the queue within pending_max
+        link.on_recovery(self.replay)
 
     @property
     def pending(self) -> int:
-        """Steps waiting for Redis to come back."""
+        """Steps waiting for Redis to come back (or being written since it came back)."""
         return len(self._pending)
 
     # --- after each request -------------------------------------------------------------
@@ -72,6 +84,10 @@ class RedisLedger(Ledger):
             return []
         item = (step, settle, time.time())
         if not self._link.up:
+            if _settles_nothing(step, settle):
+                self.skipped += 1
+                self._link.count("skipped")
+                return []
             self._enqueue(item)
             return []
         try:
@@ -84,28 +100,40 @@ class RedisLedger(Ledger):
             log.exception("redis refused record %s", _what(item))
         return []
 
+    @property
+    def full(self) -> bool:
+        """New records push out old ones (or, with pending_max 0, are not kept at all)."""
+        return len(self._pending) >= self._pending_max
+
     def _enqueue(self, item: Pending) -> None:
         if self._pending_max <= 0:
             self._link.count("dropped")
+            self.dropped += 1
             return
         while len(self._pending) >= self._pending_max:
             self._pending.popleft()
             self._link.count("dropped")
+            self.dropped += 1
         self._pending.append(item)
 
     async def _write(self, item: Pending) -> list[Transition]:
         """One EVALSHA of record.lua (its KEYS and ARGV layout is documented there)."""
+        keys, args = self._call(item)
+        return await self._applied(await self._record_script(keys=keys, args=args))
+
+    def _call(self, item: Pending) -> tuple[list[str], list[str | int]]:
         step, settle, now = item
         k = self._link.key
         budgets = settle.budgets if settle is not None else []
         rates = settle.token_rates if settle is not None else []
         outcomes = settle.breakers if settle is not None else []
-        keys = [k("br", "all")]
+        rid = step.request_id if step is not None else (settle.request_id if settle else "")
+        keys = [k("br", "all"), k("dn", rid)]
         args: list[str | int] = [num(now), len(budgets), len(rates), len(outcomes),
-                                 0 if step is None else 1]
+                                 0 if step is None else 1, rid, DEDUPE_S]
         for bc, actual in budgets:
-            keys.append(k("bu", bc.key))
-            args += [num(bc.reserve), num(actual), bc.ttl_s]
+            keys += [k("bu", bc.key), k("bx", bc.key)]
+            args += [bc.holder, num(actual), bc.ttl_s]
         for rc, delta in rates:
             keys.append(k("rl", rc.key))
             args.append(num(delta * rc.interval_us))
@@ -128,7 +156,11 @@ class RedisLedger(Ledger):
                 step.provider, num(step.time), step.input_tokens, step.output_tokens,
                 step.cached_tokens, step.cache_write_tokens, num(step.cost_usd),
                 len(step.tags), *step.tags]
-        dropped, flat = await self._record_script(keys=keys, args=args)
+        return keys, args
+
+    async def _applied(self, res: list[Any]) -> list[Transition]:
+        dropped, flat = res[0], res[1]
+        k = self._link.key
         if dropped:  # sessions beyond max_sessions: free their steps now, not at their TTL
             try:
                 await self._link.redis.unlink(*[k(kind, s) for s in dropped
@@ -137,25 +169,49 @@ class RedisLedger(Ledger):
                 log.debug("could not unlink dropped sessions", exc_info=True)
         return [Transition(*flat[i:i + 3]) for i in range(0, len(flat), 3)]
 
-    async def _flush(self) -> int | None:
-        """Write the queue in order (the link runs this on recovery, before it is up);
-        how many were written, or None when Redis went away again."""
-        flushed = 0
-        while self._pending:
-            item = self._pending.popleft()
+    def replay(self) -> None:
+        """The link is up again: write the queue in the background (one task at a time)."""
+        if self._pending and (self._replay is None or self._replay.done()):
+            self._replay = asyncio.create_task(self._drain(), name="tollway-redis-replay")
+
+    async def stop(self) -> None:
+        if self._replay is not None:
+            self._replay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replay
+
+    @property
+    def replaying(self) -> bool:
+        return self._replay is not None and not self._replay.done()
+
+    async def _drain(self) -> None:
+        """Write the queue in order, _BATCH records per pipeline; stop (leaving the rest
+        queued) when Redis goes away again."""
+        written = 0
+        while self._pending and self._link.up:
+            batch = [self._pending.popleft() for _ in range(min(_BATCH, len(self._pending)))]
             try:
-                for t in await self._write(item):
+                async with self._link.redis.pipeline(transaction=False) as pipe:
+                    for item in batch:
+                        keys, args = self._call(item)
+                        await self._record_script(keys=keys, args=args, client=pipe)
+                    results = await pipe.execute(raise_on_error=False)
+            except DOWN_ERRORS as exc:
+                self._pending.extendleft(reversed(batch))
+                self._link.mark_down("record", exc)
+                return
+            for item, res in zip(batch, results, strict=True):
+                if isinstance(res, Exception):  # refused for good: it cannot succeed
+                    log.error("queued record %s refused by redis (%s); dropped", _what(item),
+                              res)
+                    self._link.count("dropped")
+                    continue
+                for t in await self._applied(res):
                     log.info("breaker %s: %s -> %s (an outcome queued while redis was down)",
                              t.target, t.before, t.after)
-            except DOWN_ERRORS:
-                self._pending.appendleft(item)
-                self._link.count("record")
-                return None
-            except RedisError:  # refused for good (not for being down): it cannot succeed
-                log.exception("queued record %s refused by redis; dropped", _what(item))
-                self._link.count("dropped")
-            flushed += 1
-        return flushed
+            written += len(batch)
+        if written:
+            log.info("wrote %d records queued while redis was down", written)
 
     # --- reports -----------------------------------------------------------------------
     async def idle_sessions(self, idle_s: float, limit: int = 1000) -> list[float]:
@@ -240,6 +296,14 @@ class RedisLedger(Ledger):
                await self._sessions(await self._listed(since), False)
                if agent is None or s.agent == agent]
         return top_sessions(out, sort, limit)
+
+def _settles_nothing(step: StepRecord | None, settle: Settlement | None) -> bool:
+    """A refusal that never reached an upstream: there is no spend to keep for it."""
+    if settle is not None and (settle.budgets or settle.token_rates or settle.breakers):
+        return False
+    return step is None or (not step.cost_usd and not step.input_tokens
+                            and not step.output_tokens and step.usage_source != "tool")
+
 
 def _opt(x: float | None) -> str:
     """An optional float for a script: '' for None."""

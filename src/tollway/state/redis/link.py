@@ -4,8 +4,9 @@
 and the background probe. Facets run their off-hot-path commands through `call()`, which
 counts failures in tollway_state_errors_total{op} and raises them as StateUnavailable; a
 connection failure (not a refused command) also marks the state down. While down, a probe
-PINGs every `retry_interval_s`; when Redis answers, the ledger's queue of records is written
-first (the hook given to `on_recovery`), and only then is the state up again.
+PINGs every `retry_interval_s`; when Redis answers the state is up at once, and the hook
+given to `on_recovery` (the ledger's replay of the records it queued) starts in the
+background: requests are not held back by the replay.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class RedisLink:
         self._down = asyncio.Event()
         self._down.set()
         self._probe_task: asyncio.Task[None] | None = None
-        self._flush: Callable[[], Awaitable[int | None]] | None = None
+        self._recovered: Callable[[], None] | None = None
 
     @property
     def up(self) -> bool:
@@ -85,10 +86,9 @@ class RedisLink:
     def key(self, *parts: str) -> str:
         return self._p + ":".join(parts)
 
-    def on_recovery(self, flush: Callable[[], Awaitable[int | None]]) -> None:
-        """Run `flush` when Redis answers again, before the state is up: it returns how
-        many queued records it wrote, or None when Redis went away again meanwhile."""
-        self._flush = flush
+    def on_recovery(self, recovered: Callable[[], None]) -> None:
+        """Call `recovered` each time Redis answers again, once the state is up."""
+        self._recovered = recovered
 
     def count(self, op: str) -> None:
         self._metrics.state_errors.labels(op).inc()
@@ -132,16 +132,11 @@ class RedisLink:
         except (RedisError, *DOWN_ERRORS):
             self.count("probe")
             return False
-        flushed = 0
-        if self._flush is not None:
-            written = await self._flush()
-            if written is None:
-                return False
-            flushed = written
-        # No await since the flush saw the queue empty: nothing can slip in between.
         self._up = True
         self._down.clear()
-        log.info("redis state up%s", f"; wrote {flushed} queued records" if flushed else "")
+        log.info("redis state up")
+        if self._recovered is not None:
+            self._recovered()
         return True
 
     # --- commands -----------------------------------------------------------------------

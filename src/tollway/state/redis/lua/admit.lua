@@ -6,12 +6,17 @@
 -- KEYS  1 ks:s:<session>   2 ks:a:<agent>   3 fp:<fingerprint>:<session>
 --       4 st:<session>     5 ch:<chain>     6 ix:st   7 ix:ch
 --       8 .. 7+nr          rl:<rate key>        (string: GCRA TAT in µs)
---       8+nr .. 7+nr+nb    bu:<budget key>      (hash: spent, reserved)
+--       then per budget:   bu:<budget key>      (hash: spent, reserved, r:<holder> amount)
+--                          bx:<budget key>      (zset: holder -> ms its hold lapses)
 -- ARGV  1 retention_s  2 fingerprint window ms (-1: no fingerprint)  3 count steps (0/1)
 --       4 count chain hand-offs (0/1)  5 agent  6 session  7 chain  8 max_sessions
---       9 nr  10 nb
+--       9 nr  10 nb  11 holder (the request id)  12 hold ms
 --       then per rate:   interval_us tolerance_us cost
 --       then per budget: limit reserve ttl_s (0: no expiry)
+-- Each reservation is held under its request (field r:<holder>), so record.lua releases
+-- exactly it, once; one never settled lapses after `hold ms` (swept here, oldest first). A
+-- holder already settled or released (field "x": a tombstone) is an admit that arrived
+-- after its request gave up on it: it reserves and consumes nothing ('stale').
 -- The index zsets bound the step and chain counters to max_sessions entries as
 -- MemoryState does (steps: least recently counted dropped; chains: oldest dropped); a
 -- counter no longer indexed starts afresh.
@@ -92,7 +97,7 @@ end
 
 -- GCRA, computed for every limit before any is applied
 for i = 1, nr do
-  local a = 10 + (i - 1) * 3
+  local a = 12 + (i - 1) * 3
   local interval, tolerance, cost = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]),
       tonumber(ARGV[a + 3])
   local tat = tonumber(redis.call('GET', KEYS[7 + i])) or now_us
@@ -110,12 +115,31 @@ for i = 1, nr do
 end
 
 -- budgets: spent + reserved by others + this reservation must fit
+local holder, hold_ms = 'r:' .. ARGV[11], tonumber(ARGV[12])
+local now_ms = math.floor(now * 1000)
+-- release the holds that lapsed (requests that never settled), a few at a time
+local function lapse(bu, bx)
+  local gone = redis.call('ZRANGEBYSCORE', bx, '-inf', now_ms, 'LIMIT', 0, 32)
+  if #gone == 0 then return end
+  local freed = 0
+  for i = 1, #gone do
+    freed = freed + (tonumber(redis.call('HGET', bu, 'r:' .. gone[i])) or 0)
+    redis.call('HDEL', bu, 'r:' .. gone[i])
+  end
+  redis.call('ZREM', bx, unpack(gone))
+  local reserved = (tonumber(redis.call('HGET', bu, 'reserved')) or 0) - freed
+  if reserved < 1e-12 then reserved = 0 end
+  redis.call('HSET', bu, 'reserved', f(reserved))
+end
 local out_budgets = {}
-local ba = 10 + nr * 3
+local ba = 12 + nr * 3
 for j = 1, nb do
   local a = ba + (j - 1) * 3
   local limit, reserve = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local cur = redis.call('HMGET', KEYS[7 + nr + j], 'spent', 'reserved')
+  local bu, bx = KEYS[6 + nr + 2 * j], KEYS[7 + nr + 2 * j]
+  lapse(bu, bx)
+  local cur = redis.call('HMGET', bu, 'spent', 'reserved', holder)
+  if cur[3] then return reply('0', 'stale', j, '0', {}) end
   local spent, reserved = tonumber(cur[1]) or 0, tonumber(cur[2]) or 0
   out_budgets[#out_budgets + 1] = f(spent)
   out_budgets[#out_budgets + 1] = f(reserved)
@@ -132,10 +156,14 @@ end
 for j = 1, nb do
   local a = ba + (j - 1) * 3
   local reserve, ttl = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local k = KEYS[7 + nr + j]
-  local cur = redis.call('HMGET', k, 'spent', 'reserved')
-  redis.call('HSET', k, 'spent', f(tonumber(cur[1]) or 0),
-             'reserved', f((tonumber(cur[2]) or 0) + reserve))
-  if ttl > 0 then redis.call('EXPIRE', k, ttl, 'NX') end
+  local bu, bx = KEYS[6 + nr + 2 * j], KEYS[7 + nr + 2 * j]
+  local cur = redis.call('HMGET', bu, 'spent', 'reserved')
+  redis.call('HSET', bu, 'spent', f(tonumber(cur[1]) or 0),
+             'reserved', f((tonumber(cur[2]) or 0) + reserve), holder, f(reserve))
+  redis.call('ZADD', bx, now_ms + hold_ms, ARGV[11])
+  if ttl > 0 then
+    redis.call('EXPIRE', bu, ttl, 'NX')
+    redis.call('EXPIRE', bx, ttl, 'NX')
+  end
 end
 return reply('1', '', 0, '0', out_budgets)

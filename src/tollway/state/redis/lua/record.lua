@@ -3,8 +3,8 @@
 -- on its target's circuit breaker, attribute the step's spend to every dimension for its
 -- hour, and append it to its session. Without a step (has_step 0) only the settlement.
 --
--- KEYS  1 br:all (set of breaker targets)
---       then nb  bu:<budget key>
+-- KEYS  1 br:all (set of breaker targets)  2 dn:<record id> (applied once: the marker)
+--       then per budget  bu:<budget key> bx:<budget key>
 --       then nr  rl:<rate key>
 --       then nbr br:<target>                          (one per outcome, in order)
 --       then, with a step: sessions (zset: session -> last activity), unobserved (zset,
@@ -12,7 +12,8 @@
 --       summary), sl:<session> (list of step JSON), sp:agent:<h>, sp:team:<h>,
 --       sp:model:<h>, sp:provider:<h>, sp:tag:<h>
 -- ARGV  1 now (client clock, when record() was called)  2 nb  3 nr  4 nbr  5 has_step
---       then per budget:  reserve actual ttl_s
+--       6 record id ('' : not deduplicated)  7 dedupe_s (how long the marker lives)
+--       then per budget:  holder actual ttl_s
 --       then per rate:    delta_us
 --       then per outcome: target ok(0/1) latency_s probe(0/1) retry_after_s('' none)
 --                         consecutive_failures failure_rate window_s min_requests
@@ -20,8 +21,14 @@
 --       then, with a step: session retention_hours session_steps max_sessions hour
 --                         step_JSON agent team model provider step_time input output
 --                         cached cache_write cost ntags tags..
--- Returns {dropped, transitions}: the sessions dropped to keep max_sessions (the caller
--- unlinks their keys) and the breaker transitions as a flat list target, before, after..
+-- Returns {dropped, transitions, applied}: the sessions dropped to keep max_sessions (the
+-- caller unlinks their keys), the breaker transitions as a flat list target, before,
+-- after.., and 0 when this record id was applied before (then nothing was written: a
+-- record replayed after a timeout whose first attempt did land).
+-- A budget's reservation is released by its holder (the request id, field r:<holder>):
+-- once, whatever `reserve` the caller thinks it had. A holder with nothing reserved gets a
+-- tombstone ("x", lapsing after dedupe_s), so an admit of it that arrives late reserves
+-- nothing.
 -- Floats are added here as doubles and stored with 17 digits, not with HINCRBYFLOAT (long
 -- double), so every sum is bit-identical to the in-process backend.
 
@@ -40,16 +47,39 @@ local now = tonumber(arg())
 local nb, nr, nbr = tonumber(arg()), tonumber(arg()), tonumber(arg())
 local has_step = arg() == '1'
 local all = key()
+local done = key()
+local id, dedupe_s = arg(), tonumber(arg())
+if id ~= '' and not redis.call('SET', done, '1', 'NX', 'EX', dedupe_s) then
+  return {{}, {}, 0}
+end
 
 -- settle budgets: release this request's reservation, add what it really cost
+local now_ms = 0
+if nb > 0 then
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 for _ = 1, nb do
-  local k = key()
-  local reserve, actual, ttl = tonumber(arg()), tonumber(arg()), tonumber(arg())
-  local cur = redis.call('HMGET', k, 'spent', 'reserved')
-  local reserved = (tonumber(cur[2]) or 0) - reserve
-  if reserved < 0 then reserved = 0 end
+  local k, kx = key(), key()
+  local holder, actual, ttl = arg(), tonumber(arg()), tonumber(arg())
+  local cur = redis.call('HMGET', k, 'spent', 'reserved', 'r:' .. holder)
+  local reserved = tonumber(cur[2]) or 0
+  if holder ~= '' then
+    if cur[3] and cur[3] ~= 'x' then
+      reserved = reserved - tonumber(cur[3])
+      if reserved < 1e-12 then reserved = 0 end  -- no float residue once all are released
+      redis.call('HDEL', k, 'r:' .. holder)
+      redis.call('ZREM', kx, holder)
+    elseif not cur[3] then
+      redis.call('HSET', k, 'r:' .. holder, 'x')
+      redis.call('ZADD', kx, now_ms + dedupe_s * 1000, holder)
+    end
+  end
   redis.call('HSET', k, 'spent', f((tonumber(cur[1]) or 0) + actual), 'reserved', f(reserved))
-  if ttl > 0 then redis.call('EXPIRE', k, ttl, 'NX') end
+  if ttl > 0 then
+    redis.call('EXPIRE', k, ttl, 'NX')
+    redis.call('EXPIRE', kx, ttl, 'NX')
+  end
 end
 
 -- token buckets: move the TAT by (real - estimated) tokens; a bucket that already drained
@@ -123,7 +153,7 @@ for _ = 1, nbr do
   end
 end
 
-if not has_step then return {{}, transitions} end
+if not has_step then return {{}, transitions, 1} end
 
 local k_sessions, k_unobserved, k_hours, k_summary, k_steps = key(), key(), key(), key(),
     key()
@@ -205,4 +235,4 @@ if over > 0 then
 end
 redis.call('EXPIRE', k_sessions, retention_s)
 redis.call('EXPIRE', k_unobserved, retention_s)
-return {dropped, transitions}
+return {dropped, transitions, 1}
