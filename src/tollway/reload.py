@@ -1,6 +1,9 @@
 """Hot reload: a valid new config swaps the whole runtime (providers, models, stage chain)
 atomically; in-flight requests finish on the one they started with. An invalid config is
-rejected with its problems logged and the old one keeps serving.
+rejected with its problems logged and the old one keeps serving. So is one that is empty
+or would leave no model (a file truncated while it was being written, or saved half-way by
+an editor, is valid YAML often enough: it would answer every request 404), and the watcher
+waits for the file to stop changing (two polls alike) before it reads it.
 
 Triggers: the config file changing on disk (polled), SIGHUP, and POST /admin/reload.
 `server` and `state` changes need a restart (listening sockets and shared state are not
@@ -12,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tollway.config import ConfigError, load_config
+from tollway.config.load import Problem
+from tollway.config.model import Config
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway, Runtime
@@ -58,12 +64,13 @@ class Reloader:
             task.cancel()
 
     async def _watch(self, interval: float) -> None:
+        seen = self._mtime
         while True:
             await asyncio.sleep(interval)
             mtime = self._stat()
-            if mtime is not None and mtime != self._mtime:
-                self._mtime = mtime
-                await self.reload("file changed")
+            if mtime is not None and mtime != self._mtime and mtime == seen:
+                await self.reload("file changed")  # changed, and unchanged since last poll
+            seen = mtime
 
     async def reload(self, trigger: str) -> dict[str, Any]:
         """Load, validate and swap. Returns what happened, for the admin API."""
@@ -74,6 +81,7 @@ class Reloader:
                 if not gw.config_path:
                     raise ConfigError([])
                 cfg = load_config(gw.config_path)
+                _complete(cfg, gw.config_path)
             except ConfigError as exc:
                 problems = [str(p) for p in exc.problems] or ["no config file to reload"]
                 gw.metrics.config_reloads.labels("invalid").inc()
@@ -115,3 +123,18 @@ class Reloader:
         except TimeoutError:
             log.warning("requests still running on the old config after the drain timeout")
         await old.close()
+
+
+def _complete(cfg: Config, path: str) -> None:
+    """Refuse what no operator means to run: an empty file, or a config with no model."""
+    try:
+        empty = not Path(path).read_text().strip()
+    except OSError:
+        empty = False  # load_config read it a moment ago; its own error would have said
+    if empty:
+        raise ConfigError([Problem(path, None, "", "the file is empty (truncated while it "
+                                   "was written?); the running config keeps serving")])
+    if not cfg.models:
+        raise ConfigError([Problem(path, None, "models", "the new config has no models: "
+                                   "every request would get 404; the running config keeps "
+                                   "serving")])
