@@ -159,6 +159,10 @@ class Metrics:
         self.model_tool_calls = Counter(
             "tollway_model_tool_calls_flagged", "Tool calls a model emitted that the agent may "
             "not use, by action (block, flag).", ["agent", "tool", "action"], registry=r)
+        self.usage_invalid = Counter(
+            "tollway_upstream_usage_invalid", "Answers whose usage was not a set of token "
+            "counts (negative, not a number, cached beyond the prompt): priced from the "
+            "gateway's own count instead.", ["provider"], registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
@@ -187,9 +191,9 @@ class Metrics:
         if u is not None and ex.endpoint.billable:
             for kind, n in (("input", u.input), ("output", u.output), ("cached", u.cached),
                             ("cache_write", u.cache_write)):
-                if n:
+                if n > 0:
                     self.child(self.tokens, caller.agent, caller.team, model, kind).inc(n)
-            if out.cost_usd:
+            if out.cost_usd > 0:
                 self.child(self.cost, caller.agent, caller.team, model).inc(out.cost_usd)
 
     def exposition(self) -> bytes:

@@ -11,6 +11,7 @@ from tollway.exchange import Usage
 from tollway.protocols.answers import ToolCallCapture
 from tollway.protocols.base import ERROR_TYPES_ANTHROPIC, Endpoint
 from tollway.protocols.sse import TextCapture, data_of
+from tollway.protocols.usage import BadUsage, tokens
 
 
 class AnthropicDialect:
@@ -53,17 +54,20 @@ class AnthropicDialect:
 
 
 def _usage(u: dict[str, Any]) -> Usage:
-    return Usage(input=int(u.get("input_tokens") or 0), output=int(u.get("output_tokens") or 0),
-                 cached=int(u.get("cache_read_input_tokens") or 0),
-                 cache_write=int(u.get("cache_creation_input_tokens") or 0))
+    """BadUsage when a count is not one."""
+    return Usage(input=tokens(u.get("input_tokens")), output=tokens(u.get("output_tokens")),
+                 cached=tokens(u.get("cache_read_input_tokens")),
+                 cache_write=tokens(u.get("cache_creation_input_tokens")))
 
 
 class MessagesObserver:
     """Usage from message_start (input) and message_delta (cumulative output); produced text."""
 
-    __slots__ = ("calls", "capture", "finished", "saw_content", "usage", "usage_final")
+    __slots__ = ("bad_usage", "calls", "capture", "finished", "saw_content", "usage",
+                 "usage_final")
 
     def __init__(self) -> None:
+        self.bad_usage = False
         self.capture = TextCapture(("text", "partial_json", "thinking"))
         self.calls: ToolCallCapture | None = None
         self.usage: Usage | None = None
@@ -88,7 +92,10 @@ class MessagesObserver:
                 final = marker == b"message_delta"
                 u = ev.get("usage") if final else (ev.get("message") or {}).get("usage")
                 if isinstance(u, dict):
-                    self._usage(u, final)
+                    try:
+                        self._usage(u, final)
+                    except BadUsage:
+                        self.bad_usage = True
         if b"message_stop" in blob:
             self.finished = True
         return blob

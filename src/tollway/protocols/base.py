@@ -27,6 +27,7 @@ class StreamObserver(Protocol):
     usage_final: bool  # the usage is the upstream's last word, not a partial one
     saw_content: bool  # set once the first content-bearing event went by
     finished: bool  # the stream's own terminal event went by
+    bad_usage: bool  # the upstream sent a usage that is not a set of token counts
 
     capture: TextCapture  # the generated text so far (escaped), and its size
     calls: ToolCallCapture | None  # names of the tool calls started so far, when asked

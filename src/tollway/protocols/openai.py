@@ -11,6 +11,7 @@ from tollway.exchange import Usage
 from tollway.protocols.answers import ToolCallCapture
 from tollway.protocols.base import ERROR_TYPES_OPENAI, Endpoint
 from tollway.protocols.sse import TextCapture, data_of, event_data
+from tollway.protocols.usage import BadUsage, detail, tokens, uncached
 
 _NULL_USAGE = (b',"usage":null', b', "usage": null')
 _USAGE_MARKERS = (b'"usage":{', b'"usage": {')
@@ -33,11 +34,7 @@ class OpenAIDialect:
             return None
         if endpoint.name == "responses":
             return _responses_usage(u)
-        prompt = int(u.get("prompt_tokens") or 0)
-        cached = int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
-        reasoning = int((u.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
-        return Usage(input=prompt - cached, output=int(u.get("completion_tokens") or 0),
-                     cached=cached, reasoning=reasoning)
+        return _chat_usage(u)
 
     def observer(self, endpoint: Endpoint, strip_usage: bool, tools: bool = False,
                  ) -> ChatObserver | ResponsesObserver:
@@ -99,20 +96,29 @@ class OpenAIDialect:
         return b"embeddings"
 
 
+def _chat_usage(u: dict[str, Any]) -> Usage:
+    """Chat and completions usage; BadUsage when a count is not one."""
+    cached = detail(u, "prompt_tokens_details", "cached_tokens")
+    return Usage(input=uncached(tokens(u.get("prompt_tokens")), cached),
+                 output=tokens(u.get("completion_tokens")), cached=cached,
+                 reasoning=detail(u, "completion_tokens_details", "reasoning_tokens"))
+
+
 def _responses_usage(u: dict[str, Any]) -> Usage:
-    cached = int((u.get("input_tokens_details") or {}).get("cached_tokens") or 0)
-    reasoning = int((u.get("output_tokens_details") or {}).get("reasoning_tokens") or 0)
-    return Usage(input=int(u.get("input_tokens") or 0) - cached,
-                 output=int(u.get("output_tokens") or 0), cached=cached, reasoning=reasoning)
+    cached = detail(u, "input_tokens_details", "cached_tokens")
+    return Usage(input=uncached(tokens(u.get("input_tokens")), cached),
+                 output=tokens(u.get("output_tokens")), cached=cached,
+                 reasoning=detail(u, "output_tokens_details", "reasoning_tokens"))
 
 
 class _Observer:
     """OpenAI streams carry usage once, at the end: having it means having the last word."""
 
-    __slots__ = ("calls", "capture", "finished", "saw_content", "usage")
+    __slots__ = ("bad_usage", "calls", "capture", "finished", "saw_content", "usage")
 
     def __init__(self, fields: tuple[str, ...]) -> None:
         self.capture = TextCapture(fields)
+        self.bad_usage = False
         self.calls: ToolCallCapture | None = None
         self.usage: Usage | None = None
         self.saw_content = False
@@ -150,10 +156,12 @@ class ChatObserver(_Observer):
                 end = blob.find(b"\n\n", at) + 2
                 chunk = _usage_chunk(blob[start:end])
                 if chunk is not None:
-                    u = chunk["usage"]
-                    cached = int((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
-                    self.usage = Usage(input=int(u.get("prompt_tokens") or 0) - cached,
-                                       output=int(u.get("completion_tokens") or 0), cached=cached)
+                    try:
+                        usage = _chat_usage(chunk["usage"])
+                    except BadUsage:
+                        self.bad_usage = True
+                    else:
+                        self.usage = usage
                     if self.strip and not chunk.get("choices"):
                         blob = blob[:start] + blob[end:]  # the chunk only we asked for
                         at = blob.find(marker, start)
@@ -195,8 +203,11 @@ class ResponsesObserver(_Observer):
             for ev in data_of(blob, marker):
                 if isinstance(ev, dict) and ev.get("type") == marker.decode():
                     resp = ev.get("response") or {}
-                    if isinstance(resp.get("usage"), dict):
-                        self.usage = _responses_usage(resp["usage"])
+                    if isinstance(resp, dict) and isinstance(resp.get("usage"), dict):
+                        try:
+                            self.usage = _responses_usage(resp["usage"])
+                        except BadUsage:
+                            self.bad_usage = True
                     self.finished = True
         return blob
 

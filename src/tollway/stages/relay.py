@@ -24,6 +24,7 @@ from tollway.exchange import Body, Chunk, Exchange
 from tollway.observe.metrics import Metrics
 from tollway.protocols.answers import response_text, response_tool_names
 from tollway.protocols.sse import EventSplitter
+from tollway.protocols.usage import BadUsage
 from tollway.providers.base import Translation
 from tollway.stages.base import tollway_headers
 from tollway.wire import prepare_client, write_client
@@ -69,9 +70,13 @@ async def whole(ex: Exchange, upstream: aiohttp.ClientResponse, ctype: str,
         except orjson.JSONDecodeError:
             parsed = None
         if isinstance(parsed, dict) and ex.endpoint.billable:
-            usage = endpoint.dialect.usage(endpoint, parsed)
-            if usage is not None:
-                out.usage, out.usage_source = usage, "upstream"
+            try:
+                usage = endpoint.dialect.usage(endpoint, parsed)
+            except BadUsage:
+                _bad_usage(ex, metrics, provider)
+            else:
+                if usage is not None:
+                    out.usage, out.usage_source = usage, "upstream"
         if isinstance(parsed, dict):
             answer = parsed
             if ex.body.get("tools"):
@@ -170,8 +175,11 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
             upstream.release()
         else:
             upstream.close()  # drop the connection: the provider stops generating
-        out.usage = observer.usage
-        out.usage_source = "upstream" if observer.usage_final else "partial"
+        if observer.bad_usage:
+            _bad_usage(ex, metrics, provider)
+        else:
+            out.usage = observer.usage
+            out.usage_source = "upstream" if observer.usage_final else "partial"
         out.text = observer.text
         if observer.calls is not None:
             out.tool_calls = observer.calls.names
@@ -193,3 +201,11 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
         except ConnectionError:
             out.client_disconnected = True
     return response
+
+
+def _bad_usage(ex: Exchange, metrics: Metrics, provider: str) -> None:
+    """The upstream's usage is not a set of token counts: price the request from what the
+    gateway counts instead (the price stage does), and say so on the step."""
+    ex.outcome.usage, ex.outcome.usage_source = None, "invalid"
+    ex.flags.append("usage_invalid")
+    metrics.child(metrics.usage_invalid, provider).inc()

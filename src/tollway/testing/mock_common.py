@@ -47,6 +47,8 @@ class MockSettings:
     require_key: str | None = None
     #: model id -> status: requests for these models fail (a deployment that is down).
     fail_models: dict[str, int] = field(default_factory=dict)
+    #: merged into every chat completion's usage: a broken upstream's counts, for tests.
+    usage_override: dict[str, Any] | None = None
 
 
 def split_pieces(text: str, n: int) -> list[str]:

@@ -117,6 +117,8 @@ async def chat_completions(turn: Turn) -> web.StreamResponse:
         finish = "length" if truncated else "stop"
         call = None
     usage = openai_usage(prompt, completion)
+    if turn.settings.usage_override:
+        usage.update(turn.settings.usage_override)
     if body.get("stream"):
         opts = body.get("stream_options")
         include = isinstance(opts, dict) and opts.get("include_usage") is True and not turn.no_usage
