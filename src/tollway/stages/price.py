@@ -35,8 +35,8 @@ class Price(Stage):
         out = ex.outcome
         if out.usage_source == "upstream":
             return
-        if out.usage_source == "none" and not ex.stream:
-            return  # an error answer: nothing was generated
+        if out.usage_source == "none":
+            return  # an error answer, or a stream that failed before its first byte
         route = ex.target.route
         assert route is not None
         partial = out.usage or Usage()

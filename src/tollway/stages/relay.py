@@ -23,6 +23,7 @@ from tollway.errors import GatewayError
 from tollway.exchange import Body, Chunk, Exchange
 from tollway.observe.metrics import Metrics
 from tollway.protocols.answers import response_text, response_tool_names
+from tollway.protocols.base import StreamObserver
 from tollway.protocols.sse import EventSplitter
 from tollway.protocols.usage import BadUsage
 from tollway.providers.base import Translation
@@ -33,6 +34,7 @@ from tollway.wire import prepare_client, write_client
 _PASS_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "openai-")
 _PASS_HEADERS = frozenset({"retry-after", "x-request-id", "request-id", "retry-after-ms"})
 _HIDDEN = frozenset({"openai-organization", "openai-project"})  # the provider account's ids
+_DRAIN_PASSES = 64  # loop passes to take what already arrived from an upstream being closed
 
 
 def passed_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:
@@ -124,8 +126,10 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
         out.client_disconnected = out.stream_truncated = True
         out.status = 499
         return response
+    received = False
     try:
         async for net in upstream.content.iter_any():
+            received = True
             blob = splitter.feed(net)
             if not blob:
                 continue
@@ -143,6 +147,7 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
                     up.first_token_at = time.perf_counter()
                 if not await write_client(response, data):
                     out.client_disconnected = True
+                    await _drain_received(upstream, splitter, observer)
                     break
         else:
             tail = translator.finish() if translator is not None else b""
@@ -177,9 +182,10 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
             upstream.close()  # drop the connection: the provider stops generating
         if observer.bad_usage:
             _bad_usage(ex, metrics, provider)
-        else:
+        elif received:
             out.usage = observer.usage
             out.usage_source = "upstream" if observer.usage_final else "partial"
+        # else: the upstream failed before its first byte; nothing was generated to pay for
         out.text = observer.text
         if observer.calls is not None:
             out.tool_calls = observer.calls.names
@@ -209,3 +215,22 @@ def _bad_usage(ex: Exchange, metrics: Metrics, provider: str) -> None:
     ex.outcome.usage, ex.outcome.usage_source = None, "invalid"
     ex.flags.append("usage_invalid")
     metrics.child(metrics.usage_invalid, provider).inc()
+
+
+async def _drain_received(upstream: aiohttp.ClientResponse, splitter: EventSplitter,
+                          observer: StreamObserver) -> None:
+    """The client is gone: before the upstream connection is closed (which stops the
+    provider generating), read what it has already sent, so that it is paid for. Only what
+    has arrived: a few passes of the event loop move the socket's bytes into the reader."""
+    content = upstream.content
+    for _ in range(_DRAIN_PASSES):
+        await asyncio.sleep(0)
+        try:
+            data = content.read_nowait()
+        except RuntimeError:  # someone is waiting on the reader: nothing more to take
+            return
+        if not data:
+            return
+        blob = splitter.feed(data)
+        if blob:
+            observer.feed(blob)
