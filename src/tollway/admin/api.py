@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -52,12 +51,8 @@ def parse_since(value: str | None) -> float | None:
 def add_admin_routes(app: web.Application, gw: Gateway) -> None:
     def authorised(request: web.Request) -> bool:
         key = gw.config.server.admin_key
-        if not key:  # no key configured: loopback clients only
-            peer = request.remote or ""
-            try:
-                return ipaddress.ip_address(peer).is_loopback
-            except ValueError:
-                return False
+        if not key:  # closed: any local process (an agent on the same host too) is no admin
+            return False
         presented = request.headers.get("Authorization", "")
         presented = presented[7:].strip() if presented[:7].lower() == "bearer " else (
             request.headers.get("x-api-key", ""))
@@ -73,6 +68,9 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
     def guarded(handler: Handler) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
             if not authorised(request):
+                if not gw.config.server.admin_key:
+                    return _error(403, "the admin API is closed: no server.admin_key is "
+                                  "configured", "admin_closed")
                 return _error(401, "the admin API needs the admin key "
                               "(Authorization: Bearer ...)", "admin_unauthorized")
             return await handler(request)

@@ -54,8 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     spend.add_argument("--by", default="agent",
                        choices=["agent", "team", "model", "provider", "session", "tag"])
     spend.add_argument("--since", help="unix seconds, ISO-8601, or a duration like 24h")
-    spend.add_argument("--url", default=os.environ.get("TOLLWAY_URL", "http://127.0.0.1:4100"))
-    spend.add_argument("--admin-key", default=os.environ.get("TOLLWAY_ADMIN_KEY"))
+    spend.add_argument("-c", "--config", default=os.environ.get("TOLLWAY_CONFIG", DEFAULT_CONFIG),
+                       help="the gateway's config: its port and admin key are used unless "
+                            "--url / --admin-key say otherwise (default: %(default)s)")
+    spend.add_argument("--url", default=os.environ.get("TOLLWAY_URL"),
+                       help="the gateway's base URL (default: from the config's server: "
+                            "section, or http://127.0.0.1:4100)")
+    spend.add_argument("--admin-key", default=os.environ.get("TOLLWAY_ADMIN_KEY"),
+                       help="the admin key (default: $TOLLWAY_ADMIN_KEY, else the config's "
+                            "server.admin_key when it is not a sha256 digest)")
     spend.add_argument("--json", action="store_true", help="print the raw JSON")
 
     audit.add_parser(sub)

@@ -6,9 +6,29 @@ import argparse
 import sys
 
 
+def _target(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The gateway's URL and admin key: the flags, else the config it runs with."""
+    url, key = args.url, args.admin_key
+    if url and key:
+        return url, key
+    try:
+        from tollway.config import load_config
+
+        server = load_config(args.config).server
+    except Exception:  # no or a broken config: the flags and defaults are all there is
+        return url or "http://127.0.0.1:4100", key
+    if not url:
+        host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host
+        url = f"http://{host}:{server.port}"
+    if not key and server.admin_key and not server.admin_key.startswith("sha256:"):
+        key = server.admin_key
+    return url, key
+
+
 def run_spend(args: argparse.Namespace) -> int:
     import httpx
 
+    args.url, args.admin_key = _target(args)
     headers = {"Authorization": f"Bearer {args.admin_key}"} if args.admin_key else {}
     params = {"by": args.by}
     if args.since:

@@ -14,7 +14,8 @@ class ServerConfig(Strict):
     port: int = Field(4100, ge=0, le=65535)  # 0: any free port
     max_body_mb: float = Field(16, gt=0)
     drain_timeout_s: float = Field(30, ge=0)
-    # Empty: the admin API answers loopback clients only. Plain or "sha256:<hex>".
+    # The admin API needs it as a bearer token; empty: the admin API is closed (403).
+    # Plain or "sha256:<hex>".
     admin_key: str | None = Field(None, repr=False)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: bool = False

@@ -75,6 +75,19 @@ def mismatch(ex: Exchange, kind: str) -> GatewayError:
                         param="model")
 
 
+def _credential(header: str) -> bool:
+    h = header.lower()
+    return h == "authorization" or any(w in h for w in ("key", "token", "secret"))
+
+
+def scrub(data: bytes, secrets: tuple[bytes, ...]) -> bytes:
+    """`data` with every secret in it replaced (a byte search per secret when none is)."""
+    for s in secrets:
+        if s in data:
+            data = data.replace(s, b"[redacted]")
+    return data
+
+
 class Provider(abc.ABC):
     """One upstream: where it is, how it authenticates, and its connection pool."""
 
@@ -96,6 +109,11 @@ class Provider(abc.ABC):
         self._auth = dict(cfg.headers)
         if not (self.is_demo or cfg.passthrough_auth or not cfg.api_key):
             self._auth.update(self.auth_headers(cfg.api_key))
+        # What must never travel back to a client, should the upstream echo it (a hostile or
+        # careless 401 body, say): the key, and credential-looking configured headers.
+        self.secrets = tuple(s.encode() for s in {
+            cfg.api_key or "", *(v for k, v in cfg.headers.items() if _credential(k))}
+            if len(s) >= 8)
 
     # --- what a kind says ---------------------------------------------------------------
     def auth_headers(self, key: str) -> dict[str, str]:

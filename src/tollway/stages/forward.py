@@ -168,6 +168,5 @@ class Forward(Stage):
         ctype = upstream.headers.get("Content-Type", "")
         tr = req.translation
         if ex.stream and status < 300 and ctype.startswith("text/event-stream"):
-            return await relay.stream(ex, upstream, req.strip_usage, tr, self.metrics,
-                                      provider.name)
-        return await relay.whole(ex, upstream, ctype, tr, self.metrics, provider.name)
+            return await relay.stream(ex, upstream, req.strip_usage, tr, self.metrics, provider)
+        return await relay.whole(ex, upstream, ctype, tr, self.metrics, provider)

@@ -26,7 +26,7 @@ from tollway.protocols.answers import response_text, response_tool_names
 from tollway.protocols.base import StreamObserver
 from tollway.protocols.sse import EventSplitter
 from tollway.protocols.usage import BadUsage
-from tollway.providers.base import Translation
+from tollway.providers.base import Provider, Translation, scrub
 from tollway.stages.base import tollway_headers
 from tollway.wire import prepare_client, write_client
 
@@ -37,32 +37,37 @@ _HIDDEN = frozenset({"openai-organization", "openai-project"})  # the provider a
 _DRAIN_PASSES = 64  # loop passes to take what already arrived from an upstream being closed
 
 
-def passed_headers(upstream: aiohttp.ClientResponse) -> dict[str, str]:
+def passed_headers(upstream: aiohttp.ClientResponse, provider: Provider) -> dict[str, str]:
     out = {}
     for k, v in upstream.headers.items():
         lk = k.lower()
         if (lk in _PASS_HEADERS or lk.startswith(_PASS_PREFIXES)) and lk not in _HIDDEN:
+            if provider.secrets:
+                v = scrub(v.encode(), provider.secrets).decode(errors="replace")
             out[k] = v
     return out
 
 
 async def whole(ex: Exchange, upstream: aiohttp.ClientResponse, ctype: str,
-                tr: Translation | None, metrics: Metrics, provider: str) -> web.Response:
+                tr: Translation | None, metrics: Metrics, provider: Provider) -> web.Response:
+    name = provider.name
     try:
         payload = await upstream.read()
     except TimeoutError as exc:
-        metrics.upstream_errors.labels(provider, "timeout").inc()
+        metrics.upstream_errors.labels(name, "timeout").inc()
         raise GatewayError(504, "upstream_timeout",
-                           f"provider {provider!r} did not finish in time") from exc
+                           f"provider {name!r} did not finish in time") from exc
     except aiohttp.ClientError as exc:
-        metrics.upstream_errors.labels(provider, "dropped").inc()
+        metrics.upstream_errors.labels(name, "dropped").inc()
         raise GatewayError(502, "upstream_dropped",
-                           f"provider {provider!r} dropped the connection "
+                           f"provider {name!r} dropped the connection "
                            f"({type(exc).__name__})") from exc
     finally:
         upstream.release()
         ex.upstream.ended = time.perf_counter()
     status = upstream.status
+    if provider.secrets:
+        payload = scrub(payload, provider.secrets)
     endpoint = tr.upstream if tr else ex.endpoint
     out = ex.outcome
     parsed = None
@@ -75,7 +80,7 @@ async def whole(ex: Exchange, upstream: aiohttp.ClientResponse, ctype: str,
             try:
                 usage = endpoint.dialect.usage(endpoint, parsed)
             except BadUsage:
-                _bad_usage(ex, metrics, provider)
+                _bad_usage(ex, metrics, name)
             else:
                 if usage is not None:
                     out.usage, out.usage_source = usage, "upstream"
@@ -95,20 +100,21 @@ async def whole(ex: Exchange, upstream: aiohttp.ClientResponse, ctype: str,
         answer_body = Body(status, payload)
         await ex.pass_body(answer_body)
         payload = answer_body.payload
-    headers = passed_headers(upstream)
+    headers = passed_headers(upstream, provider)
     headers.update(tollway_headers(ex))
     return web.Response(status=status, body=payload, headers=headers,
                         content_type=(ctype.split(";")[0] or "application/json"))
 
 
 async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
-                 tr: Translation | None, metrics: Metrics, provider: str,
+                 tr: Translation | None, metrics: Metrics, provider: Provider,
                  ) -> web.StreamResponse:
+    name, secrets = provider.name, provider.secrets
     endpoint = tr.upstream if tr else ex.endpoint
     observer = endpoint.dialect.observer(endpoint, strip and tr is None,
                                          tools=bool(ex.body.get("tools")))
     translator = tr.stream() if tr else None
-    headers = passed_headers(upstream)
+    headers = passed_headers(upstream, provider)
     headers.update(tollway_headers(ex))
     headers["Cache-Control"] = "no-cache"
     headers["X-Accel-Buffering"] = "no"
@@ -133,6 +139,8 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
             blob = splitter.feed(net)
             if not blob:
                 continue
+            if secrets:
+                blob = scrub(blob, secrets)
             data = observer.feed(blob)
             if translator is not None:
                 data = translator.feed(data)
@@ -166,9 +174,9 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
         cut = err
     except TimeoutError:
         cut = GatewayError(504, "upstream_timeout", "the provider stopped sending mid-stream")
-        metrics.upstream_errors.labels(provider, "timeout").inc()
+        metrics.upstream_errors.labels(name, "timeout").inc()
     except aiohttp.ClientError as exc:
-        metrics.upstream_errors.labels(provider, "dropped").inc()
+        metrics.upstream_errors.labels(name, "dropped").inc()
         cut = GatewayError(502, "upstream_dropped",
                            f"the provider dropped the stream ({type(exc).__name__})")
     except asyncio.CancelledError:
@@ -181,7 +189,7 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
         else:
             upstream.close()  # drop the connection: the provider stops generating
         if observer.bad_usage:
-            _bad_usage(ex, metrics, provider)
+            _bad_usage(ex, metrics, name)
         elif received:
             out.usage = observer.usage
             out.usage_source = "upstream" if observer.usage_final else "partial"
