@@ -312,3 +312,36 @@ models:
     assert f"{cfg}: server.workers (--workers 2): {message}" in served.stderr
     zero = _tollway("serve", "-c", str(cfg), "--workers", "0")
     assert zero.returncode == 2 and "must be 1 or more" in zero.stderr
+
+
+def test_killed_workers_lose_no_spend(instance: Callable[..., Instance],
+                                      redis_server: RedisServer) -> None:
+    """Redis stalls, so the workers hold their records in memory; then every worker is killed
+    outright (SIGKILL). Measured before: the spend of every answer served meanwhile was lost
+    (2 requests in an earlier run under load). Each step was written ahead to the worker's
+    file before its answer went out: the replacement workers record them, once."""
+    g = instance()
+
+    def recorded() -> int:
+        try:
+            rows = g.admin("/admin/spend", by="agent").json()["rows"]
+        except httpx.HTTPError:  # the replacement workers are still starting
+            return -1
+        return next((r["requests"] for r in rows if r["key"] == "support-bot"), 0)
+    for _ in range(5):
+        assert g.chat().status_code == 200
+    wait_until(lambda: recorded() == 5)
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        served = [g.chat().status_code for _ in range(8)]  # fail_open: served, not recorded
+        assert served == [200] * 8
+        old = g.workers()
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: len(g.workers()) == 2 and not set(g.workers()) & set(old),
+                   timeout=30)
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    wait_until(lambda: recorded() >= 13, timeout=30)
+    assert recorded() == 13  # every answer served, recorded once
+    assert "wrote ahead" in g.logs()

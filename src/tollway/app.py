@@ -27,9 +27,10 @@ ROUTES: dict[str, Endpoint] = {
 }
 
 
-def build_app(config: Config, config_path: str | None = None) -> web.Application:
+def build_app(config: Config, config_path: str | None = None, worker: int = 0,
+              ) -> web.Application:
     app = web.Application(client_max_size=int(config.server.max_body_mb * 1024 * 1024))
-    gw = Gateway(config, config_path)
+    gw = Gateway(config, config_path, worker)
     app[GATEWAY] = gw
 
     for path, endpoint in ROUTES.items():

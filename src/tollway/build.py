@@ -3,6 +3,8 @@ stage chain with only what the config switches on."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import TYPE_CHECKING
 
 from tollway.config.model import Config
@@ -12,7 +14,7 @@ from tollway.policy.identity import Identity
 from tollway.providers.base import ModelRegistry
 from tollway.routing.concurrency import Limiter
 from tollway.routing.rules import Router
-from tollway.stages.account import Account
+from tollway.stages.account import Account, WriteAheadAccount
 from tollway.stages.backpressure import Backpressure
 from tollway.stages.base import Chain, Stage
 from tollway.stages.cache import Cache
@@ -27,6 +29,7 @@ from tollway.stages.route import Route
 from tollway.stages.session import Session
 from tollway.state.base import State
 from tollway.state.memory import MemoryState
+from tollway.state.wal import WriteAhead
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway
@@ -42,6 +45,19 @@ def build_state(cfg: Config, metrics: Metrics) -> State:
     sem = cfg.cache.semantic
     return MemoryState(s.session_steps, s.max_sessions, s.retention_hours,
                        cfg.cache.exact.max_entries + (sem.max_vectors if sem.enabled else 0))
+
+
+def build_wal(cfg: Config, worker: int) -> WriteAhead | None:
+    """The write-ahead file of this worker's slot; only with Redis (in memory, the state
+    dies with the process anyway)."""
+    s = cfg.state
+    if s.backend != "redis" or not s.write_ahead:
+        return None
+    port = cfg.server.port
+    # Port 0 (any free port, tests) names no stable slot: a folder of this process's own.
+    name = f"tollway-wal-{port}" if port else f"tollway-wal-0-{os.getpid()}-{os.urandom(4).hex()}"
+    folder = s.write_ahead_dir or os.path.join(tempfile.gettempdir(), name)
+    return WriteAhead(os.path.join(folder, f"worker-{worker}.wal"))
 
 
 def build_audit(cfg: Config) -> Audit | None:
@@ -60,9 +76,10 @@ def build_chain(gw: Gateway, cfg: Config, registry: ModelRegistry, identity: Ide
                 ) -> Chain:
     """Only what the config switches on is in the chain. Its order is the request's way
     through; answers come back through the response hooks in the reverse order."""
+    account = Account if gw.wal is None else WriteAheadAccount
     stages: list[Stage] = [
-        Account(gw.state, gw.metrics, gw.breakers.on_transitions, cfg.trace,
-                gw.audit, gw.tracing),
+        account(gw.state, gw.metrics, gw.breakers.on_transitions, cfg.trace,
+                gw.audit, gw.tracing, gw.wal),
         Parse(registry, int(cfg.server.max_body_mb * 1024 * 1024)),
         Identify(identity),
     ]

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tollway.build import build_audit, build_chain, build_state
+from tollway.build import build_audit, build_chain, build_state, build_wal
 from tollway.cache.semantic_cache import SemanticCache
 from tollway.config.model import Config
 from tollway.exchange import Exchange
@@ -27,6 +27,7 @@ from tollway.providers.registry import build_providers, build_registry, needs_de
 from tollway.reload import Reloader
 from tollway.routing.breakers import BreakerBoard
 from tollway.stages.base import Chain
+from tollway.state.wal import WriteAhead
 from tollway.tokens.counter import TokenCounter
 from tollway.tokens.encodings import get_encoding
 from tollway.tools.plane import ToolPlane
@@ -68,12 +69,15 @@ class Runtime:
 class Gateway:
     """Process-wide parts (state, metrics, token memo) and the current Runtime."""
 
-    def __init__(self, config: Config, config_path: str | None = None) -> None:
+    def __init__(self, config: Config, config_path: str | None = None, worker: int = 0,
+                 ) -> None:
         self.config = config
         self.config_path = config_path
+        self.worker = worker  # this process's slot among --workers (0 alone)
         self.metrics = Metrics()
         self.counter = TokenCounter()
         self.state = build_state(config, self.metrics)
+        self.wal: WriteAhead | None = build_wal(config, worker)
         self.demo: Any = None
         self.semantic: SemanticCache | None = None
         self.audit: Audit | None = build_audit(config)
@@ -91,6 +95,8 @@ class Gateway:
 
     async def start(self) -> None:
         await self.state.start()
+        if self.wal is not None:
+            await self._recover_written_ahead(self.wal)
         if self.audit is not None:
             self.audit.start()
         self.runtime = await self.build_runtime(self.config)
@@ -115,6 +121,17 @@ class Gateway:
             tools = ToolPlane(cfg, self.state, self.metrics, self.breakers, identity)
         return Runtime(cfg, providers, registry, build_chain(self, cfg, registry, identity),
                        tools)
+
+    async def _recover_written_ahead(self, wal: WriteAhead) -> None:
+        """Record what a worker in this slot wrote ahead and was killed before recording."""
+        ledger = self.state.ledger
+        ledger.on_written = wal.written  # type: ignore[attr-defined]
+        found = wal.unwritten()
+        for step, settle in found:
+            await ledger.record(step, settle)
+        if found:
+            log.warning("recorded %d steps a killed worker wrote ahead (%s)", len(found),
+                        wal.path)
 
     async def _tracing_for(self, cfg: Config) -> None:
         """One Tracing while `otel:` is unchanged; a changed one replaces it (the old one
@@ -178,6 +195,8 @@ class Gateway:
         return await self.reloader.reload(trigger)
 
     async def stop(self) -> None:
+        if self.wal is not None:
+            self.wal.close()
         await self.reloader.stop()
         await self.breakers.stop()
         if self._sweeper is not None:

@@ -348,7 +348,8 @@ def test_bundled_redis_config_serves_requests(with_redis: list[dict[str, Any]],
                                               make_stack: Callable[..., Stack]) -> None:
     """Two gateways on the chart's rendered config share the chart's Redis: what one meters
     the other sees."""
-    text = gateway_yaml(with_redis).replace("${TOLLWAY_REDIS_URL}", chart_redis)
+    text = gateway_yaml(with_redis).replace("${TOLLWAY_REDIS_URL}", chart_redis).replace(
+        "${TOLLWAY_ADMIN_KEY:-}", "admin-secret")  # the Secret's key (the test stack's)
     text += "agents:\n  bot: {team: ops, keys: [sk-tw-bot]}\n"
     a, b = make_stack(config_text=text), make_stack(config_text=text)
     for s in (a, b):

@@ -52,6 +52,10 @@ class StateConfig(Strict):
     session_steps: int = Field(500, ge=1)  # steps kept per session
     max_sessions: int = Field(20_000, ge=1)  # sessions kept, least recently active dropped
     retention_hours: int = Field(24 * 35, ge=1)  # spend buckets kept
+    # Redis: each step is written to a file of the worker's own before its answer is
+    # released, and recorded from there by the next worker if this one is killed outright.
+    write_ahead: bool = True
+    write_ahead_dir: str | None = None  # default: <temp dir>/tollway-wal-<port>
 
 
 class IdentityConfig(Strict):

@@ -21,6 +21,7 @@ from tollway.state.records import StepRecord
 if TYPE_CHECKING:
     from tollway.config.observe import TraceConfig
     from tollway.observe.audit import Audit
+    from tollway.state.wal import WriteAhead
 
 log = logging.getLogger("tollway.account")
 
@@ -31,13 +32,14 @@ class Account(Stage):
     def __init__(self, state: State, metrics: Metrics,
                  on_transitions: Callable[[list[Transition]], None] | None = None,
                  trace: TraceConfig | None = None, audit: Audit | None = None,
-                 tracing: Any = None) -> None:
+                 tracing: Any = None, wal: WriteAhead | None = None) -> None:
         self.state = state
         self.metrics = metrics
         self.on_transitions = on_transitions
         self.content_chars = trace.max_chars if trace is not None and trace.content else 0
         self.audit = audit
         self.tracing = tracing  # observe.otel.Tracing, when spans are exported
+        self.wal = wal
 
     async def on_request(self, ex: Exchange) -> None:
         if self.tracing is not None:
@@ -54,10 +56,7 @@ class Account(Stage):
         self.metrics.observe(ex, total)
         if ex.span is not None and self.tracing is not None:
             self._finish_span(ex, total)
-        settle = ex.guard.settlement
-        if ex.upstream.breaker_outcomes:
-            settle = settle or Settlement(request_id=ex.request_id)
-            settle.breakers = list(ex.upstream.breaker_outcomes)
+        settle = _settlement(ex)
         step = self._step(ex, total) if ex.run.session and ex.target.route is not None else None
         if step is None and settle is None:
             return
@@ -120,6 +119,27 @@ class Account(Stage):
             except Exception:  # a partial stream that can't be decoded: no text, no failure
                 completion = None
         return {"prompt": last_message_text(ex.body)[:n] or None, "completion": completion}
+
+
+class WriteAheadAccount(Account):
+    """Account, with each step written ahead to the worker's file before its answer is
+    released (the last response hook runs before a non-streamed answer is sent), so a
+    worker killed outright loses no spend (state/wal.py)."""
+
+    async def on_response(self, ex: Exchange) -> None:
+        assert self.wal is not None
+        if ex.run.session and ex.target.route is not None:
+            step = self._step(ex, time.perf_counter() - ex.started)
+            if step.cost_usd or step.input_tokens or step.output_tokens:
+                self.wal.append(step, _settlement(ex))
+
+
+def _settlement(ex: Exchange) -> Settlement | None:
+    settle = ex.guard.settlement
+    if ex.upstream.breaker_outcomes:
+        settle = settle or Settlement(request_id=ex.request_id)
+        settle.breakers = list(ex.upstream.breaker_outcomes)
+    return settle
 
 
 def last_message_text(body: dict[str, Any]) -> str:

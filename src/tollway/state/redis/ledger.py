@@ -21,6 +21,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
@@ -67,6 +68,8 @@ class RedisLedger(Ledger):
         self._replay: asyncio.Task[None] | None = None
         self.skipped = 0  # records with nothing to settle not queued while down
         self.dropped = 0  # queued records dropped to keep the queue within pending_max
+        # Told the id of each step once Redis has it (the write-ahead file marks it written).
+        self.on_written: Callable[[str], None] | None = None
         link.on_recovery(self.replay)
 
     @property
@@ -100,6 +103,10 @@ class RedisLedger(Ledger):
             log.exception("redis refused record %s", _what(item))
         return []
 
+    def _written(self, item: Pending) -> None:
+        if self.on_written is not None and item[0] is not None:
+            self.on_written(item[0].request_id)
+
     @property
     def full(self) -> bool:
         """New records push out old ones (or, with pending_max 0, are not kept at all)."""
@@ -119,7 +126,9 @@ class RedisLedger(Ledger):
     async def _write(self, item: Pending) -> list[Transition]:
         """One EVALSHA of record.lua (its KEYS and ARGV layout is documented there)."""
         keys, args = self._call(item)
-        return await self._applied(await self._record_script(keys=keys, args=args))
+        transitions = await self._applied(await self._record_script(keys=keys, args=args))
+        self._written(item)
+        return transitions
 
     def _call(self, item: Pending) -> tuple[list[str], list[str | int]]:
         step, settle, now = item
@@ -209,6 +218,7 @@ class RedisLedger(Ledger):
                 for t in await self._applied(res):
                     log.info("breaker %s: %s -> %s (an outcome queued while redis was down)",
                              t.target, t.before, t.after)
+                self._written(item)
             written += len(batch)
         if written:
             log.info("wrote %d records queued while redis was down", written)
