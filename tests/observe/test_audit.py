@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 
+from tollway.config.model import RedisConfig
 from tollway.observe.audit import Audit, FileSink, RedisSink, verify
 
 
@@ -67,8 +68,9 @@ def test_rotation_keeps_one_chain_and_restarts_continue_it(tmp_path: Path) -> No
 
 
 def test_redis_stream_sink_is_one_chain_for_every_writer(tmp_path: Path, redis_server) -> None:  # type: ignore[no-untyped-def]
-    a = RedisSink(redis_server.url, "audit-test", 10_000)
-    b = RedisSink(redis_server.url, "audit-test", 10_000)  # another replica
+    rc = RedisConfig(url=redis_server.url, key_prefix="audit-test")
+    a = RedisSink(rc, 10_000)
+    b = RedisSink(rc, 10_000)  # another replica
     write(a, 5)
     write(b, 5, start=5)
     write(a, 5, start=10)
