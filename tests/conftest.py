@@ -10,12 +10,14 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from aiohttp import web
 
+from tests.redis_cluster import LocalCluster
 from tollway.app import GATEWAY, build_app
 from tollway.config import load_config_text
 from tollway.gateway import Gateway
@@ -260,3 +262,28 @@ def redis_server(redis_process: RedisServer) -> RedisServer:
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A 3-primary Redis Cluster, started once per test session (about two seconds)."""
+    cluster = LocalCluster(str(tmp_path_factory.mktemp("cluster")), primaries=3)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_process: LocalCluster) -> LocalCluster:
+    """The shared 3-primary cluster, healthy and empty."""
+    redis_cluster_process.flush()
+    return redis_cluster_process
+
+
+@pytest.fixture
+def redis_cluster_with_replicas(tmp_path: Path) -> Iterator[LocalCluster]:
+    """A 3-primary cluster with a replica each, for this test alone (it may kill nodes)."""
+    cluster = LocalCluster(str(tmp_path / "cluster"), primaries=3, replicas=1)
+    cluster.start()
+    yield cluster
+    cluster.stop()
