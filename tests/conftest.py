@@ -281,9 +281,15 @@ def redis_cluster(redis_cluster_process: LocalCluster) -> LocalCluster:
 
 
 @pytest.fixture
-def redis_cluster_with_replicas(tmp_path: Path) -> Iterator[LocalCluster]:
-    """A 3-primary cluster with a replica each, for this test alone (it may kill nodes)."""
-    cluster = LocalCluster(str(tmp_path / "cluster"), primaries=3, replicas=1)
-    cluster.start()
-    yield cluster
-    cluster.stop()
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
+    """Clusters for this test alone (it may stop or kill nodes): make_cluster(replicas=1)."""
+    made: list[LocalCluster] = []
+
+    def make(primaries: int = 3, replicas: int = 0) -> LocalCluster:
+        cluster = LocalCluster(str(tmp_path / f"cluster{len(made)}"), primaries, replicas)
+        made.append(cluster)
+        cluster.start()
+        return cluster
+    yield make
+    for cluster in made:
+        cluster.stop()

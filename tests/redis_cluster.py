@@ -165,6 +165,14 @@ class LocalCluster:
                     node.proc.wait(10)
                 node.proc = None
 
+    def restart(self, deadline_s: float = 30.0) -> None:
+        """Start every stopped node again on its port and nodes.conf: the same cluster (no
+        data: nothing is persisted), healthy again."""
+        for node in self.nodes:
+            if not node.alive:
+                self._spawn(node)
+        self.wait_healthy(deadline_s)
+
     def kill(self, node: Node) -> None:
         """SIGKILL: no goodbye to its replicas or clients."""
         assert node.proc is not None

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 def redis_config(url: str, **kw: Any) -> StateConfig:
     redis_kw = {k: kw.pop(k) for k in ("timeout_ms", "retry_interval_s", "pending_max",
-                                       "key_prefix", "cluster", "cluster_nodes") if k in kw}
+                                       "key_prefix", "cluster", "cluster_nodes",
+                                       "max_connections") if k in kw}
     return StateConfig.model_validate(
         {"backend": "redis", "redis": {"url": url, **redis_kw}, **kw})
 
