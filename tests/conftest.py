@@ -27,7 +27,8 @@ BASE_CONFIG = """
 server: {{host: 127.0.0.1, port: 0, max_body_mb: 1, drain_timeout_s: 5, admin_key: admin-secret,
           watch_interval_s: 0.1}}
 identity: {{unknown_keys: {unknown_keys}, trust_agent_header: true}}
-state: {{backend: {backend}, redis: {{url: "{redis_url}", timeout_ms: 500}}{state_extra}}}
+state: {{backend: {backend},
+         redis: {{url: "{redis_url}", timeout_ms: 500{redis_extra}}}{state_extra}}}
 providers:
   oai: {{kind: openai, base_url: "{mock}/v1", api_key: sk-upstream-openai}}
   ant: {{kind: anthropic, base_url: "{mock}", api_key: sk-upstream-anthropic}}
@@ -79,7 +80,8 @@ class Stack:
                  config_text: str | None = None, models_extra: str = "",
                  backend: str = "memory", redis_url: str = "redis://127.0.0.1:1/0",
                  state_extra: str = "", providers_extra: str = "",
-                 config_file: str | None = None, agents_extra: str = "") -> None:
+                 config_file: str | None = None, agents_extra: str = "",
+                 redis_extra: str = "") -> None:
         import hashlib
 
         self.loop = loop
@@ -91,6 +93,7 @@ class Stack:
             agents_extra=agents_extra,
             providers_extra=providers_extra.replace("MOCK", mock_url),
             state_extra=f", {state_extra}" if state_extra else "",
+            redis_extra=f", {redis_extra}" if redis_extra else "",
             research_digest=hashlib.sha256(b"sk-tw-research").hexdigest())
         if config_file is not None:
             with open(config_file, "w") as f:
