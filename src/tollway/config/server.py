@@ -40,8 +40,8 @@ class RedisConfig(Strict):
     # A Redis Cluster (redis-py's cluster client): follows MOVED/ASK redirections and
     # refreshes the topology when a node fails or a replica is promoted.
     cluster: bool = False
-    # More seeds, tried when the url's node does not answer: "redis://host:port" each
-    # (credentials and TLS are the url's).
+    # More seeds: the client asks the seeds in random order until one answers with the
+    # cluster's layout. "redis://host:port" each (credentials and TLS are the url's).
     cluster_nodes: list[str] = Field(default_factory=list)
     # Every key starts with "{prefix}:": one hash tag, so in a Redis Cluster all of a
     # gateway's keys are in one slot and every script stays atomic.

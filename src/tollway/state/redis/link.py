@@ -81,9 +81,8 @@ class RedisLink:
         # failed call fails fast and the probe takes over.
         self.redis: Redis | BoundedCluster = async_client(
             rc, socket_timeout=rc.timeout_ms / 1000, decode_responses=True, bounded=True)
-        self.cluster = rc.cluster
         self._told_moved = False
-        self._up = False  # until a PING answers
+        self._up = False  # until the probe answers
         self._down = asyncio.Event()
         self._down.set()
         self._probe_task: asyncio.Task[None] | None = None
@@ -99,6 +98,7 @@ class RedisLink:
         return Script(self.redis, _lua(name))
 
     def inline_script(self, text: str) -> Script:
+        """A script given as its text (the tool state's small ones), run the same way."""
         return Script(self.redis, text)
 
     def key(self, *parts: str) -> str:
