@@ -10,12 +10,14 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from aiohttp import web
 
+from tests.redis_cluster import LocalCluster
 from tollway.app import GATEWAY, build_app
 from tollway.config import load_config_text
 from tollway.gateway import Gateway
@@ -25,7 +27,8 @@ BASE_CONFIG = """
 server: {{host: 127.0.0.1, port: 0, max_body_mb: 1, drain_timeout_s: 5, admin_key: admin-secret,
           watch_interval_s: 0.1}}
 identity: {{unknown_keys: {unknown_keys}, trust_agent_header: true}}
-state: {{backend: {backend}, redis: {{url: "{redis_url}", timeout_ms: 500}}{state_extra}}}
+state: {{backend: {backend},
+         redis: {{url: "{redis_url}", timeout_ms: 500{redis_extra}}}{state_extra}}}
 providers:
   oai: {{kind: openai, base_url: "{mock}/v1", api_key: sk-upstream-openai}}
   ant: {{kind: anthropic, base_url: "{mock}", api_key: sk-upstream-anthropic}}
@@ -77,7 +80,8 @@ class Stack:
                  config_text: str | None = None, models_extra: str = "",
                  backend: str = "memory", redis_url: str = "redis://127.0.0.1:1/0",
                  state_extra: str = "", providers_extra: str = "",
-                 config_file: str | None = None, agents_extra: str = "") -> None:
+                 config_file: str | None = None, agents_extra: str = "",
+                 redis_extra: str = "") -> None:
         import hashlib
 
         self.loop = loop
@@ -89,6 +93,7 @@ class Stack:
             agents_extra=agents_extra,
             providers_extra=providers_extra.replace("MOCK", mock_url),
             state_extra=f", {state_extra}" if state_extra else "",
+            redis_extra=f", {redis_extra}" if redis_extra else "",
             research_digest=hashlib.sha256(b"sk-tw-research").hexdigest())
         if config_file is not None:
             with open(config_file, "w") as f:
@@ -260,3 +265,34 @@ def redis_server(redis_process: RedisServer) -> RedisServer:
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A 3-primary Redis Cluster, started once per test session (about two seconds)."""
+    cluster = LocalCluster(str(tmp_path_factory.mktemp("cluster")), primaries=3)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_process: LocalCluster) -> LocalCluster:
+    """The shared 3-primary cluster, healthy and empty."""
+    redis_cluster_process.flush()
+    return redis_cluster_process
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., LocalCluster]]:
+    """Clusters for this test alone (it may stop or kill nodes): make_cluster(replicas=1)."""
+    made: list[LocalCluster] = []
+
+    def make(primaries: int = 3, replicas: int = 0) -> LocalCluster:
+        cluster = LocalCluster(str(tmp_path / f"cluster{len(made)}"), primaries, replicas)
+        made.append(cluster)
+        cluster.start()
+        return cluster
+    yield make
+    for cluster in made:
+        cluster.stop()

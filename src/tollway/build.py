@@ -67,8 +67,7 @@ def build_audit(cfg: Config) -> Audit | None:
     from tollway.observe.audit import FileSink, RedisSink
 
     if a.sink == "redis":
-        r = cfg.state.redis
-        return Audit(RedisSink(r.url, r.key_prefix, a.max_len))
+        return Audit(RedisSink(cfg.state.redis, a.max_len))
     return Audit(FileSink(a.path, a.max_mb, a.keep))
 
 

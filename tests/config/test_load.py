@@ -86,3 +86,46 @@ def test_semantic_cache_embedder_must_exist() -> None:
                                    "is neither 'local' nor a model")
     cfg = load_config_text(text.replace("embed-small", "m"), "g.yaml", {})
     assert cfg.cache.semantic.embedder == "m" and cfg.cache.enabled
+
+
+@pytest.mark.parametrize(("redis", "problem"), [
+    ("{url: redis://a:6379/2, cluster: true}",
+     "g.yaml:6: state.redis.cluster: a Redis Cluster has only database 0, and url selects "
+     "database 2"),
+    ("{url: unix:///run/redis.sock, cluster: true}",
+     "g.yaml:6: state.redis.cluster: a Redis Cluster is reached over TCP: url must be "
+     "redis:// or rediss://, not unix://"),
+    ("{url: redis://a:6379, cluster_nodes: [redis://b:6379]}",
+     "g.yaml:6: state.redis.cluster_nodes: cluster_nodes are seeds of a Redis Cluster: set "
+     "cluster: true"),
+    ("{url: redis://a:6379, cluster: true, cluster_nodes: [redis://:pw@b:6379]}",
+     "g.yaml:6: state.redis.cluster_nodes: 'redis://:pw@b:6379': a seed is "
+     "redis://host:port (credentials, TLS and the database come from url)"),
+    ("{url: redis://a:6379, cluster: true, cluster_nodes: [b:6379]}",
+     "g.yaml:6: state.redis.cluster_nodes: 'b:6379': a seed is redis://host:port "
+     "(credentials, TLS and the database come from url)"),
+    ("{url: 'http://a:6379'}",
+     "g.yaml:6: state.redis.url: a Redis URL starts with redis://, rediss:// or unix:// "
+     "(got http://)"),
+    ("{key_prefix: 'gw}1'}",
+     "g.yaml:6: state.redis.key_prefix: key_prefix is written inside {...}, the hash tag "
+     "Redis Cluster hashes: a brace in it would change which part of each key is hashed"),
+    ("{key_prefix: ''}",
+     "g.yaml:6: state.redis.key_prefix: String should have at least 1 character"),
+])
+def test_redis_cluster_options_are_validated(redis: str, problem: str) -> None:
+    text = ("providers: {p: {kind: demo}}\nmodels: {m: {provider: p}}\nstate:\n"
+            f"  backend: redis\n  on_failure: fail_open\n  redis: {redis}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config_text(text, "g.yaml", {})
+    assert [str(p) for p in e.value.problems] == [problem]
+
+
+def test_a_cluster_from_seeds() -> None:
+    cfg = load_config_text(
+        "providers: {p: {kind: demo}}\nmodels: {m: {provider: p}}\nstate:\n  backend: redis\n"
+        "  redis:\n    url: rediss://:pw@a:6379/0\n    cluster: true\n"
+        "    cluster_nodes: [redis://b:6379, redis://10.0.0.3:7000]\n", "g.yaml", {})
+    from tollway.state.redis.connect import seeds
+
+    assert cfg.state.redis.cluster and seeds(cfg.state.redis) == [("b", 6379), ("10.0.0.3", 7000)]

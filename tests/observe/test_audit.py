@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 
+from tollway.config.model import RedisConfig
 from tollway.observe.audit import Audit, FileSink, RedisSink, verify
 
 
@@ -67,8 +68,9 @@ def test_rotation_keeps_one_chain_and_restarts_continue_it(tmp_path: Path) -> No
 
 
 def test_redis_stream_sink_is_one_chain_for_every_writer(tmp_path: Path, redis_server) -> None:  # type: ignore[no-untyped-def]
-    a = RedisSink(redis_server.url, "audit-test", 10_000)
-    b = RedisSink(redis_server.url, "audit-test", 10_000)  # another replica
+    rc = RedisConfig(url=redis_server.url, key_prefix="audit-test")
+    a = RedisSink(rc, 10_000)
+    b = RedisSink(rc, 10_000)  # another replica
     write(a, 5)
     write(b, 5, start=5)
     write(a, 5, start=10)
@@ -83,6 +85,32 @@ def test_redis_stream_sink_is_one_chain_for_every_writer(tmp_path: Path, redis_s
     recs[7]["data"]["cost_usd"] = 99
     out.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
     assert verify([str(out)])[1].startswith(f"{out}:8: record 8 does not match")
+
+
+def test_redis_stream_sink_on_a_cluster(tmp_path: Path, redis_cluster) -> None:  # type: ignore[no-untyped-def]
+    """Writers seeded from two nodes that do not own the slot extend one chain, on the
+    node that does; a cluster that is not there yet does not stop a sink being built."""
+    from tests.conftest import free_port
+
+    nowhere = RedisSink(RedisConfig(url=f"redis://127.0.0.1:{free_port()}", cluster=True),
+                        10_000)  # connects on first write, not here
+    nowhere.close()
+    one, other = redis_cluster.primaries_by_slot()[1:]
+    a = RedisSink(RedisConfig(url=one.url, cluster=True, key_prefix="audit-test"), 10_000)
+    b = RedisSink(RedisConfig(url=other.url, cluster=True, key_prefix="audit-test"), 10_000)
+    try:
+        write(a, 5)
+        write(b, 5, start=5)
+        out = tmp_path / "export.jsonl"
+        with out.open("wb") as f:
+            assert b.export(f) == 10
+        ok, report = verify([str(out)])
+        assert ok, report
+        owner = redis_cluster.owner("{audit-test}:audit")
+        assert owner.call("XLEN", "{audit-test}:audit") == 10
+    finally:
+        a.close()
+        b.close()
 
 
 def test_verify_of_a_missing_file_is_an_error(tmp_path: Path) -> None:

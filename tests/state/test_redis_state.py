@@ -257,9 +257,9 @@ async def test_idle_sessions_are_handed_out_once(any_state: State) -> None:
 
 
 # --- Redis only -------------------------------------------------------------------------
-async def test_redis_matches_memory_call_for_call(make_redis_state: MakeState) -> None:
+async def test_redis_matches_memory_call_for_call(make_shared_state: MakeState) -> None:
     """The same calls give the same Verdicts and the same reports, to the last bit."""
-    mem, red = MemoryState(3, 4, 48), await make_redis_state(
+    mem, red = MemoryState(3, 4, 48), await make_shared_state(
         session_steps=3, max_sessions=4, retention_hours=48)
     t0 = time.time() - 100
     rates = [rpm("agent:a:rpm", 5), rpm("key:k:tpm", 1000, cost=70)]
@@ -309,8 +309,8 @@ async def test_redis_matches_memory_call_for_call(make_redis_state: MakeState) -
     assert {"rate", "budget", None} <= set(denials["memory"])  # every path was taken
 
 
-async def test_idle_sessions_once_across_processes(make_redis_state: MakeState) -> None:
-    one, two = await make_redis_state(), await make_redis_state()
+async def test_idle_sessions_once_across_processes(make_shared_state: MakeState) -> None:
+    one, two = await make_shared_state(), await make_shared_state()
     costs = [float(i) for i in range(1, 61)]
     for i, c in enumerate(costs):
         await (one, two)[i % 2].ledger.record(step(i, session=f"s{i}", cost=c))

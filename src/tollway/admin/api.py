@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from tollway.config.model import key_digest
+from tollway.state.base import StateUnavailable
 from tollway.state.records import SPEND_DIMENSIONS
 from tollway.wire import json_response
 
@@ -73,7 +74,13 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
                                   "configured", "admin_closed")
                 return _error(401, "the admin API needs the admin key "
                               "(Authorization: Bearer ...)", "admin_unauthorized")
-            return await handler(request)
+            try:
+                return await handler(request)
+            except StateUnavailable:  # Redis unreachable: the answer is "not now", not a 500
+                resp = _error(503, "the shared state (Redis) is unreachable; try again "
+                              "shortly", "state_unavailable")
+                resp.headers["Retry-After"] = "1"
+                return resp
         return checked
 
     async def spend(request: web.Request) -> web.Response:

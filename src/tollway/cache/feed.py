@@ -15,14 +15,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+
+from tollway.state.redis.connect import REDIS_ERRORS, async_client
 
 if TYPE_CHECKING:
     from tollway.cache.semantic.matcher import Vector
@@ -65,12 +63,13 @@ Apply = Callable[[list[FeedRecord]], Awaitable[None]]
 
 class RedisFeed:
     def __init__(self, rc: RedisConfig, *, max_len: int, keep_s: float) -> None:
+        # A single Redis or a cluster (the stream's key is under the gateway's hash tag, so
+        # a cluster client reads and writes it on the node that owns the gateway's slot).
         timeout = rc.timeout_ms / 1000
-        common: dict[str, Any] = {"protocol": 2, "decode_responses": False,
-                                  "socket_connect_timeout": max(1.0, 4 * timeout),
-                                  "retry": Retry(NoBackoff(), 0)}
-        self._writer = Redis.from_url(rc.url, socket_timeout=max(timeout, 0.5), **common)
-        self._reader = Redis.from_url(rc.url, socket_timeout=_BLOCK_MS / 1000 + 5, **common)
+        self._writer = async_client(rc, socket_timeout=max(timeout, 0.5),
+                                    decode_responses=False, bounded=False)
+        self._reader = async_client(rc, socket_timeout=_BLOCK_MS / 1000 + 5,
+                                    decode_responses=False, bounded=False)
         self.stream = "{" + rc.key_prefix + "}:sc"
         self._max_len = max_len
         self._keep_ms = int(keep_s * 1000)
@@ -83,7 +82,7 @@ class RedisFeed:
         try:
             await self._writer.xadd(self.stream, record.encode(),  # type: ignore[arg-type]
                                     maxlen=self._max_len, approximate=True)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.debug("semantic cache: could not publish an entry: %s", exc)
             return False
         return True
@@ -110,7 +109,7 @@ class RedisFeed:
                     await self._trim()
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 self.settled.set()
                 if not down:
                     log.warning("semantic cache: Redis unreachable, the shared index waits: %s",

@@ -36,8 +36,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    r = cfg.state.redis
-    sink = RedisSink(r.url, r.key_prefix, cfg.audit.max_len)
+    sink = RedisSink(cfg.state.redis, cfg.audit.max_len)
     try:
         with open(args.output, "wb") as out:
             n = sink.export(out)

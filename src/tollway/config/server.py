@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from tollway.config.base import Strict, check_key
+
+_SCHEMES = ("redis", "rediss", "unix")
 
 
 class ServerConfig(Strict):
@@ -32,14 +35,74 @@ class ServerConfig(Strict):
 
 
 class RedisConfig(Strict):
+    # redis://[user:password@]host:port/db, rediss:// for TLS, unix:///path.sock?db=0. With
+    # cluster: true, any node of the cluster (a seed: the others are learnt from it).
     url: str = Field("redis://127.0.0.1:6379/0", repr=False)  # may carry a password
-    # Every key starts with "{prefix}": one hash tag, so a Redis Cluster keeps the keys one
-    # request touches in one slot and the guard scripts stay atomic.
-    key_prefix: str = "tollway"
+    # A Redis Cluster (redis-py's cluster client): follows MOVED/ASK redirections and
+    # refreshes the topology when a node fails or a replica is promoted.
+    cluster: bool = False
+    # More seeds: the client asks the seeds in random order until one answers with the
+    # cluster's layout. "redis://host:port" each (credentials and TLS are the url's).
+    cluster_nodes: list[str] = Field(default_factory=list)
+    # Every key starts with "{prefix}:": one hash tag, so in a Redis Cluster all of a
+    # gateway's keys are in one slot and every script stays atomic.
+    key_prefix: str = Field("tollway", min_length=1)
     timeout_ms: int = Field(250, ge=10)  # per command; past it the state counts as down
-    max_connections: int = Field(64, ge=1)
+    max_connections: int = Field(64, ge=1)  # commands in flight at once, per process
     retry_interval_s: float = Field(1.0, gt=0)  # how often a down Redis is probed
     pending_max: int = Field(100_000, ge=0)  # settlements kept while Redis is down
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        scheme = urlsplit(v).scheme
+        if scheme not in _SCHEMES:
+            raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix:// "
+                             f"(got {scheme + '://' if scheme else repr(v)})")
+        return v
+
+    @field_validator("cluster")
+    @classmethod
+    def _cluster(cls, v: bool, info: ValidationInfo) -> bool:
+        url = info.data.get("url")
+        if not v or url is None:
+            return v
+        parts = urlsplit(url)
+        if parts.scheme == "unix":
+            raise ValueError("a Redis Cluster is reached over TCP: url must be redis:// or "
+                             "rediss://, not unix://")
+        db = parts.path.strip("/") or dict(parse_qsl(parts.query)).get("db", "0")
+        if db != "0":
+            raise ValueError(f"a Redis Cluster has only database 0, and url selects "
+                             f"database {db}")
+        return v
+
+    @field_validator("cluster_nodes")
+    @classmethod
+    def _cluster_nodes(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        if v and not info.data.get("cluster"):
+            raise ValueError("cluster_nodes are seeds of a Redis Cluster: set cluster: true")
+        for node in v:
+            parts = urlsplit(node)
+            try:
+                port = parts.port
+            except ValueError:
+                port = None
+            if (parts.scheme not in ("redis", "rediss") or not parts.hostname or port is None
+                    or parts.username or parts.password or parts.path.strip("/")
+                    or parts.query):
+                raise ValueError(f"{node!r}: a seed is redis://host:port (credentials, TLS "
+                                 f"and the database come from url)")
+        return v
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if "{" in v or "}" in v:
+            raise ValueError("key_prefix is written inside {...}, the hash tag Redis Cluster "
+                             "hashes: a brace in it would change which part of each key is "
+                             "hashed")
+        return v
 
 
 class StateConfig(Strict):

@@ -19,9 +19,13 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    from tollway.config.model import RedisConfig
+    from tollway.state.redis.script import SyncScript
 
 log = logging.getLogger("tollway.audit")
 GENESIS = "0" * 64
@@ -118,31 +122,44 @@ return seq
 
 class RedisSink:
     """One chained log for every replica: a stream `{prefix}:audit`; the script takes the
-    last hash and sequence number and extends the chain atomically."""
+    last hash and sequence number and extends the chain atomically. Its three keys share
+    the gateway's hash tag, so on a Redis Cluster (`state.redis.cluster`) they are on one
+    node and the script is legal there. The client is built on first use, in the writer's
+    thread: a cluster client connects as it is built, and an unreachable Redis must not
+    stop the gateway from starting (the records wait in the queue)."""
 
-    def __init__(self, url: str, prefix: str, max_len: int) -> None:
-        from redis import Redis
-
-        self._redis = Redis.from_url(url, protocol=2, socket_timeout=2,
-                                     socket_connect_timeout=2)
-        self.stream = "{" + prefix + "}:audit"
+    def __init__(self, rc: RedisConfig, max_len: int) -> None:
+        self._rc = rc
+        self._client: Any = None
+        self._script: SyncScript | None = None
+        self.stream = "{" + rc.key_prefix + "}:audit"
         self._keys = [self.stream, self.stream + ":last", self.stream + ":seq"]
-        self._script = self._redis.register_script(_XADD_CHAINED)
         self._max_len = max_len
+
+    def _connected(self) -> tuple[Any, SyncScript]:
+        if self._client is None or self._script is None:
+            from tollway.state.redis.connect import sync_client
+            from tollway.state.redis.script import SyncScript
+
+            self._client = sync_client(self._rc, socket_timeout=2)
+            self._script = SyncScript(self._client, _XADD_CHAINED)
+        return self._client, self._script
 
     def write(self, records: list[dict[str, Any]]) -> None:
         args = [str(self._max_len), GENESIS]
         for data in records:
             rec = {**data, "alg": "sha1"}  # keys: alg, at, data, kind: all before "prev"
             args.append(orjson.dumps(rec, option=orjson.OPT_SORT_KEYS)[:-1].decode())
-        self._script(keys=self._keys, args=args)
+        _, script = self._connected()
+        script(keys=self._keys, args=args)
 
     def export(self, out: Any) -> int:
         """Write the stream as JSON lines that `verify` checks; returns the count."""
+        client, _ = self._connected()
         n = 0
         last = "-"
         while True:
-            entries = self._redis.xrange(self.stream, min=last, count=1000)
+            entries = client.xrange(self.stream, min=last, count=1000)
             if last != "-":
                 entries = entries[1:]
             if not entries:
@@ -155,7 +172,8 @@ class RedisSink:
                 last = entry_id.decode()
 
     def close(self) -> None:
-        self._redis.close()
+        if self._client is not None:
+            self._client.close()
 
 
 class Audit:

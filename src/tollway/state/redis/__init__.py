@@ -9,9 +9,12 @@ the session). A target whose breaker looked open costs one more: `breakers.probe
 EVALSHA of `probe.lua`, so that across processes at most `half_open_probes` probes are in
 flight.
 
-Modules: `link` (the connection pool, the key prefix, up/down and the background probe,
-shared by every facet), then one per facet: `guards`, `ledger`, `breakers`, `flags`,
-`cache`, `tools`; the scripts are in `lua/`.
+Modules: `link` (the client, the key prefix, up/down and the background probe, shared by
+every facet), then one per facet: `guards`, `ledger`, `breakers`, `flags`, `cache`,
+`tools`; the scripts are in `lua/`. `connect` builds every Redis client of tollway (this
+state's, the audit sink's, the semantic cache feed's) from `state.redis`: one Redis, or a
+Redis Cluster (`cluster: true`) through `cluster.BoundedCluster`; `script` runs a script by
+digest, and by text where a node does not know it.
 
 Key layout. Every key starts with ``{<key_prefix>}:`` - a single hash tag, so in a Redis
 Cluster all of the gateway's keys hash to one slot: each script may touch any of them and
@@ -43,12 +46,14 @@ strings, so the numbers are bit-identical to the memory backend's. Session activ
 ("last"), the idle cutoff and the breakers (window, open until) use the gateway's clock, as
 in memory; GCRA and loop counters use Redis's TIME so that all processes share one clock.
 
-When Redis is unreachable the state is "down": `guards.admit()` and `breakers.probe()`
+When Redis is unreachable (on a cluster: while the gateway's slot has no reachable primary,
+a failover under way included) the state is "down": `guards.admit()` and `breakers.probe()`
 raise StateUnavailable at once (the caller decides), `ledger.record()` queues up to
 `pending_max` records in memory (breaker outcomes included, applied on recovery at the time
 they were recorded; the transitions they cause then are only logged) and returns no
-transitions, `ready()` is False, and a background probe PINGs every `retry_interval_s`;
-when Redis answers, the queue is written in order and the state is up again.
+transitions, `ready()` is False, and a background probe asks every `retry_interval_s` (on a
+cluster, refreshing its map of the slots, so a promoted replica is found); when Redis
+answers, the queue is written in order and the state is up again.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Cached answers on Redis: one string key per entry (under the gateway's prefix), with a
 PX expiry. Reads and writes on the request path are best effort: while the state is down,
 or when a command fails, a read is a miss and a write is skipped, so the request simply goes
-upstream. `purge` and `size` (the admin API, the metrics) raise StateUnavailable."""
+upstream. `purge` and `size` (the admin API, the metrics) raise StateUnavailable; they SCAN
+through the link, which on a cluster scans the one node that holds the gateway's keys."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class RedisCache(Cache):
 
         async def run() -> int:
             gone = 0
-            async for k in link.redis.scan_iter(match=link.key(pattern), count=500):
+            async for k in link.scan(link.key(pattern), 500):
                 gone += await link.redis.unlink(k)
             return gone
 
@@ -49,7 +50,7 @@ class RedisCache(Cache):
 
         async def run() -> int:
             n = 0
-            async for _ in link.redis.scan_iter(match=link.key(prefix) + "*", count=1000):
+            async for _ in link.scan(link.key(prefix) + "*", 1000):
                 n += 1
             return n
 

@@ -1,12 +1,22 @@
 """The one connection every Redis facet shares, and whether Redis is there at all.
 
-`RedisLink` owns the bounded connection pool, the key prefix (`key()`), the up/down state
-and the background probe. Facets run their off-hot-path commands through `call()`, which
-counts failures in tollway_state_errors_total{op} and raises them as StateUnavailable; a
-connection failure (not a refused command) also marks the state down. While down, a probe
-PINGs every `retry_interval_s`; when Redis answers the state is up at once, and the hook
-given to `on_recovery` (the ledger's replay of the records it queued) starts in the
-background: requests are not held back by the replay.
+`RedisLink` owns the bounded client (one Redis, or a Redis Cluster: see `connect`), the key
+prefix (`key()`), the up/down state and the background probe. Facets run their
+off-hot-path commands through `call()`, which counts failures in
+tollway_state_errors_total{op} and raises them as StateUnavailable; a failure that means
+Redis is not there (DOWN_ERRORS, as opposed to a refused command) also marks the state
+down. While down, a probe asks every `retry_interval_s` for a key of the gateway's (so on
+a cluster it is the node that owns the gateway's slot that must answer, found again after
+a failover); when it answers the state is up at once, and the hook given to `on_recovery`
+(the ledger's replay of the records it queued) starts in the background: requests are not
+held back by the replay.
+
+On a cluster, "not there" also covers what a cluster answers while a primary is failing
+over (CLUSTERDOWN, TRYAGAIN, a slot no node covers, no node reachable): the state is down
+for as long as the gateway's slot has no primary, exactly as when a single Redis stops.
+A single-Redis client that is redirected (MOVED: the url names a cluster node that does
+not own the gateway's slot) is down too, and says how to fix it, rather than counting
+every command as refused and dropping the spend.
 """
 
 from __future__ import annotations
@@ -14,21 +24,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterError,
+    MovedError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tollway.state.base import StateUnavailable
+from tollway.state.redis.cluster import BoundedCluster
+from tollway.state.redis.connect import async_client
+from tollway.state.redis.script import Script
 
 if TYPE_CHECKING:
-    from redis.commands.core import AsyncScript
+    from redis.asyncio import Redis
 
     from tollway.config.model import StateConfig
     from tollway.observe.metrics import Metrics
@@ -37,8 +53,12 @@ log = logging.getLogger("tollway.state.redis")
 
 T = TypeVar("T")
 # The errors that mean "Redis is not there" (as opposed to a bug or a refused command);
-# OSError covers the builtin TimeoutError too.
-DOWN_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+# OSError covers the builtin TimeoutError too. ClusterError covers CLUSTERDOWN and
+# MASTERDOWN (a failover under way) and a redirection loop; RedisClusterException, no
+# reachable node or no node for the slot.
+DOWN_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError, RedisTimeoutError, OSError, ClusterError, TryAgainError, MovedError,
+    RedisClusterException)
 _CHUNK = 500  # commands per pipeline in admin queries
 
 
@@ -57,18 +77,13 @@ class RedisLink:
         self._metrics = metrics
         self._p = "{" + rc.key_prefix + "}:"
         self._retry_s = rc.retry_interval_s
-        timeout = rc.timeout_ms / 1000
-        # Bounded pool. A command must answer within `timeout`; opening a connection and
-        # waiting for a free one get at least a second, so that a burst of new requests on
-        # a busy machine (dozens of connections opened at once) is not mistaken for Redis
-        # being down. No retries: a failed call fails fast and the probe takes over.
-        slack = max(1.0, 4 * timeout)
-        pool = BlockingConnectionPool.from_url(
-            rc.url, max_connections=rc.max_connections, timeout=slack,
-            socket_timeout=timeout, socket_connect_timeout=slack, protocol=2,
-            decode_responses=True, retry=Retry(NoBackoff(), 0))
-        self.redis: Redis = Redis.from_pool(pool)
-        self._up = False  # until a PING answers
+        # Bounded: a command must answer within timeout_ms; opening a connection and
+        # waiting for a free one get at least a second (connect.wait_s). No retries: a
+        # failed call fails fast and the probe takes over.
+        self.redis: Redis | BoundedCluster = async_client(
+            rc, socket_timeout=rc.timeout_ms / 1000, decode_responses=True, bounded=True)
+        self._told_moved = False
+        self._up = False  # until the probe answers
         self._down = asyncio.Event()
         self._down.set()
         self._probe_task: asyncio.Task[None] | None = None
@@ -79,9 +94,13 @@ class RedisLink:
         """Redis answered last time; while False, hot-path callers fail (or miss) at once."""
         return self._up
 
-    def script(self, name: str) -> AsyncScript:
-        """A script of tollway/state/redis/lua, run with EVALSHA (loaded on first use)."""
-        return self.redis.register_script(_lua(name))
+    def script(self, name: str) -> Script:
+        """A script of tollway/state/redis/lua, run with EVALSHA (EVAL where unknown)."""
+        return Script(self.redis, _lua(name))
+
+    def inline_script(self, text: str) -> Script:
+        """A script given as its text (the tool state's small ones), run the same way."""
+        return Script(self.redis, text)
 
     def key(self, *parts: str) -> str:
         return self._p + ":".join(parts)
@@ -128,7 +147,17 @@ class RedisLink:
 
     async def _recover(self) -> bool:
         try:
-            await self.redis.ping()
+            # A key of the gateway's, not PING: the node that must answer is the one that
+            # owns the gateway's slot (on a cluster, the client routes it there).
+            await self.redis.exists(self.key("probe"))
+        except MovedError as exc:
+            self.count("probe")
+            if not self._told_moved:
+                self._told_moved = True
+                log.error("state.redis.url is a Redis Cluster node that does not hold this "
+                          "gateway's keys (MOVED %s): set state.redis.cluster: true; the "
+                          "state stays down until then", exc)
+            return False
         except (RedisError, *DOWN_ERRORS):
             self.count("probe")
             return False
@@ -150,6 +179,15 @@ class RedisLink:
         except RedisError as exc:
             self.count(op)
             raise StateUnavailable(f"redis: {exc}") from exc
+
+    async def scan(self, match: str, count: int) -> AsyncIterator[str]:
+        """SCAN where the gateway's keys are: on a cluster, the node that owns its slot only
+        (the client would otherwise scan every primary)."""
+        kw: dict[str, Any] = {}
+        if isinstance(self.redis, BoundedCluster):
+            kw["target_nodes"] = await self.redis.node_of(self.key("probe"))
+        async for k in self.redis.scan_iter(match=match, count=count, **kw):
+            yield k
 
     async def pipelined(self, op: str, cmds: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Many reads in pipelines of _CHUNK commands, through `call`."""

@@ -47,8 +47,8 @@ class RedisToolState(ToolState):
         self._redis = link.redis
         self._k = link.key
         self._call = link.call
-        self._note = link.redis.register_script(_NOTE)
-        self._decide = link.redis.register_script(_DECIDE)
+        self._note = link.inline_script(_NOTE)
+        self._decide = link.inline_script(_DECIDE)
 
     async def repeats(self, session: str, call: str) -> tuple[str | None, int]:
         got = await self._call("tools", lambda: self._redis.hmget(

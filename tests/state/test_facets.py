@@ -1,0 +1,52 @@
+"""The cache and tool-state facets, on every backend (memory, Redis, and a Redis Cluster
+seeded from each primary): what the admin API and the tool gate rely on. On a cluster,
+purge and size must SCAN the node that holds the gateway's keys, and the tool state's
+inline scripts must reach it too."""
+
+from __future__ import annotations
+
+import time
+
+from tollway.state.base import State
+from tollway.state.toolstate import APPROVED, PENDING, Approval
+
+
+async def test_cache_get_put_purge_size(any_state: State) -> None:
+    cache = any_state.cache
+    for i in range(30):
+        await cache.put(f"c:agent=a:m{i % 3}:{i}", f"body{i}".encode(), 60)
+    await cache.put("s:agent=a:m0:x", b"semantic", 60)
+    await cache.put("c:agent=a:m0:short", b"gone soon", 0.001)
+    assert await cache.get("c:agent=a:m1:1") == b"body1"
+    assert await cache.get("c:agent=a:m1:nope") is None
+    assert await cache.size("c:") in (30, 31)  # the short one may not be swept yet
+    assert await cache.size("s:") == 1
+    assert await cache.purge("c:agent=a:m0:*") in (10, 11)
+    assert await cache.get("c:agent=a:m0:3") is None
+    assert await cache.get("c:agent=a:m1:1") == b"body1"
+    assert await cache.purge("c:*") == 20
+    assert await cache.size("c:") == 0 and await cache.size("s:") == 1
+
+
+async def test_tool_repeats_count_runs_of_one_result(any_state: State) -> None:
+    tools = any_state.tools
+    assert await tools.repeats("s1", "files.read") == (None, 0)
+    assert [await tools.note_result("s1", "files.read", r, 60) for r in "aab"] == [1, 2, 1]
+    assert await tools.repeats("s1", "files.read") == ("b", 1)
+    assert await tools.repeats("s2", "files.read") == (None, 0)
+
+
+async def test_approvals_are_decided_once(any_state: State) -> None:
+    tools = any_state.tools
+    a = Approval("files.write", "a", "t", "s1", "POST /files", expires=time.time() + 60)
+    b = Approval("files.write", "a", "t", "s1", "POST /other", expires=time.time() + 60)
+    await tools.approval_put(a)
+    await tools.approval_put(b)
+    assert [x.id for x in await tools.approvals()] == [a.id, b.id]
+    got = await tools.approval_get(a.id)
+    assert got is not None and got.status == PENDING
+    decided = await tools.approval_decide(a.id, True, "ops", "fine")
+    assert decided is not None and decided.status == APPROVED and decided.decided_by == "ops"
+    again = await tools.approval_decide(a.id, False, "someone else", None)
+    assert again is not None and again.status == APPROVED  # the first decision stands
+    assert await tools.approval_decide("apr_nope", True, "ops", None) is None
