@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from tollway.admin.decision import read_decision
 from tollway.config.model import key_digest
+from tollway.errors import GatewayError
+from tollway.ingress.safety import last_resort
 from tollway.state.records import SPEND_DIMENSIONS
 from tollway.wire import json_response
 
@@ -76,7 +79,7 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
                 return _error(401, "the admin API needs the admin key "
                               "(Authorization: Bearer ...)", "admin_unauthorized")
             return await handler(request)
-        return checked
+        return last_resort(checked, lambda _, err: _error(err.status, err.message, err.code))
 
     async def spend(request: web.Request) -> web.Response:
         by = request.query.get("by", "agent")
@@ -163,13 +166,10 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
 
     async def decide(request: web.Request) -> web.Response:
         try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "the body must be JSON: {\"decision\": \"approve\"|\"reject\", "
-                          "\"reason\": \"...\"}", "bad_decision")
-        decision = body.get("decision") if isinstance(body, dict) else None
-        if decision not in ("approve", "reject"):
-            return _error(400, "decision must be \"approve\" or \"reject\"", "bad_decision")
+            body = await read_decision(request, gw.config.server)
+        except GatewayError as err:
+            return _error(err.status, err.message, err.code)
+        decision = body["decision"]
         reason = body.get("reason")
         by = str(body.get("by") or f"admin@{request.remote}")[:64]
         approval_id = request.match_info["id"]

@@ -3,12 +3,14 @@ up as they arrive; `max_body_mb` enforced either way (413)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from tollway.errors import GatewayError
 from tollway.tools.http.tool import HttpTool
@@ -67,9 +69,10 @@ def _too_large(tool: HttpTool) -> GatewayError:
                         f"{tool.cfg.max_body_mb:g} MB tool {tool.name!r} accepts (max_body_mb)")
 
 
-async def _read_body(request: web.Request, tool: HttpTool) -> _Body:
+async def _read_body(request: web.Request, tool: HttpTool, timeout_s: float) -> _Body:
     """Small bodies whole; big or chunked ones are left to stream (what was read to decide
-    is kept as their prefix)."""
+    is kept as their prefix). What is read here must arrive within `timeout_s`
+    (server.body_timeout_s, 408); a streamed remainder is bounded by the tool's timeouts."""
     if not request.body_exists:
         return _Body(b"")
     declared = request.content_length
@@ -79,14 +82,20 @@ async def _read_body(request: web.Request, tool: HttpTool) -> _Body:
         return _Body(None, length=declared)
     buf = bytearray()
     try:
-        while len(buf) <= BUFFER_MAX:
-            chunk = await request.content.readany()
-            if not chunk:
-                if len(buf) > tool.max_bytes:
-                    raise _too_large(tool)
-                return _Body(bytes(buf))
-            buf += chunk
-    except (ConnectionError, aiohttp.ClientPayloadError, HttpProcessingError) as exc:
+        async with asyncio.timeout(timeout_s):
+            while len(buf) <= BUFFER_MAX:
+                chunk = await request.content.readany()
+                if not chunk:
+                    if len(buf) > tool.max_bytes:
+                        raise _too_large(tool)
+                    return _Body(bytes(buf))
+                buf += chunk
+    except TimeoutError as exc:
+        raise GatewayError(408, "body_timeout", f"the request body was not received within "
+                           f"{timeout_s:g}s (server.body_timeout_s)",
+                           headers={"Connection": "close"}) from exc
+    except (ConnectionError, aiohttp.ClientPayloadError, HttpProcessingError,
+            RequestPayloadError) as exc:
         raise GatewayError(400, "incomplete_body", "the request body ended before it was "
                            "complete") from exc
     if len(buf) > tool.max_bytes:

@@ -86,7 +86,7 @@ class HttpTools:
         if any(unquote(seg) in (".", "..") for seg in tail.split("/")):
             raise GatewayError(400, "invalid_path", "a tool path may not contain '.' or "
                                "'..' segments")
-        body = await _read_body(request, tool)
+        body = await _read_body(request, tool, self.cfg.server.body_timeout_s)
         session = self.gate.session(request.headers, caller)
         summary = f"{method} {tail or '/'}" + (f"?{query}" if query else "")
         ticket, used, src = await self._admit(caller, session, tool, method, tail, query, body,
