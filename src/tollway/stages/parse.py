@@ -14,7 +14,7 @@ import orjson
 from tollway.errors import bad_request
 from tollway.exchange import Exchange
 from tollway.ingress.body import read_body
-from tollway.protocols.inputs import MAX_DEPTH, deep_field, nesting_error, wrong_type
+from tollway.protocols.inputs import nesting_error, wrong_type
 from tollway.providers.base import ModelRegistry
 from tollway.stages.base import Stage
 
@@ -41,9 +41,6 @@ class Parse(Stage):
                               code="invalid_json") from exc
         if type(body) is not dict:
             raise bad_request("the request body must be a JSON object", code="invalid_json")
-        deep = deep_field(body, MAX_DEPTH)
-        if deep is not None:
-            raise nesting_error(deep)
         ex.body = body
         endpoint = ex.endpoint
         ex.stream = body.get("stream") is True and endpoint.streams
@@ -52,5 +49,5 @@ class Parse(Stage):
             raise wrong_type("model", "a string", model)
         ex.target.requested = model or ""
         ex.target.route = self.registry.resolve(model)
-        endpoint.dialect.validate(endpoint.name, body)
+        endpoint.dialect.validate(endpoint.name, body)  # types, and depth (MAX_DEPTH)
 

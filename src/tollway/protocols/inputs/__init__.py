@@ -10,7 +10,10 @@ plain type tests with a fast path for the common shapes (a message that is a rol
 string); each refusal is a 400 whose `param` names the field (`messages[3].content`).
 
 Nesting is bounded for the whole body, read or not: a stage may re-serialise it (orjson
-cannot write past 254 levels) or walk it, and nothing a model reads is 100 levels deep.
+cannot write past 254 levels) or walk it, and nothing a model reads is 100 levels deep. The
+same pass does both: the walkers know the depth of what they validate, and check_fields
+walks only the containers no walker looks into, so the common agent step (messages of a
+role and a string) costs no depth walk at all.
 """
 
 from __future__ import annotations
@@ -26,17 +29,9 @@ Check = Callable[[Any], bool]
 Spec = tuple[Check, str]  # the test, and what it wants, for the message
 
 
-def deep_field(body: dict[str, Any], limit: int = MAX_DEPTH) -> str | None:
-    """The top-level field whose value nests deeper than `limit` (the body counting as one
-    level), or None. Iterative, so a hostile body cannot exhaust the stack."""
-    for name, value in body.items():
-        t = type(value)
-        if (t is dict or t is list) and _deeper(value, limit - 1):
-            return name
-    return None
-
-
 def _deeper(value: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether a container nests deeper than `limit` levels, itself the first. Iterative,
+    so a hostile body cannot exhaust the stack."""
     stack = [(value, 1)]
     pop, push = stack.pop, stack.append
     while stack:
@@ -148,14 +143,31 @@ STR_OR_STRS: Spec = (is_str_or_strs, "a string or an array of strings")
 OBJECTS: Spec = (is_objects, "an array of objects")
 
 
-def check_fields(obj: dict[str, Any], specs: dict[str, Spec], prefix: str = "") -> None:
-    """The fields of `obj` named in `specs` have their types (null means absent). It walks
-    the object's own keys, usually fewer than the specs."""
+def _anything(v: Any) -> bool:
+    return True
+
+
+#: a field the dialect's own walker checks, type and depth, after check_fields
+WALKED: Spec = (_anything, "")
+
+
+def check_fields(obj: dict[str, Any], specs: dict[str, Spec], prefix: str = "",
+                 depth: int = 1) -> None:
+    """The fields of `obj` named in `specs` have their types (null means absent), and no
+    other value of it nests past MAX_DEPTH, `obj` being at `depth`: one pass over the
+    object's own keys (usually fewer than the specs), the depth walk only for containers
+    nobody looks into (an unknown field, a tool's schema, metadata)."""
     get = specs.get
     for key, value in obj.items():
         spec = get(key)
-        if spec is not None and value is not None and not spec[0](value):
-            raise wrong_type(prefix + key, spec[1], value)
+        if spec is not None:
+            if spec is WALKED:
+                continue
+            if value is not None and not spec[0](value):
+                raise wrong_type(prefix + key, spec[1], value)
+        t = type(value)
+        if (t is dict or t is list) and _deeper(value, MAX_DEPTH - depth):
+            raise nesting_error(prefix + key)
 
 
 def require(obj: dict[str, Any], key: str, spec: Spec, prefix: str = "") -> Any:
@@ -164,6 +176,13 @@ def require(obj: dict[str, Any], key: str, spec: Spec, prefix: str = "") -> Any:
     if not spec[0](value):
         raise wrong_type(prefix + key, spec[1], value)
     return value
+
+
+def checked(value: Any, param: str, depth: int) -> None:
+    """A value nobody validates the shape of (a tool call's arguments) is not too deep."""
+    t = type(value)
+    if (t is dict or t is list) and _deeper(value, MAX_DEPTH - depth + 1):
+        raise nesting_error(param)
 
 
 def objects(value: Any, param: str, what: str) -> list[dict[str, Any]]:
