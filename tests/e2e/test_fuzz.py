@@ -78,7 +78,7 @@ class Fuzzed:
         return sid
 
     def send(self, method: str, path: str, body: bytes | None = None,
-             headers: dict[str, str] | None = None,
+             headers: dict[str, Any] | None = None,
              params: dict[str, str] | None = None) -> httpx.Response:
         r = self.http.request(method, path, content=body, params=params,
                               headers={"Content-Type": "application/json", **(headers or {})})
@@ -219,6 +219,44 @@ def test_model_list(fuzzed: Fuzzed, name: str, anthropic_style: bool) -> None:
     r = fuzzed.send("GET", f"/v1/models/{quote(name, safe='')}", headers=headers)
     if r.status_code >= 400:
         openai_error(r)
+
+
+HEADERS = ["Authorization", "x-api-key", "x-tollway-session", "x-tollway-parent-session",
+           "x-tollway-tags", "x-tollway-agent", "x-tollway-cache", "anthropic-version",
+           "Mcp-Session-Id"]
+#: header values as bytes: printable ASCII, and bytes that are not UTF-8 (aiohttp keeps them
+#: as lone surrogates in the str it hands over)
+header_bytes = st.binary(max_size=20).map(
+    lambda b: bytes(c for c in b if c == 9 or 32 <= c < 127 or c >= 128).strip())
+
+
+@fuzz(80)
+@given(target=st.sampled_from(["chat", "messages", "mcp", "tools"]),
+       headers=st.dictionaries(st.sampled_from(HEADERS), header_bytes, max_size=4),
+       bearer=st.booleans())
+def test_header_values(fuzzed: Fuzzed, target: str, headers: dict[str, bytes],
+                       bearer: bool) -> None:
+    """The headers tollway reads, with any bytes in them: keys, sessions, tags, agents."""
+    sent: dict[str, Any] = {**KEY, **headers}
+    if bearer and "Authorization" in headers:
+        sent["Authorization"] = b"Bearer " + headers["Authorization"]
+    if target == "mcp":
+        sent.setdefault("Accept", "application/json, text/event-stream")
+        r = fuzzed.send("POST", "/mcp/files", fz.encode(
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+             "params": {"name": "echo", "arguments": {"text": "x"}}}), sent)
+        if r.status_code >= 400:
+            rpc_errors(r)
+    elif target == "tools":
+        r = fuzzed.send("POST", "/tools/echo/x", b"{}", sent)
+        if r.status_code >= 400:
+            assert isinstance(r.json()["error"]["code"], str)
+    else:
+        model = "claude-sonnet" if target == "messages" else "gpt-4o-mini"
+        body = fz.encode(fz.BUILDERS[target](model))
+        r = fuzzed.send("POST", ENDPOINTS[target], body, sent)
+        if r.status_code >= 400:
+            SHAPE[target](r)
 
 
 # --- tools and MCP ----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -39,9 +40,9 @@ def parse_since(value: str | None) -> float | None:
         return None
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(value[:-1]) * units[value[-1]]
+        return _finite(time.time() - float(value[:-1]) * units[value[-1]], value)
     try:
-        return float(value)
+        return _finite(float(value), value)
     except ValueError:
         pass
     try:
@@ -50,6 +51,13 @@ def parse_since(value: str | None) -> float | None:
         raise ValueError(f"since={value!r} is neither unix seconds, ISO-8601 nor a duration "
                          "like 24h") from exc
     return dt.timestamp()
+
+
+def _finite(seconds: float, value: str) -> float:
+    """A time the ledgers can bucket: not nan, not infinite."""
+    if not math.isfinite(seconds):
+        raise ValueError(f"since={value!r} is not a time")
+    return seconds
 
 
 def add_admin_routes(app: web.Application, gw: Gateway) -> None:
@@ -107,6 +115,8 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
             limit = int(request.query.get("limit", "50"))
         except ValueError as exc:
             return _error(400, str(exc), "bad_query")
+        if not 0 <= limit <= 10_000:
+            return _error(400, "limit must be between 0 and 10000", "bad_query")
         rows = await gw.state.ledger.sessions(agent=request.query.get("agent"), since=since,
                                        sort=request.query.get("sort", "cost"), limit=limit)
         return json_response({"sessions": rows})

@@ -125,8 +125,8 @@ class McpProxy:
         sid = request.headers.get("Mcp-Session-Id")
         default = None
         if sid:
-            default = "mcp-" + hashlib.blake2b(f"{server}\0{sid}".encode(),
-                                               digest_size=8).hexdigest()
+            default = "mcp-" + hashlib.blake2b(f"{server}\0{sid}".encode(
+                "utf-8", "surrogateescape"), digest_size=8).hexdigest()
         return self.gate.session(request.headers, caller, default)
 
     async def _admit(self, ledger: _RpcLedger, msg: dict[str, Any], caller: Caller,
