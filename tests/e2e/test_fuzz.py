@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import Loop, Stack
 from tests.e2e import fuzz_inputs as fz
+from tests.e2e import fuzz_mcp_admin as fm
 from tollway.testing.mock_mcp import MockMcpServer
 from tollway.testing.mock_tools import MockTools
 
@@ -212,7 +213,7 @@ def test_model_endpoints_with_garbage(fuzzed: Fuzzed, endpoint: str,
 
 
 @fuzz(30)
-@given(name=fz.path_names, anthropic_style=st.booleans())
+@given(name=fm.path_names, anthropic_style=st.booleans())
 def test_model_list(fuzzed: Fuzzed, name: str, anthropic_style: bool) -> None:
     headers = {**KEY, **({"anthropic-version": "2023-06-01"} if anthropic_style else {})}
     assert fuzzed.send("GET", "/v1/models", headers=headers).status_code == 200
@@ -239,7 +240,7 @@ def test_header_values(fuzzed: Fuzzed, target: str, headers: dict[str, bytes],
     """The headers tollway reads, with any bytes in them: keys, sessions, tags, agents."""
     sent: dict[str, Any] = {**KEY, **headers}
     if bearer and "Authorization" in headers:
-        sent["Authorization"] = b"Bearer " + headers["Authorization"]
+        sent["Authorization"] = (b"Bearer " + headers["Authorization"]).strip()
     if target == "mcp":
         sent.setdefault("Accept", "application/json, text/event-stream")
         r = fuzzed.send("POST", "/mcp/files", fz.encode(
@@ -263,8 +264,8 @@ def test_header_values(fuzzed: Fuzzed, target: str, headers: dict[str, bytes],
 
 @fuzz(80)
 @given(method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"]),
-       tool=st.one_of(st.just("echo"), fz.path_names), tail=st.lists(fz.tool_paths, max_size=3),
-       query=st.dictionaries(st.text(max_size=5), fz.query_values, max_size=3),
+       tool=st.one_of(st.just("echo"), fm.path_names), tail=st.lists(fm.tool_paths, max_size=3),
+       query=st.dictionaries(st.text(max_size=5), fm.query_values, max_size=3),
        body=st.one_of(st.none(), fz.garbage()))
 def test_http_tools(fuzzed: Fuzzed, method: str, tool: str, tail: list[str],
                     query: dict[str, str], body: bytes | None) -> None:
@@ -277,7 +278,7 @@ def test_http_tools(fuzzed: Fuzzed, method: str, tool: str, tail: list[str],
 
 
 @fuzz(150)
-@given(body=fz.mcp_bodies(), server=st.sampled_from(["files", "files", "files", "nope"]),
+@given(body=fm.mcp_bodies(), server=st.sampled_from(["files", "files", "files", "nope"]),
        session=st.one_of(st.just("ours"), st.none(), st.text(st.characters(
            codec="ascii", min_codepoint=33, max_codepoint=126), max_size=8)))
 def test_mcp(fuzzed: Fuzzed, body: bytes, server: str, session: str | None) -> None:
@@ -290,7 +291,7 @@ def test_mcp(fuzzed: Fuzzed, body: bytes, server: str, session: str | None) -> N
 
 
 @fuzz(20)
-@given(body=st.one_of(fz.mcp_bodies(), st.just(b"")))
+@given(body=st.one_of(fm.mcp_bodies(), st.just(b"")))
 def test_mcp_delete(fuzzed: Fuzzed, body: bytes) -> None:
     r = fuzzed.send("DELETE", "/mcp/files", body, {**MCP_HEADERS, "Mcp-Session-Id": "nope"})
     if r.status_code >= 400 and r.content:
@@ -315,8 +316,8 @@ ADMIN_GETS = ["/admin/approvals", "/admin/breakers", "/admin/flags", "/admin/spe
 def test_admin_api(fuzzed: Fuzzed, data: st.DataObject) -> None:
     query = data.draw(st.dictionaries(st.sampled_from(
         ["by", "since", "limit", "sort", "agent", "status", "scope", "model", "x"]),
-        fz.query_values, max_size=3))
-    name = quote(data.draw(fz.path_names), safe="")
+        fm.query_values, max_size=3))
+    name = quote(data.draw(fm.path_names), safe="")
     kind = data.draw(st.integers(0, 5))
     if kind == 0:
         r = fuzzed.send("GET", data.draw(st.sampled_from(ADMIN_GETS)), None, ADMIN, query)
@@ -329,7 +330,7 @@ def test_admin_api(fuzzed: Fuzzed, data: st.DataObject) -> None:
             st.none(), fz.garbage())), ADMIN, query)
     elif kind == 4:
         action = quote(data.draw(st.one_of(st.sampled_from(["kill", "revive", "pause",
-                                                            "resume"]), fz.path_names)), safe="")
+                                                            "resume"]), fm.path_names)), safe="")
         scope = data.draw(st.sampled_from(["sessions", "agents"]))
         r = fuzzed.send("POST", f"/admin/{scope}/fz-{name}/{action}",
                         data.draw(st.one_of(st.none(), fz.garbage())), ADMIN)

@@ -34,6 +34,13 @@ def _error(status: int, message: str, code: str) -> web.Response:
                                     "param": None}}, status)
 
 
+def _failed(request: web.Request, err: GatewayError) -> web.Response:
+    """The last resort's 500, in the admin API's shape, with its request id."""
+    response = _error(err.status, err.message, err.code)
+    response.headers.update(err.headers)
+    return response
+
+
 def parse_since(value: str | None) -> float | None:
     """Unix seconds, an ISO-8601 time, or a duration back from now: 90s, 15m, 24h, 7d."""
     if not value:
@@ -87,7 +94,7 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
                 return _error(401, "the admin API needs the admin key "
                               "(Authorization: Bearer ...)", "admin_unauthorized")
             return await handler(request)
-        return last_resort(checked, lambda _, err: _error(err.status, err.message, err.code))
+        return last_resort(checked, _failed)
 
     async def spend(request: web.Request) -> web.Response:
         by = request.query.get("by", "agent")

@@ -109,10 +109,6 @@ def is_object(v: Any) -> bool:
     return type(v) is dict
 
 
-def is_array(v: Any) -> bool:
-    return type(v) is list
-
-
 def is_str_or_object(v: Any) -> bool:
     t = type(v)
     return t is str or t is dict
@@ -136,7 +132,6 @@ INT: Spec = (is_int, "an integer")
 COUNT: Spec = (is_count, "a positive integer")
 NUMBER: Spec = (is_number, "a number")
 OBJECT: Spec = (is_object, "an object")
-ARRAY: Spec = (is_array, "an array")
 STR_OR_OBJECT: Spec = (is_str_or_object, "a string or an object")
 STRS: Spec = (is_strs, "an array of strings")
 STR_OR_STRS: Spec = (is_str_or_strs, "a string or an array of strings")
@@ -176,13 +171,6 @@ def require(obj: dict[str, Any], key: str, spec: Spec, prefix: str = "") -> Any:
     if not spec[0](value):
         raise wrong_type(prefix + key, spec[1], value)
     return value
-
-
-def checked(value: Any, param: str, depth: int) -> None:
-    """A value nobody validates the shape of (a tool call's arguments) is not too deep."""
-    t = type(value)
-    if (t is dict or t is list) and _deeper(value, MAX_DEPTH - depth + 1):
-        raise nesting_error(param)
 
 
 def objects(value: Any, param: str, what: str) -> list[dict[str, Any]]:
