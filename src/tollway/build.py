@@ -63,7 +63,7 @@ def build_chain(gw: Gateway, cfg: Config, registry: ModelRegistry, identity: Ide
     stages: list[Stage] = [
         Account(gw.state, gw.metrics, gw.breakers.on_transitions, cfg.trace,
                 gw.audit, gw.tracing),
-        Parse(registry, int(cfg.server.max_body_mb * 1024 * 1024), cfg.server.body_timeout_s),
+        Parse(registry, int(cfg.server.max_body_mb * 1024 * 1024)),
         Identify(identity),
     ]
     if identity.restricts:

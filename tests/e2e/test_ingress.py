@@ -214,6 +214,9 @@ def test_200_slow_connections_are_all_closed_within_the_timeout_and_a_second(
     assert c.response()[0] == 200
 
 
+STREAMED = b"Content-Length: 2000000\r\n"
+
+
 def test_a_slow_body_is_408_in_the_endpoint_dialect(slow: Stack) -> None:
     admin = b"Authorization: Bearer admin-secret\r\n"
     mcp = b"Accept: application/json, text/event-stream\r\n"
@@ -228,9 +231,13 @@ def test_a_slow_body_is_408_in_the_endpoint_dialect(slow: Stack) -> None:
              lambda b: b["error"]["type"] == "admin_error"
              and b["error"]["code"] == "body_timeout"),
             (b"POST /tools/echo/x HTTP/1.1\r\nHost: gw\r\n" + AUTH,
+             lambda b: b["error"]["code"] == "body_timeout"),
+            # over 1 MiB: streamed to the tool as it arrives, and still due in time
+            (b"POST /tools/echo/x HTTP/1.1\r\nHost: gw\r\n" + AUTH + STREAMED,
              lambda b: b["error"]["code"] == "body_timeout")):
         c = Client(slow.url)
-        c.send(head + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        length = b"" if STREAMED in head else b"Content-Length: 100\r\n"
+        c.send(head + b"Content-Type: application/json\r\n" + length + b"\r\n{")
         started = time.monotonic()
         status, _, body = c.response()
         c.close()

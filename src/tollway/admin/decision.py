@@ -22,7 +22,7 @@ def _bad(message: str, param: str | None = None) -> GatewayError:
 
 async def read_decision(request: web.Request, server: ServerConfig) -> dict[str, Any]:
     """{"decision", "reason", "by"} with their types checked; GatewayError otherwise."""
-    raw = await read_body(request, server.body_timeout_s, int(server.max_body_mb * 2**20))
+    raw = await read_body(request, int(server.max_body_mb * 2**20))
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

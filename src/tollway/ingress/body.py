@@ -1,5 +1,5 @@
-"""Reading a request body whole, within the body deadline, with every way it can fail turned
-into a GatewayError the endpoint renders in its own dialect."""
+"""Reading a request body whole, with every way it can fail turned into a GatewayError the
+endpoint renders in its own dialect."""
 
 from __future__ import annotations
 
@@ -14,6 +14,22 @@ from tollway.errors import GatewayError
 CLIENT_GONE = 499  # nginx's "client closed request": recorded, never sent
 
 
+class BodyTimeout(asyncio.TimeoutError):
+    """What a body's reader gets when the body took longer than server.body_timeout_s from
+    the end of the headers (ingress/server.py sets it on the body's stream). A TimeoutError,
+    so that aiohttp, draining a body nobody read, stops quietly."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the request body was not received within {timeout_s:g}s")
+        self.timeout_s = timeout_s
+
+
+def body_timeout(exc: BodyTimeout) -> GatewayError:
+    return GatewayError(408, "body_timeout", f"the request body was not received within "
+                        f"{exc.timeout_s:g}s (server.body_timeout_s)",
+                        headers={"Connection": "close"})
+
+
 class ClientGone(GatewayError):
     """The client went away before its body was read: nothing to answer, nothing to log."""
 
@@ -22,19 +38,14 @@ class ClientGone(GatewayError):
                          "the client closed the connection before sending its whole body")
 
 
-async def read_body(request: web.Request, timeout_s: float, max_bytes: int) -> bytes:
-    """The whole body. 408 when it takes longer than `timeout_s` from the end of the
-    headers (a slow client holds a connection and a task: server.body_timeout_s bounds
-    it), 413 past `max_bytes` (the app's client_max_size), 400 when its framing is broken
-    (a bad chunk size), ClientGone when the client disconnected."""
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The whole body. 408 when it took longer than server.body_timeout_s, 413 past
+    `max_bytes` (the app's client_max_size), 400 when its framing is broken (a bad chunk
+    size), ClientGone when the client disconnected."""
     try:
-        async with asyncio.timeout(timeout_s):
-            return await request.read()
-    except TimeoutError as exc:
-        raise GatewayError(408, "body_timeout",
-                           f"the request body was not received within {timeout_s:g}s "
-                           "(server.body_timeout_s)",
-                           headers={"Connection": "close"}) from exc
+        return await request.read()
+    except BodyTimeout as exc:
+        raise body_timeout(exc) from exc
     except web.HTTPRequestEntityTooLarge as exc:
         raise GatewayError(413, "request_too_large",
                            f"the request body is larger than the gateway's limit of "

@@ -22,14 +22,12 @@ from tollway.stages.base import Stage
 class Parse(Stage):
     name = "parse"
 
-    def __init__(self, registry: ModelRegistry, max_body_bytes: int,
-                 body_timeout_s: float = 60.0) -> None:
+    def __init__(self, registry: ModelRegistry, max_body_bytes: int) -> None:
         self.registry = registry
         self.max_body_bytes = max_body_bytes
-        self.body_timeout_s = body_timeout_s
 
     async def on_request(self, ex: Exchange) -> None:
-        ex.raw = raw = await read_body(ex.request, self.body_timeout_s, self.max_body_bytes)
+        ex.raw = raw = await read_body(ex.request, self.max_body_bytes)
         if not raw:
             raise bad_request("the request has no body; send a JSON object")
         try:

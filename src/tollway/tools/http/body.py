@@ -3,7 +3,6 @@ up as they arrive; `max_body_mb` enforced either way (413)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -13,6 +12,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from tollway.errors import GatewayError
+from tollway.ingress.body import BodyTimeout, body_timeout
 from tollway.tools.http.tool import HttpTool
 
 BUFFER_MAX = 1 << 20  # request bodies up to this are read whole (digested, retryable)
@@ -38,6 +38,7 @@ class _Upload:
         self.max_bytes = max_bytes
         self.too_large = False
         self.client_failed = False
+        self.client_error: BaseException | None = None
         self.started = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -48,8 +49,9 @@ class _Upload:
         while True:
             try:
                 chunk = await self.request.content.readany()
-            except Exception:
+            except Exception as exc:
                 self.client_failed = True
+                self.client_error = exc
                 raise
             if not chunk:
                 return
@@ -58,6 +60,14 @@ class _Upload:
                 self.too_large = True
                 raise _TooLarge
             yield chunk
+
+
+    def refusal(self) -> GatewayError:
+        """The answer when the caller's side of the upload failed: too slow, or cut."""
+        if isinstance(self.client_error, BodyTimeout):
+            return body_timeout(self.client_error)
+        return GatewayError(400, "incomplete_body",
+                            "the request body ended before it was complete")
 
 
 class _TooLarge(Exception):
@@ -69,10 +79,10 @@ def _too_large(tool: HttpTool) -> GatewayError:
                         f"{tool.cfg.max_body_mb:g} MB tool {tool.name!r} accepts (max_body_mb)")
 
 
-async def _read_body(request: web.Request, tool: HttpTool, timeout_s: float) -> _Body:
+async def _read_body(request: web.Request, tool: HttpTool) -> _Body:
     """Small bodies whole; big or chunked ones are left to stream (what was read to decide
-    is kept as their prefix). What is read here must arrive within `timeout_s`
-    (server.body_timeout_s, 408); a streamed remainder is bounded by the tool's timeouts."""
+    is kept as their prefix). Either way the whole body is due within
+    server.body_timeout_s of the headers (ingress/server.py): 408 when it is late."""
     if not request.body_exists:
         return _Body(b"")
     declared = request.content_length
@@ -82,18 +92,15 @@ async def _read_body(request: web.Request, tool: HttpTool, timeout_s: float) -> 
         return _Body(None, length=declared)
     buf = bytearray()
     try:
-        async with asyncio.timeout(timeout_s):
-            while len(buf) <= BUFFER_MAX:
-                chunk = await request.content.readany()
-                if not chunk:
-                    if len(buf) > tool.max_bytes:
-                        raise _too_large(tool)
-                    return _Body(bytes(buf))
-                buf += chunk
-    except TimeoutError as exc:
-        raise GatewayError(408, "body_timeout", f"the request body was not received within "
-                           f"{timeout_s:g}s (server.body_timeout_s)",
-                           headers={"Connection": "close"}) from exc
+        while len(buf) <= BUFFER_MAX:
+            chunk = await request.content.readany()
+            if not chunk:
+                if len(buf) > tool.max_bytes:
+                    raise _too_large(tool)
+                return _Body(bytes(buf))
+            buf += chunk
+    except BodyTimeout as exc:
+        raise body_timeout(exc) from exc
     except (ConnectionError, aiohttp.ClientPayloadError, HttpProcessingError,
             RequestPayloadError) as exc:
         raise GatewayError(400, "incomplete_body", "the request body ended before it was "

@@ -93,8 +93,7 @@ class McpProxy:
         body, parsed, refused = b"", None, None
         if request.method == "POST":
             try:
-                body = await read_body(request, self.cfg.server.body_timeout_s,
-                                       self.max_body_bytes)
+                body = await read_body(request, self.max_body_bytes)
             except GatewayError as err:
                 return _json(err.status, rpc_error(None, err))
             try:
@@ -270,8 +269,7 @@ class McpProxy:
         if request.method == "DELETE" and (sid := request.headers.get("Mcp-Session-Id")):
             await self.parked.drop(server, sid)
         try:
-            body = await read_body(request, self.cfg.server.body_timeout_s,
-                                   self.max_body_bytes)
+            body = await read_body(request, self.max_body_bytes)
         except GatewayError as err:
             return _json(err.status, rpc_error(None, err))
         try:
