@@ -21,11 +21,12 @@ from tests.redis_cluster import LocalCluster
 from tollway.app import GATEWAY, build_app
 from tollway.config import load_config_text
 from tollway.gateway import Gateway
+from tollway.ingress.server import GatewayRunner
 from tollway.testing import MockProvider, MockSettings
 
 BASE_CONFIG = """
 server: {{host: 127.0.0.1, port: 0, max_body_mb: 1, drain_timeout_s: 5, admin_key: admin-secret,
-          watch_interval_s: 0.1}}
+          watch_interval_s: 0.1{server_extra}}}
 identity: {{unknown_keys: {unknown_keys}, trust_agent_header: true}}
 state: {{backend: {backend},
          redis: {{url: "{redis_url}", timeout_ms: 500{redis_extra}}}{state_extra}}}
@@ -81,7 +82,8 @@ class Stack:
                  backend: str = "memory", redis_url: str = "redis://127.0.0.1:1/0",
                  state_extra: str = "", providers_extra: str = "",
                  config_file: str | None = None, agents_extra: str = "",
-                 redis_extra: str = "") -> None:
+                 redis_extra: str = "",
+                 server_extra: str = "") -> None:
         import hashlib
 
         self.loop = loop
@@ -94,6 +96,7 @@ class Stack:
             providers_extra=providers_extra.replace("MOCK", mock_url),
             state_extra=f", {state_extra}" if state_extra else "",
             redis_extra=f", {redis_extra}" if redis_extra else "",
+            server_extra=f", {server_extra}" if server_extra else "",
             research_digest=hashlib.sha256(b"sk-tw-research").hexdigest())
         if config_file is not None:
             with open(config_file, "w") as f:
@@ -101,7 +104,8 @@ class Stack:
         self.config_text = text
         self.config = load_config_text(text, "test.yaml", {})
         self.app = build_app(self.config, config_file)
-        self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=5)
+        self.runner = GatewayRunner(self.app, self.config.server, handle_signals=False,
+                                    shutdown_timeout=5)
         loop.run(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         loop.run(site.start())

@@ -10,9 +10,12 @@ from aiohttp import web
 
 from tollway.admin.api import add_admin_routes
 from tollway.config.model import Config
+from tollway.errors import GatewayError
 from tollway.gateway import Gateway
+from tollway.ingress.safety import last_resort
 from tollway.protocols import anthropic, openai
 from tollway.protocols.base import Endpoint
+from tollway.tools.mcp.messages import rpc_error
 from tollway.wire import json_response
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -34,17 +37,18 @@ def build_app(config: Config, config_path: str | None = None, worker: int = 0,
     app[GATEWAY] = gw
 
     for path, endpoint in ROUTES.items():
-        app.router.add_post(path, _endpoint_handler(gw, endpoint))
-    app.router.add_route("*", "/tools/{tool}", _tool_handler(gw, "http"))
-    app.router.add_route("*", "/tools/{tool}/{tail:.*}", _tool_handler(gw, "http"))
-    app.router.add_route("*", "/mcp/{server}", _tool_handler(gw, "mcp"))
-    app.router.add_get("/v1/models", _models)
-    app.router.add_get("/v1/models/{model}", _model)
+        app.router.add_post(path, _endpoint_handler(gw, endpoint))  # the chain is its own net
+    tools, mcp = (last_resort(_tool_handler(gw, kind), render_error) for kind in ("http", "mcp"))
+    app.router.add_route("*", "/tools/{tool}", tools)
+    app.router.add_route("*", r"/tools/{tool}/{tail:[\s\S]*}", tools)
+    app.router.add_route("*", "/mcp/{server}", mcp)
+    app.router.add_get("/v1/models", last_resort(_models, render_error))
+    app.router.add_get("/v1/models/{model}", last_resort(_model, render_error))
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     add_admin_routes(app, gw)
-    app.router.add_route("*", "/{tail:.*}", _not_found)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _not_found)
 
     async def on_startup(_: web.Application) -> None:
         await gw.start()
@@ -87,10 +91,24 @@ def _tool_handler(gw: Gateway, kind: str) -> Any:
     return handler
 
 
-async def _not_found(request: web.Request) -> web.Response:
-    return json_response({"error": {
-        "message": f"no such endpoint: {request.method} {request.path}",
-        "type": "invalid_request_error", "code": "unknown_endpoint", "param": None}}, 404)
+async def _not_found(request: web.Request) -> web.StreamResponse:
+    return render_error(request, GatewayError(
+        404, "unknown_endpoint", f"no such endpoint: {request.method} {request.path}"))
+
+
+def render_error(request: web.Request, err: GatewayError) -> web.StreamResponse:
+    """An error in the dialect of the path asked for: the admin API's own shape, JSON-RPC
+    under /mcp/, Anthropic's under /v1/messages, OpenAI's elsewhere."""
+    path = request.path
+    if path.startswith("/admin/"):
+        return json_response({"error": {"message": err.message, "type": "admin_error",
+                                        "code": err.code, "param": err.param}},
+                             err.status, err.headers)
+    if path.startswith("/mcp/"):
+        return json_response(rpc_error(None, err), err.status, err.headers)
+    dialect = anthropic.DIALECT if path.startswith("/v1/messages") else openai.DIALECT
+    return web.Response(status=err.status, body=dialect.error_body(err),
+                        content_type="application/json", headers=err.headers)
 
 
 def _model_entry(name: str, provider: str, anthropic_style: bool) -> dict[str, Any]:

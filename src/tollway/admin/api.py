@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -12,7 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from tollway.admin.decision import read_decision
 from tollway.config.model import key_digest
+from tollway.errors import GatewayError
+from tollway.ingress.safety import last_resort
 from tollway.state.base import StateUnavailable
 from tollway.state.records import SPEND_DIMENSIONS
 from tollway.wire import json_response
@@ -30,15 +34,22 @@ def _error(status: int, message: str, code: str) -> web.Response:
                                     "param": None}}, status)
 
 
+def _failed(request: web.Request, err: GatewayError) -> web.Response:
+    """The last resort's 500, in the admin API's shape, with its request id."""
+    response = _error(err.status, err.message, err.code)
+    response.headers.update(err.headers)
+    return response
+
+
 def parse_since(value: str | None) -> float | None:
     """Unix seconds, an ISO-8601 time, or a duration back from now: 90s, 15m, 24h, 7d."""
     if not value:
         return None
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if value[-1] in units and value[:-1].replace(".", "", 1).isdigit():
-        return time.time() - float(value[:-1]) * units[value[-1]]
+        return _finite(time.time() - float(value[:-1]) * units[value[-1]], value)
     try:
-        return float(value)
+        return _finite(float(value), value)
     except ValueError:
         pass
     try:
@@ -47,6 +58,13 @@ def parse_since(value: str | None) -> float | None:
         raise ValueError(f"since={value!r} is neither unix seconds, ISO-8601 nor a duration "
                          "like 24h") from exc
     return dt.timestamp()
+
+
+def _finite(seconds: float, value: str) -> float:
+    """A time the ledgers can bucket: not nan, not infinite."""
+    if not math.isfinite(seconds):
+        raise ValueError(f"since={value!r} is not a time")
+    return seconds
 
 
 def add_admin_routes(app: web.Application, gw: Gateway) -> None:
@@ -81,7 +99,7 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
                               "shortly", "state_unavailable")
                 resp.headers["Retry-After"] = "1"
                 return resp
-        return checked
+        return last_resort(checked, _failed)
 
     async def spend(request: web.Request) -> web.Response:
         by = request.query.get("by", "agent")
@@ -109,6 +127,8 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
             limit = int(request.query.get("limit", "50"))
         except ValueError as exc:
             return _error(400, str(exc), "bad_query")
+        if not 0 <= limit <= 10_000:
+            return _error(400, "limit must be between 0 and 10000", "bad_query")
         rows = await gw.state.ledger.sessions(agent=request.query.get("agent"), since=since,
                                        sort=request.query.get("sort", "cost"), limit=limit)
         return json_response({"sessions": rows})
@@ -168,13 +188,10 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
 
     async def decide(request: web.Request) -> web.Response:
         try:
-            body = await request.json()
-        except ValueError:
-            return _error(400, "the body must be JSON: {\"decision\": \"approve\"|\"reject\", "
-                          "\"reason\": \"...\"}", "bad_decision")
-        decision = body.get("decision") if isinstance(body, dict) else None
-        if decision not in ("approve", "reject"):
-            return _error(400, "decision must be \"approve\" or \"reject\"", "bad_decision")
+            body = await read_decision(request, gw.config.server)
+        except GatewayError as err:
+            return _error(err.status, err.message, err.code)
+        decision = body["decision"]
         reason = body.get("reason")
         by = str(body.get("by") or f"admin@{request.remote}")[:64]
         approval_id = request.match_info["id"]

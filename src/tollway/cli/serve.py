@@ -86,10 +86,11 @@ async def _run(cfg: object, config_path: str, host: str, port: int,
 
     from tollway.app import GATEWAY, build_app
     from tollway.config.model import Config
+    from tollway.ingress.server import GatewayRunner
 
     assert isinstance(cfg, Config)
     app = build_app(cfg, config_path, worker_index)
-    runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access")
+    runner = GatewayRunner(app, cfg.server, access_log=logging.getLogger("aiohttp.access")
                            if cfg.server.access_log else None,
                            shutdown_timeout=cfg.server.drain_timeout_s, handle_signals=False)
     await runner.setup()

@@ -16,6 +16,11 @@ class ServerConfig(Strict):
     host: str = "0.0.0.0"
     port: int = Field(4100, ge=0, le=65535)  # 0: any free port
     max_body_mb: float = Field(16, gt=0)
+    # Slow clients hold a connection and a task each. A request's headers must be complete
+    # within header_timeout_s of its first byte (else the connection is closed), and its
+    # body within body_timeout_s of the headers (else 408 in the endpoint's dialect).
+    header_timeout_s: float = Field(10, gt=0)
+    body_timeout_s: float = Field(60, gt=0)
     drain_timeout_s: float = Field(30, ge=0)
     # The admin API needs it as a bearer token; empty: the admin API is closed (403).
     # Plain or "sha256:<hex>".

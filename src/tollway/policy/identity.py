@@ -55,7 +55,10 @@ class Identity:
         if key is None:
             auth = h.get("Authorization", "")
             key = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-        digest = hashlib.sha256(key.encode()).hexdigest() if key else None
+        # aiohttp keeps a header's bytes that are not UTF-8 as lone surrogates: hash the
+        # bytes the client sent (such a key matches no agent, it does not fail).
+        digest = (hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+                  if key else None)
         caller = self.by_digest.get(digest) if digest else None
         if caller is None:
             if self.reject_unknown:
@@ -76,6 +79,7 @@ class Identity:
                                   code="unknown_agent")
             caller = dataclasses.replace(caller, agent=named, team=self.teams[named])
         if tags and self.max_tags and (raw := h.get("x-tollway-tags")):
+            raw = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
             labels = tuple(t.strip()[:64] for t in raw.split(",") if t.strip())[: self.max_tags]
             caller = dataclasses.replace(caller, tags=labels)
         return caller

@@ -10,12 +10,16 @@ from tollway.errors import GatewayError
 from tollway.exchange import Usage
 from tollway.protocols.answers import ToolCallCapture
 from tollway.protocols.base import ERROR_TYPES_ANTHROPIC, Endpoint
+from tollway.protocols.inputs import anthropic as inputs
 from tollway.protocols.sse import TextCapture, data_of
 from tollway.protocols.usage import BadUsage, tokens
 
 
 class AnthropicDialect:
     name = "anthropic"
+
+    def validate(self, endpoint: str, body: dict[str, Any]) -> None:
+        inputs.validate(endpoint, body)
 
     def error_body(self, err: GatewayError) -> bytes:
         return orjson.dumps({"type": "error", "error": {
@@ -40,15 +44,16 @@ class AnthropicDialect:
         if isinstance(system, str):
             loose.append(system)
         elif isinstance(system, list):
-            loose.extend(b.get("text", "") for b in system if isinstance(b, dict))
+            loose.extend(b["text"] for b in system
+                         if isinstance(b, dict) and isinstance(b.get("text"), str))
         if body.get("tools"):
             loose.append(orjson.dumps(body["tools"]).decode())
         msgs = body.get("messages")
         return (msgs if isinstance(msgs, list) else []), loose
 
     def session_seed(self, endpoint: Endpoint, body: dict[str, Any]) -> bytes:
-        msgs = body.get("messages") or []
-        first_user = next((m.get("content") for m in msgs
+        msgs = body.get("messages")
+        first_user = next((m.get("content") for m in (msgs if isinstance(msgs, list) else ())
                            if isinstance(m, dict) and m.get("role") == "user"), None)
         return orjson.dumps([body.get("system"), first_user])
 

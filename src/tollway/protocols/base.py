@@ -44,6 +44,11 @@ class StreamObserver(Protocol):
 class Dialect(Protocol):
     name: str
 
+    def validate(self, endpoint: str, body: dict[str, Any]) -> None:
+        """A 400 GatewayError naming the first field the gateway reads that has the wrong
+        type (protocols/inputs/): runs once, at parse, on every request."""
+        ...
+
     def error_body(self, err: GatewayError) -> bytes: ...
 
     def stream_error(self, err: GatewayError) -> bytes: ...
@@ -64,13 +69,15 @@ class Dialect(Protocol):
 
 ERROR_TYPES_OPENAI = {
     400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
-    403: "permission_error", 404: "invalid_request_error", 413: "invalid_request_error",
+    403: "permission_error", 404: "invalid_request_error", 408: "timeout_error",
+    413: "invalid_request_error",
     422: "invalid_request_error", 429: "rate_limit_error", 500: "server_error",
     502: "upstream_error", 503: "service_unavailable", 504: "timeout_error",
 }
 ERROR_TYPES_ANTHROPIC = {
     400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-    403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+    403: "permission_error", 404: "not_found_error", 408: "timeout_error",
+    413: "request_too_large",
     422: "invalid_request_error", 429: "rate_limit_error", 500: "api_error",
     502: "api_error", 503: "overloaded_error", 504: "timeout_error",
 }

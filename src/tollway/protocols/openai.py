@@ -10,6 +10,7 @@ from tollway.errors import GatewayError
 from tollway.exchange import Usage
 from tollway.protocols.answers import ToolCallCapture
 from tollway.protocols.base import ERROR_TYPES_OPENAI, Endpoint
+from tollway.protocols.inputs import openai as inputs
 from tollway.protocols.sse import TextCapture, data_of, event_data
 from tollway.protocols.usage import BadUsage, detail, tokens, uncached
 
@@ -19,6 +20,9 @@ _USAGE_MARKERS = (b'"usage":{', b'"usage": {')
 
 class OpenAIDialect:
     name = "openai"
+
+    def validate(self, endpoint: str, body: dict[str, Any]) -> None:
+        inputs.validate(endpoint, body)
 
     def error_body(self, err: GatewayError) -> bytes:
         return orjson.dumps({"error": {

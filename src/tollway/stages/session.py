@@ -29,11 +29,19 @@ class Session(Stage):
         if named:
             if len(named) > 128:
                 raise bad_request("x-tollway-session is longer than 128 characters")
-            run.session = named
+            run.session = _text(named)
         else:
             seed = ex.endpoint.dialect.session_seed(ex.endpoint, ex.body)
             digest = hashlib.blake2b(ex.caller.agent.encode() + b"\0" + seed, digest_size=8)
             run.session = "s-" + digest.hexdigest()
         parent = h.get("x-tollway-parent-session")
         if parent:
-            run.parent = parent[:128]
+            run.parent = _text(parent[:128])
+
+
+def _text(value: str) -> str:
+    """A header value as text: aiohttp keeps bytes that are not UTF-8 as lone surrogates,
+    which no JSON writer (traces, the ledger) takes; they become U+FFFD."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

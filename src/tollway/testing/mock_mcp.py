@@ -196,7 +196,7 @@ class MockMcpServer:
             raw = b"".join(chunks)
             try:
                 body = json.loads(raw) if raw else None
-            except ValueError:
+            except (ValueError, RecursionError):
                 body = None
             headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
             requests.append(RecordedMcpRequest(scope["method"], headers, body))

@@ -37,7 +37,7 @@ class TokenCounter:
         return len(get_encoding(encoding).encode_ordinary(text))
 
     def count_prompt(self, encoding: str, messages: list[Any], loose: list[str]) -> int:
-        total = sum(self._count_loose(encoding, t) for t in loose)
+        total = sum(self._count_loose(encoding, t) for t in loose if type(t) is str)
         if messages:
             for m in messages:
                 total += self._count_message(encoding, m)
@@ -54,13 +54,20 @@ class TokenCounter:
         # content itself, so it stays small however long the conversations are.
         if isinstance(m, dict):
             content = m.get("content")
-            if type(content) is str and len(m) <= 2:
-                key: Any = (m.get("role"), len(content), hash(content))
+            role = m.get("role")
+            if type(content) is str and len(m) <= 2 and type(role) is str:
+                key: Any = (role, len(content), hash(content))
             else:
-                raw = orjson.dumps(m, option=orjson.OPT_SORT_KEYS)
+                try:
+                    raw = orjson.dumps(m, option=orjson.OPT_SORT_KEYS)
+                except orjson.JSONEncodeError:  # nested past orjson's limit: count, no memo
+                    return self._count(encoding, m)
                 key = (len(raw), hash(raw))
         else:
-            raw = orjson.dumps(m)
+            try:
+                raw = orjson.dumps(m)
+            except orjson.JSONEncodeError:
+                return self._count(encoding, m)
             key = (len(raw), hash(raw))
         return self._memoised(encoding, key, m)
 
@@ -76,15 +83,18 @@ class TokenCounter:
                 pass
             return n
         self.misses += 1
-        if isinstance(value, str):
-            n = self.count_text(encoding, value)
-        else:
-            n = PER_MESSAGE + self.count_text(encoding, "".join(_texts(value))) + _images(value)
-            if isinstance(value, dict) and value.get("name"):
-                n += 1
+        n = self._count(encoding, value)
         memo[mkey] = n
         if len(memo) > self._memo_size:
             memo.popitem(last=False)
+        return n
+
+    def _count(self, encoding: str, value: Any) -> int:
+        if isinstance(value, str):
+            return self.count_text(encoding, value)
+        n = PER_MESSAGE + self.count_text(encoding, "".join(_texts(value))) + _images(value)
+        if isinstance(value, dict) and value.get("name"):
+            n += 1
         return n
 
     # --- estimates for models without a public tokenizer -------------------------------

@@ -108,8 +108,8 @@ class ToolGate:
         """x-tollway-session when trusted; else the transport's own (an MCP session), else
         one session per agent for its tool calls."""
         named = headers.get("x-tollway-session") if self.trust_session_header else None
-        if named:
-            return named[:128]
+        if named:  # bytes that are not UTF-8 (kept by aiohttp as surrogates) become U+FFFD
+            return named[:128].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         return default or f"tools-{caller.agent}"
 
     # --- before ------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from tollway.protocols.inputs import too_deep
+
 #: Anthropic ``stop_reason`` -> OpenAI ``finish_reason``.
 STOP_TO_FINISH: dict[str, str] = {
     "end_turn": "stop",
@@ -60,7 +62,11 @@ def parse_arguments(raw: Any) -> dict[str, Any]:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return {"_raw": raw}
-    return value if isinstance(value, dict) else {"_raw": raw}
+    # Nested deeper than the request body may be (the body's check cannot see inside a
+    # string), it could not be written out again: pass it on as the string it was.
+    if not isinstance(value, dict) or too_deep(value):
+        return {"_raw": raw}
+    return value
 
 
 def chat_usage(u: Any) -> dict[str, Any]:

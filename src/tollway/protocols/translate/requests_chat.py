@@ -20,7 +20,7 @@ _DROPPED = frozenset({"thinking", "redacted_thinking", "server_tool_use", "mcp_t
 
 
 def _dropped(kind: Any) -> bool:
-    return kind in _DROPPED or (isinstance(kind, str) and kind.endswith("_tool_result"))
+    return isinstance(kind, str) and (kind in _DROPPED or kind.endswith("_tool_result"))
 
 
 def messages_to_chat(body: dict[str, Any], model: str) -> dict[str, Any]:

@@ -32,17 +32,32 @@ def _text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list):  # content parts
-        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in value)
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        return "".join(_part_text(p) for p in value)
+    return _sorted_json(value)
+
+
+def _part_text(part: Any) -> str:
+    text = part.get("text", "") if isinstance(part, dict) else part
+    return text if isinstance(text, str) else _sorted_json(text)
 
 
 def _canonical_args(args: Any) -> str:
     if isinstance(args, str):
         try:
-            args = orjson.loads(args)
+            parsed = orjson.loads(args)
         except orjson.JSONDecodeError:
             return args
-    return orjson.dumps(args, option=orjson.OPT_SORT_KEYS).decode()
+        return _sorted_json(parsed, args)
+    return _sorted_json(args)
+
+
+def _sorted_json(value: Any, otherwise: str = "") -> str:
+    """Canonical JSON of a value; `otherwise` for one orjson cannot write (an arguments
+    string nested past its limit: the body's own depth check does not see inside it)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return otherwise
 
 
 def tool_calls(endpoint: str, body: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -50,28 +65,30 @@ def tool_calls(endpoint: str, body: dict[str, Any]) -> list[tuple[str, str, str]
     calls: dict[str, tuple[str, str]] = {}
     out: list[tuple[str, str, str]] = []
     if endpoint == "chat":
-        for m in body.get("messages") or ():
+        for m in _list(body.get("messages")):
             if not isinstance(m, dict):
                 continue
             if m.get("role") == "assistant":
-                for c in m.get("tool_calls") or ():
-                    fn = c.get("function") or {}
-                    calls[c.get("id", "")] = (fn.get("name", ""),
-                                              _canonical_args(fn.get("arguments", "")))
-            elif m.get("role") == "tool" and m.get("tool_call_id") in calls:
+                for c in _list(m.get("tool_calls")):
+                    fn = c.get("function") if isinstance(c, dict) else None
+                    if isinstance(fn, dict):
+                        calls[_id(c.get("id")) or ""] = (str(fn.get("name", "")),
+                                                   _canonical_args(fn.get("arguments", "")))
+            elif m.get("role") == "tool" and _id(m.get("tool_call_id")) in calls:
                 name, args = calls[m["tool_call_id"]]
                 out.append((name, args, _text(m.get("content"))))
     elif endpoint == "messages":
-        for m in body.get("messages") or ():
+        for m in _list(body.get("messages")):
             if not isinstance(m, dict) or not isinstance(m.get("content"), list):
                 continue
             for block in m["content"]:
                 if not isinstance(block, dict):
                     continue
                 if block.get("type") == "tool_use":
-                    calls[block.get("id", "")] = (block.get("name", ""),
-                                                  _canonical_args(block.get("input", {})))
-                elif block.get("type") == "tool_result" and block.get("tool_use_id") in calls:
+                    calls[_id(block.get("id")) or ""] = (str(block.get("name", "")),
+                                                   _canonical_args(block.get("input", {})))
+                elif (block.get("type") == "tool_result"
+                      and _id(block.get("tool_use_id")) in calls):
                     name, args = calls[block["tool_use_id"]]
                     out.append((name, args, _text(block.get("content"))))
     elif endpoint == "responses" and isinstance(body.get("input"), list):
@@ -79,12 +96,23 @@ def tool_calls(endpoint: str, body: dict[str, Any]) -> list[tuple[str, str, str]
             if not isinstance(item, dict):
                 continue
             if item.get("type") == "function_call":
-                calls[item.get("call_id", "")] = (item.get("name", ""),
-                                                  _canonical_args(item.get("arguments", "")))
-            elif item.get("type") == "function_call_output" and item.get("call_id") in calls:
+                calls[_id(item.get("call_id")) or ""] = (str(item.get("name", "")),
+                                                   _canonical_args(item.get("arguments", "")))
+            elif (item.get("type") == "function_call_output"
+                  and _id(item.get("call_id")) in calls):
                 name, args = calls[item["call_id"]]
                 out.append((name, args, _text(item.get("output"))))
     return out
+
+
+def _id(value: Any) -> str | None:
+    """A call's id as a key: "" for none; an answer's id that is not a string matches no
+    call (the None key is never stored)."""
+    return value if isinstance(value, str) else None
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def repeated_call(endpoint: str, body: dict[str, Any], threshold: int) -> RepeatedCall | None:

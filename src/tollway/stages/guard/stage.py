@@ -240,6 +240,6 @@ def _add_rates(adm: Admission, kind: str, name: str, limit: RateLimit, tokens: i
 def _max_output(body: dict[str, Any]) -> int | None:
     for k in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
         v = body.get(k)
-        if isinstance(v, int) and v > 0:
+        if type(v) is int and v > 0:  # not a bool
             return v
     return None

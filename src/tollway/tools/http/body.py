@@ -9,8 +9,10 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from tollway.errors import GatewayError
+from tollway.ingress.body import BodyTimeout, body_timeout
 from tollway.tools.http.tool import HttpTool
 
 BUFFER_MAX = 1 << 20  # request bodies up to this are read whole (digested, retryable)
@@ -36,6 +38,7 @@ class _Upload:
         self.max_bytes = max_bytes
         self.too_large = False
         self.client_failed = False
+        self.client_error: BaseException | None = None
         self.started = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -46,8 +49,9 @@ class _Upload:
         while True:
             try:
                 chunk = await self.request.content.readany()
-            except Exception:
+            except Exception as exc:
                 self.client_failed = True
+                self.client_error = exc
                 raise
             if not chunk:
                 return
@@ -56,6 +60,14 @@ class _Upload:
                 self.too_large = True
                 raise _TooLarge
             yield chunk
+
+
+    def refusal(self) -> GatewayError:
+        """The answer when the caller's side of the upload failed: too slow, or cut."""
+        if isinstance(self.client_error, BodyTimeout):
+            return body_timeout(self.client_error)
+        return GatewayError(400, "incomplete_body",
+                            "the request body ended before it was complete")
 
 
 class _TooLarge(Exception):
@@ -69,7 +81,8 @@ def _too_large(tool: HttpTool) -> GatewayError:
 
 async def _read_body(request: web.Request, tool: HttpTool) -> _Body:
     """Small bodies whole; big or chunked ones are left to stream (what was read to decide
-    is kept as their prefix)."""
+    is kept as their prefix). Either way the whole body is due within
+    server.body_timeout_s of the headers (ingress/server.py): 408 when it is late."""
     if not request.body_exists:
         return _Body(b"")
     declared = request.content_length
@@ -86,7 +99,10 @@ async def _read_body(request: web.Request, tool: HttpTool) -> _Body:
                     raise _too_large(tool)
                 return _Body(bytes(buf))
             buf += chunk
-    except (ConnectionError, aiohttp.ClientPayloadError, HttpProcessingError) as exc:
+    except BodyTimeout as exc:
+        raise body_timeout(exc) from exc
+    except (ConnectionError, aiohttp.ClientPayloadError, HttpProcessingError,
+            RequestPayloadError) as exc:
         raise GatewayError(400, "incomplete_body", "the request body ended before it was "
                            "complete") from exc
     if len(buf) > tool.max_bytes:

@@ -155,6 +155,9 @@ class HttpTools:
                 try:
                     upstream = await self._send(tool, method, url, headers, body, upload)
                 except TimeoutError:
+                    if upload is not None and upload.client_failed:  # the caller was late
+                        await self.gate.release(ticket)
+                        return error_response(upload.refusal(), request_id, tool.name, ours)
                     failure = GatewayError(504, "tool_timeout", f"tool {tool.name!r} did not "
                                            f"answer within {tool.cfg.timeout_s:g}s")
                     continue
@@ -164,9 +167,7 @@ class HttpTools:
                         return error_response(_too_large(tool), request_id, tool.name, ours)
                     if upload is not None and upload.client_failed:
                         await self.gate.release(ticket)
-                        return error_response(GatewayError(
-                            400, "incomplete_body", "the request body ended before it was "
-                            "complete"), request_id, tool.name, ours)
+                        return error_response(upload.refusal(), request_id, tool.name, ours)
                     failure = GatewayError(502, "tool_unreachable", f"tool {tool.name!r} "
                                            f"could not be reached ({type(exc).__name__})")
                     continue

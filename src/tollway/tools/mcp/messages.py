@@ -11,6 +11,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from tollway.errors import GatewayError
+from tollway.protocols.inputs import MAX_DEPTH, too_deep
 
 RPC_CODES: dict[str, int] = {
     "invalid_api_key": -32051, "key_expired": -32051, "unknown_agent": -32051,
@@ -29,24 +30,87 @@ _PARSE_ERROR, _INVALID_REQUEST, _INVALID_PARAMS = -32700, -32600, -32602
 
 
 def _loads(raw: bytes) -> Any:
-    """JSON, or None. The standard library backs orjson up (integers beyond 64 bits), so a
-    body the server could read is never one the gateway could not."""
+    """A server's JSON, or None. The standard library backs orjson up, so an answer the
+    client could read is passed on whatever orjson thinks of it."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         pass
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
+
+
+class RpcRefusal(Exception):
+    """A client's body that is not JSON-RPC: HTTP 400 with this JSON-RPC error."""
+
+    def __init__(self, code: int, message: str, rpc_id: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.rpc_id = rpc_id
+
+    def body(self) -> dict[str, Any]:
+        return _plain_error(self.rpc_id, self.code, self.message)
+
+
+def parse_client(raw: bytes) -> Any:
+    """A client's JSON-RPC message or batch, read strictly: orjson alone (it refuses what a
+    server may choke on: lone surrogates, NaN, invalid UTF-8), at most MAX_DEPTH deep, each
+    message an object of JSON-RPC 2.0 with a method (or a result or error, answering the
+    server) and a string or numeric id. Raises RpcRefusal."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise RpcRefusal(_PARSE_ERROR, _TOO_DEEP) from exc
+        raise RpcRefusal(_PARSE_ERROR, f"Parse error: the body is not valid JSON ({exc})",
+                         ) from exc
+    if too_deep(parsed, MAX_DEPTH):
+        raise RpcRefusal(_PARSE_ERROR, _TOO_DEEP)
+    if isinstance(parsed, list):
+        if not parsed:
+            raise RpcRefusal(_INVALID_REQUEST, "Invalid Request: an empty batch")
+        for msg in parsed:
+            _check_message(msg)
+    else:
+        _check_message(parsed)
+    return parsed
+
+
+_TOO_DEEP = f"Parse error: the body is nested deeper than {MAX_DEPTH} levels"
+_ID_TYPES = (str, int, float, type(None))
+
+
+def _check_message(msg: Any) -> None:
+    if not isinstance(msg, dict):
+        raise RpcRefusal(_INVALID_REQUEST, "Invalid Request: a message must be an object")
+    rpc_id = msg.get("id")
+    if type(rpc_id) not in _ID_TYPES:
+        raise RpcRefusal(_INVALID_REQUEST, "Invalid Request: id must be a string or a number")
+    if msg.get("jsonrpc") != "2.0":
+        raise RpcRefusal(_INVALID_REQUEST, 'Invalid Request: "jsonrpc" must be "2.0"', rpc_id)
+    method = msg.get("method")
+    if method is None and ("result" in msg or "error" in msg) and "id" in msg:
+        return  # the client answering a request of the server's
+    if not isinstance(method, str):
+        raise RpcRefusal(_INVALID_REQUEST, "Invalid Request: method must be a string", rpc_id)
+    params = msg.get("params")
+    if params is not None and not isinstance(params, dict | list):
+        raise RpcRefusal(_INVALID_REQUEST, "Invalid Request: params must be an object or an "
+                         "array", rpc_id)
 
 
 def _dumps(obj: Any, canonical: bool = False) -> bytes:
     try:
         return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if canonical else 0)
     except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(obj, sort_keys=canonical, separators=(",", ":"),
-                          ensure_ascii=False).encode()
+        text = json.dumps(obj, sort_keys=canonical, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate a server sent: escaped as it came
+        return json.dumps(obj, sort_keys=canonical, separators=(",", ":")).encode()
 
 
 def _key(rpc_id: Any) -> bytes:

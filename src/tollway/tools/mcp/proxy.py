@@ -18,18 +18,19 @@ from tollway.config.model import Config
 from tollway.config.tools import McpServerConfig
 from tollway.errors import GatewayError
 from tollway.exchange import Caller
+from tollway.ingress.body import read_body
 from tollway.observe.metrics import Metrics
 from tollway.tools.gate import Ticket, ToolGate, ToolTarget, breaker_policy, call_digest
 from tollway.tools.mcp.ledger import _Pending, _RpcLedger
 from tollway.tools.mcp.messages import (
     _INVALID_PARAMS,
     _INVALID_REQUEST,
-    _PARSE_ERROR,
+    RpcRefusal,
     _dumps,
     _json,
     _key,
-    _loads,
     _plain_error,
+    parse_client,
     rpc_error,
 )
 from tollway.tools.mcp.parked import ParkedStreams
@@ -47,6 +48,7 @@ _SUMMARY_CHARS = 300
 class McpProxy:
     def __init__(self, cfg: Config, gate: ToolGate, metrics: Metrics) -> None:
         self.cfg = cfg
+        self.max_body_bytes = int(cfg.server.max_body_mb * 1024 * 1024)
         self.gate = gate
         self.metrics = metrics
         self.up = McpUpstream(metrics)  # the MCP servers: one client session, headers, sends
@@ -88,8 +90,16 @@ class McpProxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["server"]
         rid = self._request_id()
-        body = await request.read() if request.method == "POST" else b""
-        parsed = _loads(body) if body else None
+        body, parsed, refused = b"", None, None
+        if request.method == "POST":
+            try:
+                body = await read_body(request, self.max_body_bytes)
+            except GatewayError as err:
+                return _json(err.status, rpc_error(None, err))
+            try:
+                parsed = parse_client(body)
+            except RpcRefusal as exc:
+                refused = exc
         single_id = parsed.get("id") if isinstance(parsed, dict) else None
         srv = self.cfg.mcp_servers.get(name)
         if srv is None:
@@ -102,10 +112,8 @@ class McpProxy:
         except GatewayError as err:
             return _json(err.status, rpc_error(single_id, err))
         if request.method == "POST":
-            if parsed is None or not isinstance(parsed, dict | list) or parsed == []:
-                return _json(400, _plain_error(None, _PARSE_ERROR if parsed is None else
-                                               _INVALID_REQUEST,
-                                               "the body is not a JSON-RPC message or batch"))
+            if refused is not None:
+                return _json(400, refused.body(), CIMultiDict({"x-tollway-request-id": rid}))
             return await self._post(request, name, srv, caller, rid, body, parsed)
         if request.method == "GET":
             return await self._get(request, name, srv, caller, rid)
@@ -116,8 +124,8 @@ class McpProxy:
         sid = request.headers.get("Mcp-Session-Id")
         default = None
         if sid:
-            default = "mcp-" + hashlib.blake2b(f"{server}\0{sid}".encode(),
-                                               digest_size=8).hexdigest()
+            default = "mcp-" + hashlib.blake2b(f"{server}\0{sid}".encode(
+                "utf-8", "surrogateescape"), digest_size=8).hexdigest()
         return self.gate.session(request.headers, caller, default)
 
     async def _admit(self, ledger: _RpcLedger, msg: dict[str, Any], caller: Caller,
@@ -260,7 +268,10 @@ class McpProxy:
                      rid: str) -> web.StreamResponse:
         if request.method == "DELETE" and (sid := request.headers.get("Mcp-Session-Id")):
             await self.parked.drop(server, sid)
-        body = await request.read()
+        try:
+            body = await read_body(request, self.max_body_bytes)
+        except GatewayError as err:
+            return _json(err.status, rpc_error(None, err))
         try:
             upstream = await self.up.send(request.method, request, srv,
                                           self.up.upstream_headers(request, srv), body)
