@@ -78,13 +78,14 @@ def build_chain(gw: Gateway, cfg: Config, registry: ModelRegistry, identity: Ide
     account = Account if gw.wal is None else WriteAheadAccount
     stages: list[Stage] = [
         account(gw.state, gw.metrics, gw.breakers.on_transitions, cfg.trace,
-                gw.audit, gw.tracing, gw.wal),
+                gw.audit, gw.tracing, gw.wal,
+                cfg.identity.lineage_window_s if cfg.identity.lineage else None),
         Parse(registry, int(cfg.server.max_body_mb * 1024 * 1024)),
         Identify(identity),
     ]
     if identity.restricts:
         stages.append(Policy(identity, gw.metrics, cfg.policy.model_tool_calls))
-    stages += [Session(cfg), Meter(gw.counter)]
+    stages += [Session(cfg, gw.state, resolve=not cfg.guarded), Meter(gw.counter)]
     if cfg.guarded:
         stages.append(Guard(cfg, gw.state, gw.metrics, gw.counter))
     fallbacks = {n: m.fallbacks for n, m in cfg.models.items() if m.fallbacks}

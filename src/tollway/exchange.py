@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from tollway.routing.concurrency import Limiter
     from tollway.state.breakers import BreakerOutcome
     from tollway.state.guards import Settlement
+    from tollway.state.lineage import Lineage, LineageQuery
 
 
 @dataclass(slots=True)
@@ -64,10 +65,14 @@ ANONYMOUS = Caller()  # before identify, and for keys that name no agent
 
 @dataclass(slots=True)
 class Run:
-    """The session this request is a step of (session stage)."""
+    """The session this request is a step of (session stage; the guard's admission settles
+    a derived one through lineage in the same round trip)."""
 
     session: str = ""
     parent: str | None = None  # a session that handed this one its task
+    root: str = ""  # the root of its chain of hand-offs
+    how: str = ""  # how lineage found it: continued, opened, repeated, restarted...
+    query: LineageQuery | None = None  # what lineage is asked, until it has answered
 
 
 @dataclass(slots=True)
@@ -154,6 +159,8 @@ class Outcome:
     cost_usd: float = 0.0
     text: Callable[[], str] | None = None  # the answer's text, decoded on demand
     tool_calls: Sequence[str] = ()  # tools the model's answer called
+    call_ids: Sequence[str] = ()  # their ids, which the agent's next request echoes back
+    response_id: str | None = None  # Responses: what a next call names to continue
     client_disconnected: bool = False
     stream_truncated: bool = False
 
@@ -225,6 +232,13 @@ class Exchange:
     span: Span | None = None  # observe.otel, when spans are exported
     finished_at: float = 0.0
     accounted: bool = False
+
+    def follow(self, lineage: Lineage) -> None:
+        """The run lineage resolved replaces the provisional one."""
+        run = self.run
+        run.session, run.root, run.how = lineage.session, lineage.root, lineage.how
+        run.parent = lineage.parent or run.parent
+        run.query = None
 
     @property
     def model_name(self) -> str:

@@ -119,9 +119,12 @@ def test_tool_calls_non_streaming_and_streaming(stack: Stack) -> None:
             name = tc.function.name or name
             args += tc.function.arguments or ""
     assert name == "lookup" and args.startswith("{")
-    # Three calls, one conversation: one session, derived without any header.
+    # Derived without any header: the first two calls are one run (the second continues the
+    # first's answer, by its tool-call id); the third sends the opening again after that run
+    # went on, so it is a new run (issue 13: batch runs of one task are separate sessions).
     sessions = stack.admin.get("/admin/sessions").json()["sessions"]
-    assert len(sessions) == 1 and sessions[0]["steps"] == 3
+    steps = sorted((s["session"], s["steps"]) for s in sessions)
+    assert [n for _, n in steps] == [2, 1] and steps[1][0] == steps[0][0] + "-2"
 
 
 def test_unknown_fields_and_aliases_pass_through(stack: Stack) -> None:

@@ -133,3 +133,9 @@ class IdentityConfig(Strict):
     trust_agent_header: bool = False  # honour x-tollway-agent (only names from `agents:`)
     trust_session_header: bool = True  # honour x-tollway-session
     max_tags: int = Field(8, ge=0)
+    # Derived sessions follow the conversation: a request continuing an answer is that
+    # answer's run, an opening sent again after its run went on is a new run, and content
+    # carrying another session's answer links the two (state/lineage.py). What it keeps
+    # (digests, never text) lives this long.
+    lineage: bool = True
+    lineage_window_s: float = Field(3600, gt=0)

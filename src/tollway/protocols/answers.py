@@ -15,14 +15,19 @@ TOOL_MARKERS = (b'"tool_use"', b'"function"', b'"function_call"')
 
 def stream_tool_names(out: bytes) -> list[str]:
     """Names of the tool calls that start in these SSE events (any dialect)."""
+    return list(dict.fromkeys(name for name, _ in stream_calls(out)))
+
+
+def stream_calls(out: bytes) -> list[tuple[str, str | None]]:
+    """(name, call id) of the tool calls that start in these SSE events (any dialect)."""
     if not any(m in out for m in TOOL_MARKERS):
         return []
-    names = []
+    calls: list[tuple[str, str | None]] = []
     for marker in TOOL_MARKERS:
         if marker in out:
             for event in data_of(out, marker):
-                names += _stream_names(event)
-    return list(dict.fromkeys(names))
+                calls += _stream_calls(event)
+    return list(dict.fromkeys(calls))
 
 
 def response_text(body: dict[str, Any]) -> str:
@@ -43,44 +48,65 @@ def response_text(body: dict[str, Any]) -> str:
 
 
 def response_tool_names(body: dict[str, Any]) -> list[str]:
-    names = []
+    return [name for name, _ in response_calls(body)]
+
+
+def response_calls(body: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """(name, call id) of the tool calls a whole answer makes, in any dialect."""
+    calls: list[tuple[str, str | None]] = []
     for choice in body.get("choices") or ():  # OpenAI chat
-        for call in ((choice.get("message") or {}).get("tool_calls") or ()):
-            names.append(str((call.get("function") or {}).get("name", "")))
+        for call in (_dict(_dict(choice).get("message")).get("tool_calls") or ()):
+            call = _dict(call)
+            calls.append((str(_dict(call.get("function")).get("name", "")), _id(call.get("id"))))
     if body.get("type") == "message":  # Anthropic
-        names += [str(b.get("name", "")) for b in body.get("content") or ()
+        calls += [(str(b.get("name", "")), _id(b.get("id"))) for b in body.get("content") or ()
                   if isinstance(b, dict) and b.get("type") == "tool_use"]
-    names += [str(o.get("name", "")) for o in body.get("output") or ()  # Responses
+    calls += [(str(o.get("name", "")), _id(o.get("call_id")))  # Responses
+              for o in body.get("output") or ()
               if isinstance(o, dict) and o.get("type") == "function_call"]
-    return names
+    return calls
 
 
-def _stream_names(event: Any) -> list[str]:
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _id(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _stream_calls(event: Any) -> list[tuple[str, str | None]]:
     if not isinstance(event, dict):
         return []
-    names = []
+    calls: list[tuple[str, str | None]] = []
     for choice in event.get("choices") or ():
-        for call in ((choice.get("delta") or {}).get("tool_calls") or ()):
-            name = (call.get("function") or {}).get("name")
+        for call in (_dict(_dict(choice).get("delta")).get("tool_calls") or ()):
+            call = _dict(call)
+            name = _dict(call.get("function")).get("name")
             if name:
-                names.append(str(name))
+                calls.append((str(name), _id(call.get("id"))))
     block = event.get("content_block")
     if isinstance(block, dict) and block.get("type") == "tool_use":
-        names.append(str(block.get("name", "")))
+        calls.append((str(block.get("name", "")), _id(block.get("id"))))
     item = event.get("item")
     if isinstance(item, dict) and item.get("type") == "function_call":
-        names.append(str(item.get("name", "")))
-    return names
+        calls.append((str(item.get("name", "")), _id(item.get("call_id"))))
+    return calls
 
 
 class ToolCallCapture:
-    """The names of the tool calls a stream starts, as its events go by."""
+    """The names and ids of the tool calls a stream starts, as its events go by."""
 
-    __slots__ = ("names",)
+    __slots__ = ("ids", "names")
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.ids: list[str] = []
 
     def scan(self, blob: bytes) -> None:
         if any(m in blob for m in TOOL_MARKERS):
-            self.names += stream_tool_names(blob)
+            for name, call_id in stream_calls(blob):
+                if name not in self.names or call_id not in self.ids:
+                    self.names.append(name)
+                if call_id is not None and call_id not in self.ids:
+                    self.ids.append(call_id)

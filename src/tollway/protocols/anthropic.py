@@ -68,11 +68,12 @@ def _usage(u: dict[str, Any]) -> Usage:
 class MessagesObserver:
     """Usage from message_start (input) and message_delta (cumulative output); produced text."""
 
-    __slots__ = ("bad_usage", "calls", "capture", "finished", "saw_content", "usage",
-                 "usage_final")
+    __slots__ = ("bad_usage", "calls", "capture", "finished", "response_id", "saw_content",
+                 "usage", "usage_final")
 
     def __init__(self) -> None:
         self.bad_usage = False
+        self.response_id: str | None = None
         self.capture = TextCapture(("text", "partial_json", "thinking"))
         self.calls: ToolCallCapture | None = None
         self.usage: Usage | None = None

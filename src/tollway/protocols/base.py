@@ -28,6 +28,7 @@ class StreamObserver(Protocol):
     saw_content: bool  # set once the first content-bearing event went by
     finished: bool  # the stream's own terminal event went by
     bad_usage: bool  # the upstream sent a usage that is not a set of token counts
+    response_id: str | None  # Responses: the id a next call names as previous_response_id
 
     capture: TextCapture  # the generated text so far (escaped), and its size
     calls: ToolCallCapture | None  # names of the tool calls started so far, when asked

@@ -118,11 +118,13 @@ def _responses_usage(u: dict[str, Any]) -> Usage:
 class _Observer:
     """OpenAI streams carry usage once, at the end: having it means having the last word."""
 
-    __slots__ = ("bad_usage", "calls", "capture", "finished", "saw_content", "usage")
+    __slots__ = ("bad_usage", "calls", "capture", "finished", "response_id", "saw_content",
+                 "usage")
 
     def __init__(self, fields: tuple[str, ...]) -> None:
         self.capture = TextCapture(fields)
         self.bad_usage = False
+        self.response_id: str | None = None  # Responses: the id a next call continues
         self.calls: ToolCallCapture | None = None
         self.usage: Usage | None = None
         self.saw_content = False
@@ -207,6 +209,8 @@ class ResponsesObserver(_Observer):
             for ev in data_of(blob, marker):
                 if isinstance(ev, dict) and ev.get("type") == marker.decode():
                     resp = ev.get("response") or {}
+                    if isinstance(resp, dict) and isinstance(resp.get("id"), str):
+                        self.response_id = resp["id"]
                     if isinstance(resp, dict) and isinstance(resp.get("usage"), dict):
                         try:
                             self.usage = _responses_usage(resp["usage"])

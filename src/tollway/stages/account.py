@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 from tollway.exchange import Exchange, Usage
 from tollway.observe.metrics import Metrics
 from tollway.observe.otel import operation_for
+from tollway.protocols import conversation
 from tollway.stages.base import Stage
 from tollway.state.base import State
 from tollway.state.breakers import Transition
 from tollway.state.guards import Settlement
+from tollway.state.lineage import LineageWrite
 from tollway.state.records import StepRecord
 
 if TYPE_CHECKING:
@@ -32,7 +34,8 @@ class Account(Stage):
     def __init__(self, state: State, metrics: Metrics,
                  on_transitions: Callable[[list[Transition]], None] | None = None,
                  trace: TraceConfig | None = None, audit: Audit | None = None,
-                 tracing: Any = None, wal: WriteAhead | None = None) -> None:
+                 tracing: Any = None, wal: WriteAhead | None = None,
+                 lineage_window_s: float | None = None) -> None:
         self.state = state
         self.metrics = metrics
         self.on_transitions = on_transitions
@@ -40,6 +43,7 @@ class Account(Stage):
         self.audit = audit
         self.tracing = tracing  # observe.otel.Tracing, when spans are exported
         self.wal = wal
+        self.lineage_window_s = lineage_window_s  # None: lineage off
 
     async def on_request(self, ex: Exchange) -> None:
         if self.tracing is not None:
@@ -63,12 +67,31 @@ class Account(Stage):
         if step is not None and self.audit is not None:
             self.audit.append("step", step.to_dict())
         try:
-            transitions = await self.state.ledger.record(step, settle)
+            transitions = await self.state.ledger.record(step, settle, self._lineage(ex))
         except Exception:
             log.exception("could not record spend of request %s", ex.request_id)
             return
         if transitions and self.on_transitions is not None:
             self.on_transitions(transitions)
+
+    def _lineage(self, ex: Exchange) -> LineageWrite | None:
+        """What this answer leaves for the next request of its run, and for hand-offs, to be
+        found by: its tool-call ids and text, fingerprints of what it said, its Responses id."""
+        out = ex.outcome
+        if self.lineage_window_s is None or out.status != 200 or not ex.run.session:
+            return None
+        try:
+            text = out.text() if out.text is not None else ""
+        except Exception:  # a partial stream that can't be decoded: nothing to find it by
+            text = ""
+        answers = [conversation.call_key(c) for c in out.call_ids]
+        if (key := conversation.text_key(text)) is not None:
+            answers.append(key)
+        if not answers and not out.response_id:
+            return None
+        return LineageWrite(ex.run.session, ex.caller.agent, answers,
+                            conversation.fingerprints([text]) if text else [],
+                            out.response_id, ex.run.parent, self.lineage_window_s)
 
     def _finish_span(self, ex: Exchange, total: float) -> None:
         out, up, t = ex.outcome, ex.upstream, ex.target
@@ -107,6 +130,7 @@ class Account(Stage):
             cost_usd=out.cost_usd, latency_s=round(total, 6),
             ttft_s=round(first - ex.started, 6) if first else None,
             flags=tuple(ex.flags), guard=ex.guard.refused_by, tool_calls=tuple(out.tool_calls),
+            parent=ex.run.parent,
             **(self._content(ex) if self.content_chars else {}))
 
     def _content(self, ex: Exchange) -> dict[str, str | None]:

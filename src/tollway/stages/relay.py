@@ -22,7 +22,7 @@ from aiohttp import web
 from tollway.errors import GatewayError
 from tollway.exchange import Body, Chunk, Exchange
 from tollway.observe.metrics import Metrics
-from tollway.protocols.answers import response_text, response_tool_names
+from tollway.protocols.answers import response_calls, response_text
 from tollway.protocols.base import StreamObserver
 from tollway.protocols.sse import EventSplitter
 from tollway.protocols.usage import BadUsage
@@ -87,7 +87,11 @@ async def whole(ex: Exchange, upstream: aiohttp.ClientResponse, ctype: str,
         if isinstance(parsed, dict):
             answer = parsed
             if ex.body.get("tools"):
-                out.tool_calls = response_tool_names(answer)
+                calls = response_calls(answer)
+                out.tool_calls = [name for name, _ in calls]
+                out.call_ids = [i for _, i in calls if i]
+            if endpoint.name == "responses" and isinstance(answer.get("id"), str):
+                out.response_id = answer["id"]
             out.text = lambda: response_text(answer)
     if tr is not None:
         if status < 300 and isinstance(parsed, dict):
@@ -197,6 +201,8 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
         out.text = observer.text
         if observer.calls is not None:
             out.tool_calls = observer.calls.names
+            out.call_ids = observer.calls.ids
+        out.response_id = observer.response_id
         if out.client_disconnected:
             out.stream_truncated = True
             out.status = 499  # as nginx logs it: the client closed the request

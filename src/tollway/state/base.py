@@ -22,6 +22,7 @@ from typing import Any
 
 from tollway.state.breakers import BreakerPolicy, BreakerView, Transition
 from tollway.state.guards import Admission, Settlement, Verdict
+from tollway.state.lineage import LineageWrite
 from tollway.state.records import SpendRow, StepRecord
 from tollway.state.toolstate import ToolState
 
@@ -58,10 +59,11 @@ class Ledger(abc.ABC):
 
     @abc.abstractmethod
     async def record(self, step: StepRecord | None, settle: Settlement | None = None,
-                     ) -> list[Transition]:
+                     lineage: LineageWrite | None = None) -> list[Transition]:
         """Settle the reservation and token buckets, apply breaker outcomes, attribute the
         step's spend to every dimension and append it to its session (step None: only the
-        settlement). Returns the breaker transitions the outcomes caused."""
+        settlement), and leave what the answer said for lineage to find. Returns the breaker
+        transitions the outcomes caused."""
 
     @abc.abstractmethod
     async def spend(self, by: str, since: float | None = None) -> list[SpendRow]:

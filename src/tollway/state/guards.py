@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from tollway.state.breakers import BreakerOutcome
+from tollway.state.lineage import Lineage, LineageQuery
 
 PERIOD_TTL_S = {"day": 2 * 86400, "week": 8 * 86400, "month": 32 * 86400, "total": 0}
 
@@ -108,6 +109,9 @@ class Admission:
     # or a release, undoes exactly this request's, once, however often it is replayed.
     request_id: str = ""
     hold_s: float = 900.0  # a reservation never settled (a killed process) lapses after it
+    # Which run this is, found in the same round trip: `session` above is then provisional,
+    # and every session-keyed check uses the session it resolves to (Verdict.lineage).
+    lineage: LineageQuery | None = None
 
 
 @dataclass(slots=True)
@@ -126,6 +130,7 @@ class Verdict:
     age_s: float = 0.0  # since the session's first request
     rounds: int = 0  # hand-offs between agents on the chain
     degraded: bool = False  # the state was unreachable and fail_open let this through
+    lineage: Lineage | None = None  # the run, when the admission asked
 
 
 @dataclass(slots=True)

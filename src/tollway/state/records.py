@@ -48,6 +48,7 @@ class StepRecord:
     tool_calls: tuple[str, ...] = ()  # the tools the model's answer called
     prompt: str | None = None  # the step's last message; only with trace.content
     completion: str | None = None  # only with trace.content
+    parent: str | None = None  # the session that handed this step its task (lineage)
 
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies every field (~100 µs per step).

@@ -59,7 +59,7 @@ class Guard(Stage):
             if found is not None:
                 self._loop(ex, "repeated_tool_call", rc.action, found.evidence())
         adm = Admission(session=session, agent=caller.agent, request_id=ex.request_id,
-                        hold_s=self.budgets.reservation_ttl_s)
+                        hold_s=self.budgets.reservation_ttl_s, lineage=ex.run.query)
         self._rate_checks(ex, adm)
         if self.budgets.any and ex.endpoint.billable:
             self._budget_checks(ex, adm)
@@ -73,6 +73,8 @@ class Guard(Stage):
                 steps=bool(lc.max_steps or lc.max_duration),
                 chain=(ex.run.parent or session) if lc.ping_pong else None)
         verdict = await admit(self.state, adm, self.fail_closed)
+        if verdict.lineage is not None:
+            ex.follow(verdict.lineage)
         if verdict.degraded:
             ex.flags.append("unguarded:state_down")
         if not verdict.allowed:

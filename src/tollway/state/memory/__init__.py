@@ -13,6 +13,7 @@ from tollway.state.memory.cache import MemoryCache
 from tollway.state.memory.flags import MemoryFlags
 from tollway.state.memory.guards import MemoryGuards
 from tollway.state.memory.ledger import MemoryLedger
+from tollway.state.memory.lineage import MemoryLineage
 from tollway.state.memory.tools import MemoryToolState
 
 __all__ = ["MemoryState"]
@@ -24,9 +25,10 @@ class MemoryState(State):
     def __init__(self, session_steps: int = 500, max_sessions: int = 20_000,
                  retention_hours: int = 24 * 35, cache_entries: int = 10_000) -> None:
         self.flags: MemoryFlags = MemoryFlags()
-        self.guards: MemoryGuards = MemoryGuards(self.flags, max_sessions)
+        self.lineage = MemoryLineage()
+        self.guards: MemoryGuards = MemoryGuards(self.flags, self.lineage, max_sessions)
         self.breakers: MemoryBreakers = MemoryBreakers()
-        self.ledger: MemoryLedger = MemoryLedger(self.guards, self.breakers, session_steps,
-                                                 max_sessions, retention_hours)
+        self.ledger: MemoryLedger = MemoryLedger(self.guards, self.breakers, self.lineage,
+                                                 session_steps, max_sessions, retention_hours)
         self.cache: MemoryCache = MemoryCache(cache_entries)
         self.tools: MemoryToolState = MemoryToolState()

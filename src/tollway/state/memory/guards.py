@@ -18,15 +18,19 @@ from typing import Any
 
 from tollway.state.base import Guards
 from tollway.state.guards import Admission, Settlement, Verdict
+from tollway.state.lineage import follow
 from tollway.state.memory.flags import MemoryFlags
+from tollway.state.memory.lineage import MemoryLineage
 
 EPSILON = 1e-12
 TOMBSTONE_S = 900.0  # as long as a record id is remembered (DEDUPE_S)
 
 
 class MemoryGuards(Guards):
-    def __init__(self, flags: MemoryFlags, max_sessions: int = 20_000) -> None:
+    def __init__(self, flags: MemoryFlags, lineage: MemoryLineage,
+                 max_sessions: int = 20_000) -> None:
         self._flags = flags
+        self._lineage = lineage
         self._max_sessions = max_sessions
         self._tat: dict[str, float] = {}  # GCRA theoretical arrival time, µs
         self._budgets: dict[str, list[float]] = {}  # key -> [spent, reserved, expires]
@@ -41,6 +45,9 @@ class MemoryGuards(Guards):
 
     async def admit(self, adm: Admission) -> Verdict:
         v = Verdict()
+        if adm.lineage is not None:
+            v.lineage = self._lineage.resolve(adm.lineage, time.time())
+            follow(adm, v.lineage)
         if adm.budgets:
             holder = adm.request_id or f"h{next(self._holders)}"
             for bc in adm.budgets:
@@ -184,3 +191,4 @@ class MemoryGuards(Guards):
             del self._fingerprints[k]
         for k in [k for k, e in self._budgets.items() if e[2] and e[2] < now]:
             del self._budgets[k]
+

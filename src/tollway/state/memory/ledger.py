@@ -17,8 +17,10 @@ from typing import Any
 from tollway.state.base import Ledger
 from tollway.state.breakers import Transition
 from tollway.state.guards import Settlement
+from tollway.state.lineage import LineageWrite
 from tollway.state.memory.breakers import MemoryBreakers
 from tollway.state.memory.guards import MemoryGuards
+from tollway.state.memory.lineage import MemoryLineage
 from tollway.state.records import SPEND_DIMENSIONS, SpendRow, StepRecord, merge_rows
 from tollway.state.sessions import (
     HOUR,
@@ -41,11 +43,12 @@ def record_id(step: StepRecord | None, settle: Settlement | None) -> str:
 
 
 class MemoryLedger(Ledger):
-    def __init__(self, guards: MemoryGuards, breakers: MemoryBreakers,
+    def __init__(self, guards: MemoryGuards, breakers: MemoryBreakers, lineage: MemoryLineage,
                  session_steps: int = 500, max_sessions: int = 20_000,
                  retention_hours: int = 24 * 35) -> None:
         self._guards = guards
         self._breakers = breakers
+        self._lineage = lineage
         self._session_steps = session_steps
         self._max_sessions = max_sessions
         self._retention = retention_hours
@@ -69,9 +72,11 @@ class MemoryLedger(Ledger):
         return False
 
     async def record(self, step: StepRecord | None, settle: Settlement | None = None,
-                     ) -> list[Transition]:
+                     lineage: LineageWrite | None = None) -> list[Transition]:
         if self._seen(record_id(step, settle)):
             return []
+        if lineage is not None:
+            self._lineage.write(lineage, time.time())
         transitions: list[Transition] = []
         if settle is not None:
             self._guards.settle(settle)

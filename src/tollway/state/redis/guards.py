@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tollway.state.base import Guards, StateUnavailable
 from tollway.state.guards import Admission, Verdict
+from tollway.state.lineage import Lineage, follow
 from tollway.state.redis.link import DOWN_ERRORS, RedisLink, num
 from tollway.state.sessions import HOUR
 
@@ -58,7 +59,14 @@ class RedisGuards(Guards):
         for bc in adm.budgets:
             bc.holder = holder
             keys += [k("bu", bc.key), k("bx", bc.key)]
-            args += [num(bc.limit), num(bc.reserve), bc.ttl_s]
+            args += [num(bc.limit), num(bc.reserve), bc.ttl_s, 1 if bc.scope == "session" else 0]
+        q = adm.lineage
+        if q is None:
+            args.append(0)
+        else:
+            args += [1, link.key(""), q.seed, num(q.window_s), q.named or "", q.parent or "",
+                     q.response or "", q.opening or "", fp or "", len(q.answers), *q.answers,
+                     len(q.handoff), *q.handoff]
         try:
             raw = await self._admit_script(keys=keys, args=args)
         except DOWN_ERRORS as exc:
@@ -68,7 +76,12 @@ class RedisGuards(Guards):
         except RedisError as exc:
             link.count("admit")
             raise StateUnavailable(f"redis: {exc}") from exc
-        return _verdict(adm, raw)
+        v = _verdict(adm, raw)
+        if q is not None:
+            session, parent, root, how = raw[-4:]
+            v.lineage = Lineage(session, parent or None, root, how)
+            follow(adm, v.lineage)
+        return v
 
     async def budget_usage(self, key: str) -> tuple[float, float]:
         spent, reserved = await self._link.call(

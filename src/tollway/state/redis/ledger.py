@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from tollway.state.base import Ledger
 from tollway.state.breakers import Transition
 from tollway.state.guards import Settlement
+from tollway.state.lineage import LineageWrite
 from tollway.state.records import SPEND_DIMENSIONS, SpendRow, StepRecord, merge_rows
 from tollway.state.redis.link import DOWN_ERRORS, RedisLink, num
 from tollway.state.sessions import (
@@ -49,7 +50,7 @@ _FIELDS = {"requests": "requests", "input": "input_tokens", "output": "output_to
            "cached": "cached_tokens", "cache_write": "cache_write_tokens"}
 _STEP_FIELDS = frozenset(f.name for f in fields(StepRecord))
 
-Pending = tuple[StepRecord | None, Settlement | None, float]
+Pending = tuple[StepRecord | None, Settlement | None, float, LineageWrite | None]
 DEDUPE_S = 900  # a record id is remembered this long: far longer than any replay takes
 _BATCH = 200  # queued records written per round trip on recovery
 
@@ -79,13 +80,13 @@ class RedisLedger(Ledger):
 
     # --- after each request -------------------------------------------------------------
     async def record(self, step: StepRecord | None, settle: Settlement | None = None,
-                     ) -> list[Transition]:
+                     lineage: LineageWrite | None = None) -> list[Transition]:
         """Never raises for Redis being down: the record is queued and written on recovery
         (and then no transitions are returned: they happen when it is written)."""
         if step is None and (settle is None or not (settle.budgets or settle.token_rates
                                                      or settle.breakers)):
             return []
-        item = (step, settle, time.time())
+        item = (step, settle, time.time(), lineage)
         if not self._link.up:
             if _settles_nothing(step, settle):
                 self.skipped += 1
@@ -131,7 +132,7 @@ class RedisLedger(Ledger):
         return transitions
 
     def _call(self, item: Pending) -> tuple[list[str], list[str | int]]:
-        step, settle, now = item
+        step, settle, now, lineage = item
         k = self._link.key
         budgets = settle.budgets if settle is not None else []
         rates = settle.token_rates if settle is not None else []
@@ -140,6 +141,12 @@ class RedisLedger(Ledger):
         keys = [k("br", "all"), k("dn", rid)]
         args: list[str | int] = [num(now), len(budgets), len(rates), len(outcomes),
                                  0 if step is None else 1, rid, DEDUPE_S]
+        if lineage is None:
+            args.append(0)
+        else:
+            args += [1, k(""), lineage.session, lineage.agent, num(lineage.window_s),
+                     lineage.response or "", len(lineage.answers), *lineage.answers,
+                     len(lineage.handoff), *lineage.handoff]
         for bc, actual in budgets:
             keys += [k("bu", bc.key), k("bx", bc.key)]
             args += [bc.holder, num(actual), bc.ttl_s]

@@ -1,7 +1,7 @@
 -- admit.lua: everything the guard asks before a request, in one atomic step.
--- Order (the same as MemoryGuards.admit): kill switch, loop counters, rate limits (GCRA),
--- budget reservations. Rates and budgets are all-or-nothing: nothing is written unless
--- every check passes.
+-- Order (the same as MemoryGuards.admit): the run (lineage), kill switch, loop counters,
+-- rate limits (GCRA), budget reservations. Rates and budgets are all-or-nothing: nothing
+-- is written unless every check passes.
 --
 -- KEYS  1 ks:s:<session>   2 ks:a:<agent>   3 fp:<fingerprint>:<session>
 --       4 st:<session>     5 ch:<chain>     6 ix:st   7 ix:ch
@@ -12,7 +12,17 @@
 --       4 count chain hand-offs (0/1)  5 agent  6 session  7 chain  8 max_sessions
 --       9 nr  10 nb  11 holder (the request id)  12 hold ms
 --       then per rate:   interval_us tolerance_us cost
---       then per budget: limit reserve ttl_s (0: no expiry)
+--       then per budget: limit reserve ttl_s (0: no expiry) session-scoped (0/1)
+--       then the lineage query: asked (0/1) and, when asked: key prefix, seed, window_s,
+--       named, parent, response, opening, request fingerprint ('' for none), na, answer
+--       keys.., nh, prints..
+-- Lineage (state/lineage.py has the rules; MemoryLineage the same code): the session is
+-- resolved first, and every session-keyed key (kill switch, fingerprint and step counters,
+-- the chain, a session budget) is then built here from the prefix for the resolved session.
+-- They share the prefix's hash tag, so on a Redis Cluster they live in this slot too.
+--   la:<answer key> "agent\nsession"   lf:<fingerprint> session   rp:<response id> session
+--   op:<agent>:<opening> hash s, n     pg:<session> (progressed)    rt:<session> root
+--   kd:<parent> set of children
 -- Each reservation is held under its request (field r:<holder>), so record.lua releases
 -- exactly it, once; one never settled lapses after `hold ms` (swept here, oldest first). A
 -- holder already settled or released (field "x": a tombstone) is an admit that arrived
@@ -22,25 +32,114 @@
 -- counter no longer indexed starts afresh.
 -- Returns {allowed, denied_by, index (1-based), retry_after_s, repeats, steps, age_s,
 --          rounds, n, remaining_1, reset_1 .. remaining_n, reset_n,
---          m, spent_1, reserved_1 .. spent_m, reserved_m}
+--          m, spent_1, reserved_1 .. spent_m, reserved_m,
+--          session, parent, root, how}   (the last four: the lineage, '' when not asked)
 -- Floats travel as strings: a Lua number in a reply is truncated to an integer.
 
 local function f(x) return string.format('%.17g', x) end
-
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'0', 'killed'} end
-if redis.call('EXISTS', KEYS[2]) == 1 then return {'0', 'paused'} end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local now_us = now * 1e6
 local retention = tonumber(ARGV[1])
+local nr, nb = tonumber(ARGV[9]), tonumber(ARGV[10])
+
+-- the run: resolve the session, then aim every session-keyed key at it
+local k_kill, k_fp, k_steps, k_chain = KEYS[1], KEYS[3], KEYS[4], KEYS[5]
+local chain_name, session_name = ARGV[7], ARGV[6]
+local budget_keys = {}
+for j = 1, nb do budget_keys[j] = {KEYS[6 + nr + 2 * j], KEYS[7 + nr + 2 * j]} end
+local lin = {'', '', '', ''}
+local la = 13 + nr * 3 + nb * 4
+if ARGV[la] == '1' then
+  local P, seed, window = ARGV[la + 1], ARGV[la + 2], math.max(1, math.floor(tonumber(ARGV[la + 3])))
+  local named, parent, response, opening = ARGV[la + 4], ARGV[la + 5], ARGV[la + 6], ARGV[la + 7]
+  local agent = ARGV[5]
+  local request_fp = ARGV[la + 8]
+  local na = tonumber(ARGV[la + 9])
+  local hi = la + 10 + na
+  local nh = tonumber(ARGV[hi])
+  if parent == '' then parent = nil end
+  local session, how
+  if named ~= '' then
+    session, how = named, 'header'
+  elseif response ~= '' and redis.call('EXISTS', P .. 'rp:' .. response) == 1 then
+    session, how = redis.call('GET', P .. 'rp:' .. response), 'response'
+    redis.call('SET', P .. 'pg:' .. session, '1', 'EX', window)
+  elseif na > 0 then
+    local found
+    for i = 1, na do
+      found = redis.call('GET', P .. 'la:' .. ARGV[la + 9 + i])
+      if found then break end
+    end
+    local sep = found and string.find(found, '\n', 1, true)
+    if sep and string.sub(found, 1, sep - 1) == agent then
+      session, how = string.sub(found, sep + 1), 'continued'
+      redis.call('SET', P .. 'pg:' .. session, '1', 'EX', window)
+    else
+      session, how = seed, 'unknown'
+      if sep and not parent then parent = string.sub(found, sep + 1) end
+    end
+  elseif opening ~= '' then
+    local k = P .. 'op:' .. agent .. ':' .. opening
+    local cur = redis.call('HMGET', k, 's', 'n')
+    if not cur[1] then
+      session, how = seed, 'opened'
+      redis.call('HSET', k, 's', session, 'n', 1)
+    elseif redis.call('EXISTS', P .. 'pg:' .. cur[1]) == 0 then
+      session, how = cur[1], 'repeated'
+    else
+      local n = (tonumber(cur[2]) or 1) + 1
+      session, how = seed .. '-' .. n, 'restarted'
+      redis.call('HSET', k, 's', session, 'n', n)
+    end
+    redis.call('EXPIRE', k, window)
+  else
+    session, how = seed, 'unknown'
+  end
+  if not parent then
+    for i = 1, nh do
+      local s = redis.call('GET', P .. 'lf:' .. ARGV[hi + i])
+      if s and s ~= session then parent = s; break end
+    end
+  end
+  local root = redis.call('GET', P .. 'rt:' .. session)
+  if not root then
+    root = parent and (redis.call('GET', P .. 'rt:' .. parent) or parent) or session
+    redis.call('SET', P .. 'rt:' .. session, root, 'EX', window)
+  end
+  if parent then
+    redis.call('SADD', P .. 'kd:' .. parent, session)
+    redis.call('EXPIRE', P .. 'kd:' .. parent, retention)
+  end
+  lin = {session, parent or '', root, how}
+  k_kill = P .. 'ks:s:' .. session
+  k_fp = P .. 'fp:' .. request_fp .. ':' .. session
+  k_steps = P .. 'st:' .. session
+  if ARGV[4] == '1' then chain_name = root; k_chain = P .. 'ch:' .. root end
+  for j = 1, nb do
+    if ARGV[12 + nr * 3 + (j - 1) * 4 + 4] == '1' then
+      local bk = 'session:' .. session .. ':all'
+      budget_keys[j] = {P .. 'bu:' .. bk, P .. 'bx:' .. bk}
+    end
+  end
+  session_name = session
+end
+
+local function with_lineage(r)
+  for i = 1, 4 do r[#r + 1] = lin[i] end
+  return r
+end
+
+if redis.call('EXISTS', k_kill) == 1 then return with_lineage({'0', 'killed'}) end
+if redis.call('EXISTS', KEYS[2]) == 1 then return with_lineage({'0', 'paused'}) end
 
 -- loop counters: every request past the kill switch counts, refused or not
 local repeats, steps, age, rounds = 0, 0, 0, 0
 local fp_window = tonumber(ARGV[2])
 if fp_window >= 0 then
-  repeats = redis.call('INCR', KEYS[3])
-  if repeats == 1 then redis.call('PEXPIRE', KEYS[3], math.max(1, fp_window)) end
+  repeats = redis.call('INCR', k_fp)
+  if repeats == 1 then redis.call('PEXPIRE', k_fp, math.max(1, fp_window)) end
 end
 local max_sessions = tonumber(ARGV[8])
 -- index a counter: returns whether it was already known; drops the oldest beyond the bound
@@ -56,34 +155,33 @@ local function index(zset, member, move)
   return known and true or false
 end
 if ARGV[3] == '1' then
-  if not index(KEYS[6], ARGV[6], true) then redis.call('DEL', KEYS[4]) end
-  steps = redis.call('HINCRBY', KEYS[4], 'n', 1)
+  if not index(KEYS[6], session_name, true) then redis.call('DEL', k_steps) end
+  steps = redis.call('HINCRBY', k_steps, 'n', 1)
   local first = now
   if steps == 1 then
-    redis.call('HSET', KEYS[4], 'first', f(now))
+    redis.call('HSET', k_steps, 'first', f(now))
   else
-    first = tonumber(redis.call('HGET', KEYS[4], 'first')) or now
+    first = tonumber(redis.call('HGET', k_steps, 'first')) or now
   end
-  redis.call('EXPIRE', KEYS[4], retention)
+  redis.call('EXPIRE', k_steps, retention)
   age = now - first
 end
 if ARGV[4] == '1' then
   local cur = {false, false}
-  if index(KEYS[7], ARGV[7], false) then
-    cur = redis.call('HMGET', KEYS[5], 'agent', 'rounds')
+  if index(KEYS[7], chain_name, false) then
+    cur = redis.call('HMGET', k_chain, 'agent', 'rounds')
   end
   if not cur[1] then
-    redis.call('HSET', KEYS[5], 'agent', ARGV[5], 'rounds', 0)
+    redis.call('HSET', k_chain, 'agent', ARGV[5], 'rounds', 0)
   elseif cur[1] ~= ARGV[5] then
-    redis.call('HSET', KEYS[5], 'agent', ARGV[5])
-    rounds = redis.call('HINCRBY', KEYS[5], 'rounds', 1)
+    redis.call('HSET', k_chain, 'agent', ARGV[5])
+    rounds = redis.call('HINCRBY', k_chain, 'rounds', 1)
   else
     rounds = tonumber(cur[2]) or 0
   end
-  redis.call('EXPIRE', KEYS[5], retention)
+  redis.call('EXPIRE', k_chain, retention)
 end
 
-local nr, nb = tonumber(ARGV[9]), tonumber(ARGV[10])
 local out_rates, new_tats = {}, {}
 
 local function reply(allowed, denied_by, index, retry_after, budgets)
@@ -92,7 +190,7 @@ local function reply(allowed, denied_by, index, retry_after, budgets)
   for i = 1, #out_rates do r[#r + 1] = out_rates[i] end
   r[#r + 1] = #budgets / 2
   for i = 1, #budgets do r[#r + 1] = budgets[i] end
-  return r
+  return with_lineage(r)
 end
 
 -- GCRA, computed for every limit before any is applied
@@ -134,9 +232,9 @@ end
 local out_budgets = {}
 local ba = 12 + nr * 3
 for j = 1, nb do
-  local a = ba + (j - 1) * 3
+  local a = ba + (j - 1) * 4
   local limit, reserve = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local bu, bx = KEYS[6 + nr + 2 * j], KEYS[7 + nr + 2 * j]
+  local bu, bx = budget_keys[j][1], budget_keys[j][2]
   lapse(bu, bx)
   local cur = redis.call('HMGET', bu, 'spent', 'reserved', holder)
   if cur[3] then return reply('0', 'stale', j, '0', {}) end
@@ -154,9 +252,9 @@ for i = 1, nr do
   redis.call('SET', KEYS[7 + i], f(new_tats[i]), 'PX', ms)
 end
 for j = 1, nb do
-  local a = ba + (j - 1) * 3
+  local a = ba + (j - 1) * 4
   local reserve, ttl = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local bu, bx = KEYS[6 + nr + 2 * j], KEYS[7 + nr + 2 * j]
+  local bu, bx = budget_keys[j][1], budget_keys[j][2]
   local cur = redis.call('HMGET', bu, 'spent', 'reserved')
   redis.call('HSET', bu, 'spent', f(tonumber(cur[1]) or 0),
              'reserved', f((tonumber(cur[2]) or 0) + reserve), holder, f(reserve))

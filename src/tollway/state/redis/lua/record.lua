@@ -13,6 +13,9 @@
 --       sp:model:<h>, sp:provider:<h>, sp:tag:<h>
 -- ARGV  1 now (client clock, when record() was called)  2 nb  3 nr  4 nbr  5 has_step
 --       6 record id ('' : not deduplicated)  7 dedupe_s (how long the marker lives)
+--       then what the answer leaves for lineage: asked (0/1) and, when asked: key prefix,
+--       session, agent, window_s, response id (''), na, answer keys.., nh, fingerprints..
+--       (keys la:<answer key>, lf:<fingerprint>, rp:<response id>: see admit.lua)
 --       then per budget:  holder actual ttl_s
 --       then per rate:    delta_us
 --       then per outcome: target ok(0/1) latency_s probe(0/1) retry_after_s('' none)
@@ -51,6 +54,17 @@ local done = key()
 local id, dedupe_s = arg(), tonumber(arg())
 if id ~= '' and not redis.call('SET', done, '1', 'NX', 'EX', dedupe_s) then
   return {{}, {}, 0}
+end
+
+-- lineage: what this answer said, for the next request of its run (and hand-offs) to find
+if arg() == '1' then
+  local P, sid, agent = arg(), arg(), arg()
+  local window = math.max(1, math.floor(tonumber(arg())))
+  local response = arg()
+  local v = agent .. '\n' .. sid
+  for _ = 1, tonumber(arg()) do redis.call('SET', P .. 'la:' .. arg(), v, 'EX', window) end
+  for _ = 1, tonumber(arg()) do redis.call('SET', P .. 'lf:' .. arg(), sid, 'EX', window) end
+  if response ~= '' then redis.call('SET', P .. 'rp:' .. response, sid, 'EX', window) end
 end
 
 -- settle budgets: release this request's reservation, add what it really cost
