@@ -222,7 +222,8 @@ async def test_sessions_are_bounded_listed_and_viewed(make_state: MakeState) -> 
     view = await st.ledger.session("s1")
     assert view is not None
     assert set(view) == {"session", "agent", "team", "first", "last", "steps", "input_tokens",
-                         "output_tokens", "cached_tokens", "cost_usd", "steps_kept", "now"}
+                         "output_tokens", "cached_tokens", "cost_usd", "steps_kept", "now",
+                         "parents", "children"}  # the lineage (issue 13)
     assert [s["step"] for s in view["steps"]] == [3, 4, 5]
     assert [s["request_id"] for s in view["steps"]] == ["r2", "r3", "r4"]
     assert view["cost_usd"] == 10.0 and view["steps_kept"] == 3

@@ -24,7 +24,7 @@ import orjson
 MIN_CHARS = 24  # a sentence shorter than this is too common to say where it came from
 MAX_FINGERPRINTS = 32
 _SLICE = 160  # long sentences (JSON, code) are fingerprinted in slices of this many chars
-_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
+_SENTENCE = re.compile(r"(?<=[.!?:;])\s+|\n+")  # "Please verify: <answer>" splits too
 _TRIM = " \t\"'`>*_-#:;,()[]{}"
 
 
@@ -118,8 +118,10 @@ def _chat(messages: Any) -> Conversation:
         if isinstance(m, dict) and m.get("role") == "assistant":
             last = i
             break
-    if last is None:
-        return Conversation(opening=_canonical(messages))
+    if last is None:  # an opening: all of it is new
+        return Conversation(opening=_canonical(messages), new_text=[
+            t for n in messages if isinstance(n, dict) and n.get("role") != "system"
+            for t in _texts(n.get("content"))])
     m = messages[last]
     calls = [c.get("id") for c in m.get("tool_calls") or () if isinstance(c, dict)]
     new = [t for n in messages[last + 1:] if isinstance(n, dict) for t in _texts(n.get("content"))]
@@ -136,8 +138,9 @@ def _messages(messages: Any, system: Any) -> Conversation:
         if isinstance(m, dict) and m.get("role") == "assistant":
             last = i
             break
-    if last is None:
-        return Conversation(opening=_canonical([system, messages]))
+    if last is None:  # an opening: all of it is new
+        return Conversation(opening=_canonical([system, messages]), new_text=[
+            t for n in messages if isinstance(n, dict) for t in _texts(n.get("content"))])
     content = messages[last].get("content")
     blocks = content if isinstance(content, list) else []
     calls = [b.get("id") for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"]

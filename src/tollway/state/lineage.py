@@ -17,7 +17,10 @@ found in the same State round trip as the checks; what an answer leaves behind
 
 A request whose new content carries another session's fingerprints (its answer's
 sentences, its tool-call arguments) is linked to it: that session is its parent, and the
-two share a chain root, which the ping-pong detector counts hand-offs on. What is kept
+two share a chain root, which the ping-pong detector counts hand-offs on. A fingerprint
+keeps the (at most two) sessions whose answers carried it: one that said it and one that
+quoted it back; a third makes it boilerplate ("Let me know if you need anything else"),
+which links nothing. What is kept
 lives `window_s` and holds digests only, never text.
 """
 

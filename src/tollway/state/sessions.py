@@ -37,8 +37,12 @@ def session_summary(sid: str, s: Session) -> dict[str, Any]:
             "cost_usd": round(t.cost_usd, 10)}
 
 
-def session_view(sid: str, s: Session) -> dict[str, Any]:
+def session_view(sid: str, s: Session, children: list[str] | None = None) -> dict[str, Any]:
+    """The session and its steps, with its lineage: the sessions that handed it work
+    (its steps' parents) and those it handed work to."""
     view = session_summary(sid, s)
+    view["parents"] = list(dict.fromkeys(st.parent for st in s.steps if st.parent))
+    view["children"] = sorted(children or ())
     view["steps_kept"] = len(s.steps)
     view["steps"] = [{"step": s.step_count - len(s.steps) + i + 1, **st.to_dict()}
                      for i, st in enumerate(s.steps)]

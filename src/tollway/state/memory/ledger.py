@@ -143,7 +143,7 @@ class MemoryLedger(Ledger):
         s = self._sessions.get(session_id)
         if s is None:
             return None
-        return session_view(session_id, s)
+        return session_view(session_id, s, self._lineage.children(session_id, time.time()))
 
     async def sessions(self, agent: str | None = None, since: float | None = None,
                        sort: str = "cost", limit: int = 50) -> list[dict[str, Any]]:

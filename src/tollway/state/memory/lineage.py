@@ -9,6 +9,7 @@ from typing import Any
 from tollway.state.lineage import Lineage, LineageQuery, LineageWrite
 
 _MAX = 200_000  # entries per map: the oldest go first
+COMMON = ("*",)  # a fingerprint three or more sessions' answers carry: boilerplate
 
 
 class _Expiring:
@@ -41,7 +42,7 @@ class _Expiring:
 class MemoryLineage:
     def __init__(self) -> None:
         self._answers = _Expiring()  # answer key -> (agent, session)
-        self._prints = _Expiring()  # fingerprint -> session
+        self._prints = _Expiring()  # fingerprint -> the (one or two) sessions that said it
         self._responses = _Expiring()  # response id -> session
         self._openings = _Expiring()  # (agent, digest) -> (session, runs)
         self._progressed = _Expiring()  # session -> True once a request continued it
@@ -87,7 +88,8 @@ class MemoryLineage:
             session, how = q.seed, "unknown"
         if parent is None:
             parent = next((s for fp in q.handoff
-                           if (s := self._prints.get(fp, now)) and s != session), None)
+                           if (said := self._prints.get(fp, now)) and said != COMMON
+                           for s in said if s != session), None)
         root = self._roots.get(session, now)
         if root is None:
             root = (self._roots.get(parent, now) or parent) if parent else session
@@ -103,7 +105,12 @@ class MemoryLineage:
         for key in w.answers:
             self._answers.put(key, (w.agent, w.session), until)
         for fp in w.handoff:
-            self._prints.put(fp, w.session, until)
+            # Up to two sessions per fingerprint (one that said it, one that quoted it back);
+            # a third that says it too makes it boilerplate, which links nothing.
+            known = self._prints.get(fp, now) or ()
+            if w.session not in known:
+                known = (*known, w.session) if len(known) < 2 and known != COMMON else COMMON
+            self._prints.put(fp, known, until)
         if w.response:
             self._responses.put(w.response, w.session, until)
 

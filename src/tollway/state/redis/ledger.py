@@ -299,13 +299,15 @@ class RedisLedger(Ledger):
                 pipe.zscore(k("sessions"), session_id)
                 pipe.hgetall(k("se", session_id))
                 pipe.lrange(k("sl", session_id), 0, -1)
+                pipe.smembers(k("kd", session_id))
                 return await pipe.execute()
 
-        score, summary, steps = await self._link.call("query", run)
+        score, summary, steps, children = await self._link.call("query", run)
         if score is None or not summary:
             return None
         return session_view(session_id,
-                            self._session_of(summary, [_step(js) for js in steps]))
+                            self._session_of(summary, [_step(js) for js in steps]),
+                            list(children))
 
     async def sessions(self, agent: str | None = None, since: float | None = None,
                        sort: str = "cost", limit: int = 50) -> list[dict[str, Any]]:

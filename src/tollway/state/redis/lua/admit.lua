@@ -99,8 +99,14 @@ if ARGV[la] == '1' then
   end
   if not parent then
     for i = 1, nh do
-      local s = redis.call('GET', P .. 'lf:' .. ARGV[hi + i])
-      if s and s ~= session then parent = s; break end
+      local said = redis.call('GET', P .. 'lf:' .. ARGV[hi + i])
+      if said and said ~= '*' then
+        local nl = string.find(said, '\n', 1, true)
+        local a, b = said, nil
+        if nl then a, b = string.sub(said, 1, nl - 1), string.sub(said, nl + 1) end
+        if a ~= session then parent = a elseif b then parent = b end
+        if parent then break end
+      end
     end
   end
   local root = redis.call('GET', P .. 'rt:' .. session)

@@ -63,7 +63,24 @@ if arg() == '1' then
   local response = arg()
   local v = agent .. '\n' .. sid
   for _ = 1, tonumber(arg()) do redis.call('SET', P .. 'la:' .. arg(), v, 'EX', window) end
-  for _ = 1, tonumber(arg()) do redis.call('SET', P .. 'lf:' .. arg(), sid, 'EX', window) end
+  for _ = 1, tonumber(arg()) do
+    -- up to two sessions per fingerprint (one said it, one quoted it back), newline-joined;
+    -- a third that says it too makes it boilerplate: '*', which links nothing
+    local k = P .. 'lf:' .. arg()
+    local known = redis.call('GET', k)
+    local v = sid
+    if known and known ~= '*' then
+      local nl = string.find(known, '\n', 1, true)
+      local a, b = known, nil
+      if nl then a, b = string.sub(known, 1, nl - 1), string.sub(known, nl + 1) end
+      if a == sid or b == sid then v = known
+      elseif b then v = '*'
+      else v = known .. '\n' .. sid end
+    elseif known == '*' then
+      v = '*'
+    end
+    redis.call('SET', k, v, 'EX', window)
+  end
   if response ~= '' then redis.call('SET', P .. 'rp:' .. response, sid, 'EX', window) end
 end
 
