@@ -1,0 +1,139 @@
+"""Comparing tool results for the no-progress detector: what in a result is noise.
+
+An agent stuck retrying gets the same answer every time, but rarely byte for byte: "timeout
+after 30012 ms (req 7f3a9c)" then "timeout after 30055 ms (req 91bc2e)". So before two results
+are compared, what changes on every call without saying anything is replaced by a
+placeholder: UUIDs, timestamps and dates, epoch times, durations, hex digests and long
+tokens, prefixed ids (`req_8f2a1`, `call-7731`), ids after a word that names them (`req
+7f3a`, `trace_id=...`), retry counters (`attempt 3`), IP addresses, and the values of JSON
+keys that hold ids and times (`"request_id"`, `"checked_at"`, `"elapsed_ms"`).
+
+What moves when something moves is kept: plain numbers, percentages, counts (`5%` → `100%`,
+`1200 of 5000 rows`), so a poller whose job advances is never the same result twice.
+
+A bare acknowledgement ("ok", `{"saved": true}`, an empty body) is not evidence of anything:
+an agent writing twenty files gets "ok" twenty times and is working. Such a result is
+`ack` and breaks a run instead of extending it; an error never is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+NORMALISED_MAX = 8 * 1024  # past this a result is compared as it is: any change is progress
+EXCERPT = 120
+
+_KEY_WORDS = frozenset((
+    "id", "ids", "uuid", "guid", "ts", "time", "timestamp", "date", "datetime", "created",
+    "updated", "modified", "expires", "nonce", "etag", "seq", "sequence", "attempt",
+    "attempts", "retry", "retries", "request", "trace", "span", "elapsed", "duration",
+    "latency", "took", "now", "server_time", "date_time"))
+_KEY_SUFFIXES = ("_id", "-id", "_at", "_ms", "_ts", "_time", "_uuid", "_seq", "_date",
+                 "_seconds", "_sec", "_ns", "_us")
+_KEY_PREFIXES = ("elapsed", "duration", "latency", "took", "trace", "span", "retry",
+                 "attempt", "timestamp", "request_id", "requestid")
+
+
+def _json_key(m: re.Match[str]) -> str:
+    key = m.group("k")
+    low = key.lower()
+    if (low in _KEY_WORDS or low.endswith(_KEY_SUFFIXES) or low.startswith(_KEY_PREFIXES)
+            or key.endswith(("Id", "ID", "At", "Ms"))):
+        return f'"{key}":"<v>"'
+    return m.group(0)
+
+
+# One pass, one alternation: at each place the first rule that matches wins (a regex pass
+# over a result costs about as much as the rules it tries, so they are tried together).
+_NOISE = re.compile(r"""
+ (?P<key>"(?P<k>[A-Za-z0-9_.-]{1,64})"\s*:\s*(?:"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?))
+|(?P<hash>\#\d+\b)
+|\b(?=\w)(?:
+  (?P<uuid>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)
+ |(?P<time>\d{4}-\d{2}-\d{2}(?:[T\x20]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?
+          (?:Z|[+-]\d{2}:?\d{2})?)?
+    |(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun),?\s+\d{1,2}\s+[A-Z][a-z]{2}\s+\d{4}
+    |\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?\b
+    |1\d{9}(?:\.\d+)?\b|1\d{12}\b)
+ |(?P<ip>\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b)
+ |(?P<named>(?:req(?:uest)?(?:[_-]?id)?|trace(?:[_-]?id)?|span(?:[_-]?id)?
+    |correlation(?:[_-]?id)?|txn|transaction(?:[_-]?id)?|id|uuid|nonce|etag)
+    (?P<sep>\s*[:=\#]?\s*)(?=[\w-]*\d)[\w-]+)
+ |(?P<counter>(?:attempts?|retry|retries|retried|tries|try|seq)(?P<csep>\s*[:=\#]?\s*)\d+)
+ |(?P<dur>\d+(?:\.\d+)?\s?(?:ns|us|µs|ms|msec|millis(?:econds?)?|milliseconds?
+    |s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?)\b)
+ |(?P<hex>0x[0-9a-fA-F]+\b)
+ |(?P<tok>(?<![+/-])(?=[A-Za-z0-9+/_-]*\d)(?=[A-Za-z0-9+/_-]*[A-Za-z])[A-Za-z0-9+/_-]{20,}={0,2})
+ |(?P<hex2>(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{6,}\b|[0-9a-fA-F]{16,}\b)
+ |(?P<pid>[A-Za-z][A-Za-z0-9]*[_-](?=[A-Za-z0-9]*\d)[A-Za-z0-9]{4,}\b)
+)""", re.VERBOSE)
+_PLAIN = {"uuid": "<uuid>", "time": "<time>", "ip": "<ip>", "dur": "<dur>", "hex": "<hex>",
+          "tok": "<tok>", "hex2": "<hex>", "pid": "<id>"}
+
+
+def _replace(m: re.Match[str]) -> str:
+    kind = m.lastgroup
+    if kind == "key":
+        return _json_key(m)
+    if kind == "named":
+        text = m.group(0)
+        return text[: m.end("sep") - m.start()] + "<id>"
+    if kind == "hash":
+        return "#<n>"
+    if kind == "counter":
+        text = m.group(0)
+        return text[: m.end("csep") - m.start()] + "<n>"
+    return _PLAIN.get(kind or "", m.group(0))
+
+
+_WORDS = re.compile(r"[a-z]+")
+_SUCCESS = frozenset((
+    "ok", "okay", "success", "successful", "successfully", "succeeded", "done", "saved",
+    "written", "wrote", "created", "updated", "deleted", "removed", "sent", "queued",
+    "accepted", "applied", "completed", "complete", "true", "stored", "added",
+    "acknowledged", "ack"))
+_TROUBLE = frozenset((
+    "error", "errors", "fail", "failed", "fails", "failure", "exception", "timeout", "timed",
+    "invalid", "denied", "refused", "not", "unable", "cannot", "can", "couldn", "unavailable",
+    "retry", "limit", "limited", "forbidden", "unauthorized", "missing", "no", "empty",
+    "pending", "running", "waiting", "false", "null"))
+_EMPTY = frozenset(("", "{}", '""', "true"))
+
+
+def normalise(text: str) -> str:
+    """The result with its per-call noise replaced by placeholders (see the module doc)."""
+    return " ".join(_NOISE.sub(_replace, text).split())
+
+
+@dataclass(frozen=True, slots=True)
+class ResultPrint:
+    """What a result is, for comparing: the digest of its normalised form, the start of that
+    form (the evidence a halt shows), and whether it is a bare acknowledgement."""
+
+    digest: str
+    excerpt: str
+    ack: bool
+
+
+def fingerprint(text: str, error: bool = False) -> ResultPrint:
+    """`error`: the result is known to be an error (an HTTP 4xx/5xx, an MCP isError, an
+    Anthropic tool_result with is_error), so it is never an acknowledgement."""
+    head, rest = text[:NORMALISED_MAX], text[NORMALISED_MAX:]
+    norm = normalise(head)
+    h = hashlib.blake2b(norm.encode("utf-8", "surrogatepass"), digest_size=12)
+    if rest:
+        h.update(b"\0" + rest.encode("utf-8", "surrogatepass"))
+    excerpt = norm if len(norm) <= EXCERPT else norm[: EXCERPT - 3] + "..."
+    return ResultPrint(h.hexdigest(), excerpt, not error and _acknowledges(norm))
+
+
+def _acknowledges(norm: str) -> bool:
+    if len(norm) > 80:
+        return False
+    low = norm.lower()
+    if low in _EMPTY:
+        return True
+    words = set(_WORDS.findall(low))
+    return bool(words & _SUCCESS) and not words & _TROUBLE
