@@ -36,6 +36,9 @@ def noisy_timeout() -> str:
     ("job_8f2a1 failed at 1712345678: sha 4bf92f3577b34da6", "job_9c1b2 failed at 1712345999: "
      "sha 00f067aa0ba902b7"),
     ("Date: Mon, 01 Jan 2024 10:00:00 GMT: 503", "Date: Tue, 02 Jan 2024 11:00:01 GMT: 503"),
+    # compact JSON: the ids and times inside other keys' strings are found too
+    ('{"error":"timeout after 30265 ms (req af6d4a6f188a)","userId":7,"at":"2026-12-07T13:51Z"}',
+     '{"error":"timeout after 30931 ms (req cd50af1ffe0d)","userId":9,"at":"2026-12-08T01:02Z"}'),
 ])
 def test_noise_is_normalised_away(a: str, b: str) -> None:
     assert fingerprint(a).digest == fingerprint(b).digest, (normalise(a), normalise(b))

@@ -25,30 +25,29 @@ from dataclasses import dataclass
 NORMALISED_MAX = 8 * 1024  # past this a result is compared as it is: any change is progress
 EXCERPT = 120
 
-_KEY_WORDS = frozenset((
-    "id", "ids", "uuid", "guid", "ts", "time", "timestamp", "date", "datetime", "created",
-    "updated", "modified", "expires", "nonce", "etag", "seq", "sequence", "attempt",
-    "attempts", "retry", "retries", "request", "trace", "span", "elapsed", "duration",
-    "latency", "took", "now", "server_time", "date_time"))
+# JSON keys whose values are ids and times, whatever they hold: these exact names (any
+# case), names ending or starting so, and camelCase ...Id / ...At / ...Ms.
+_KEY_WORDS = ("id", "ids", "uuid", "guid", "ts", "time", "timestamp", "date", "datetime",
+              "created", "updated", "modified", "expires", "nonce", "etag", "seq", "sequence",
+              "attempt", "attempts", "retry", "retries", "request", "trace", "span", "elapsed",
+              "duration", "latency", "took", "now")
 _KEY_SUFFIXES = ("_id", "-id", "_at", "_ms", "_ts", "_time", "_uuid", "_seq", "_date",
                  "_seconds", "_sec", "_ns", "_us")
-_KEY_PREFIXES = ("elapsed", "duration", "latency", "took", "trace", "span", "retry",
-                 "attempt", "timestamp", "request_id", "requestid")
-
-
-def _json_key(m: re.Match[str]) -> str:
-    key = m.group("k")
-    low = key.lower()
-    if (low in _KEY_WORDS or low.endswith(_KEY_SUFFIXES) or low.startswith(_KEY_PREFIXES)
-            or key.endswith(("Id", "ID", "At", "Ms"))):
-        return f'"{key}":"<v>"'
-    return m.group(0)
+_KEY_PREFIXES = ("elapsed", "duration", "latency", "took", "trace", "span", "retry", "attempt",
+                 "timestamp", "request_id", "requestid")
+_K = "[A-Za-z0-9_.-]"
+_ID_KEY = "|".join((
+    f"(?i:{'|'.join(_KEY_WORDS)})",
+    f"{_K}*(?i:{'|'.join(re.escape(x) for x in _KEY_SUFFIXES)})",
+    f"(?i:{'|'.join(_KEY_PREFIXES)}){_K}*",
+    f"{_K}*(?:Id|ID|At|Ms)"))
 
 
 # One pass, one alternation: at each place the first rule that matches wins (a regex pass
 # over a result costs about as much as the rules it tries, so they are tried together).
 _NOISE = re.compile(r"""
- (?P<key>"(?P<k>[A-Za-z0-9_.-]{1,64})"\s*:\s*(?:"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?))
+ (?P<key>"(?P<k>""" + _ID_KEY + r"""
+   )"\s*:\s*(?:"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?))
 |(?P<hash>\#\d+\b)
 |\b(?=\w)(?:
   (?P<uuid>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)
@@ -76,7 +75,7 @@ _PLAIN = {"uuid": "<uuid>", "time": "<time>", "ip": "<ip>", "dur": "<dur>", "hex
 def _replace(m: re.Match[str]) -> str:
     kind = m.lastgroup
     if kind == "key":
-        return _json_key(m)
+        return f'"{m.group("k")}":"<v>"'
     if kind == "named":
         text = m.group(0)
         return text[: m.end("sep") - m.start()] + "<id>"

@@ -1,13 +1,16 @@
 """The tool gate: what every tool call goes through, whatever its transport (HTTP or MCP).
 
 Before the call, in order: the caller's key limits and the policies (403 `policy_denied`),
-the loop detector (the same tool with the same arguments returned the same result N times
-in a row in this session: 422 `loop_detected`), the tool's circuit breaker (503
+the loop detectors (422 `loop_detected`: `repeated_tool_call`, the same tool with the same
+arguments returned the same result N times in a row in this session; `no_progress`, the
+tool answered the same normalised result N times in a row whatever the arguments; one
+state round trip for both), the tool's circuit breaker (503
 `breaker_open` with Retry-After), the kill switch and the budgets with the call's configured
 cost reserved (402), and the tool's risk zone: yellow is flagged, red is held until a human
 approves it through the admin API (or it times out: 403). After the call: its outcome on the
 breaker, its cost on the session's, agent's and team's spend, the result for the loop
-detector, and the metrics. The transports only decide what a failure is and speak the error.
+detectors (one round trip), and the metrics. The transports only decide what a failure is
+and speak the error.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from tollway.config.model import Config
 from tollway.config.tools import ToolBreakerConfig
 from tollway.errors import GatewayError
 from tollway.exchange import Caller
+from tollway.loops.results import fingerprint
 from tollway.observe.metrics import Metrics
 from tollway.policy.admission import admit, budget_checks, refusal
 from tollway.policy.identity import Identity
@@ -34,11 +37,12 @@ from tollway.state.base import State, StateUnavailable
 from tollway.state.breakers import OPEN, BreakerOutcome, BreakerPolicy
 from tollway.state.guards import Admission, Settlement
 from tollway.state.records import StepRecord
-from tollway.state.toolstate import APPROVED, PENDING, Approval
+from tollway.state.toolstate import APPROVED, PENDING, Approval, ResultNote
 
 log = logging.getLogger("tollway.tools")
 OK, TOOL_ERROR, FAILURE = "ok", "tool_error", "failure"
 _POLL_S = 0.1  # how often a held call looks at its approval
+_LOOP_WINDOW_S = 3600.0  # a run of repeated results is forgotten after an hour of quiet
 
 
 def breaker_policy(b: ToolBreakerConfig | bool | None) -> BreakerPolicy | None:
@@ -88,6 +92,19 @@ def call_digest(tool: str, *parts: bytes) -> str:
 
 def result_digest(body: bytes) -> str:
     return hashlib.blake2b(body, digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What a tool answered, for the loop detectors: `raw`, the bytes compared exactly
+    (repeated_tool_call); `text`, what no_progress normalises and compares (the raw bytes
+    decoded when None: an MCP result's text content, say, rather than its JSON wrapper)."""
+
+    raw: bytes
+    text: str | None = None
+
+    def readable(self) -> str:
+        return self.text if self.text is not None else self.raw.decode("utf-8", "replace")
 
 
 class ToolGate:
@@ -156,24 +173,35 @@ class ToolGate:
             headers={"x-tollway-tool": tool.name})
 
     async def _check_loop(self, t: Ticket) -> None:
-        rc = self.cfg.loops.repeated_tool_call
-        if rc is None:
+        loops = self.cfg.loops
+        rc, np = loops.repeated_tool_call, loops.no_progress
+        if rc is None and np is None:
             return
         try:
-            _, n = await self.state.tools.repeats(t.session, t.call)
+            seen = await self.state.tools.repeats(t.session, t.call if rc else None,
+                                                  t.tool.name if np else None)
         except StateUnavailable:
             return
-        if n >= rc.threshold:
-            evidence = (f"tool {t.tool.name!r} was called {n} times with the same arguments and "
-                        f"returned the same result each time in session {t.session!r}")
-            self.metrics.loops_detected.labels("repeated_tool_call", t.caller.agent).inc()
-            log.warning("loop detected", extra={"fields": {
-                "detector": "repeated_tool_call", "action": rc.action, "agent": t.caller.agent,
-                "session": t.session, "tool": t.tool.name, "evidence": evidence}})
-            if rc.action == "halt":
-                self._count(t.tool, "loop")
-                raise GatewayError(422, "loop_detected",
-                                   f"loop detected (repeated_tool_call): {evidence}")
+        if rc is not None and seen.call >= rc.threshold:
+            self._loop(t, "repeated_tool_call", rc.action,
+                       f"tool {t.tool.name!r} was called {seen.call} times with the same "
+                       f"arguments and returned the same result each time in session "
+                       f"{t.session!r}")
+        if np is not None and seen.tool >= np.threshold:
+            self._loop(t, "no_progress", np.action,
+                       f"tool {t.tool.name!r} answered the same result {seen.tool} times in a "
+                       f"row in session {t.session!r}, whatever its arguments "
+                       f"({seen.result!r}, ids and times normalised)")
+
+    def _loop(self, t: Ticket, detector: str, action: str, evidence: str) -> None:
+        self.metrics.loops_detected.labels(detector, t.caller.agent).inc()
+        log.warning("loop detected", extra={"fields": {
+            "detector": detector, "action": action, "agent": t.caller.agent,
+            "session": t.session, "tool": t.tool.name, "request_id": t.request_id,
+            "evidence": evidence}})
+        if action == "halt":
+            self._count(t.tool, "loop")
+            raise GatewayError(422, "loop_detected", f"loop detected ({detector}): {evidence}")
 
     async def _admit_state(self, t: Ticket) -> None:
         budgets = (budget_checks(self.cfg.budgets, t.caller.agent, t.caller.team, t.session,
@@ -256,9 +284,11 @@ class ToolGate:
             except Exception:
                 log.exception("could not release the reservation of %s", t.request_id)
 
-    async def settle(self, t: Ticket, status: int, outcome: str, result: str | None,
+    async def settle(self, t: Ticket, status: int, outcome: str, result: ToolResult | None,
                      retry_after_s: float | None = None, charged: bool = True) -> None:
-        """Record a call that was made. `charged`: the tool answered, so its cost is spent."""
+        """Record a call that was made. `charged`: the tool answered, so its cost is spent.
+        `result`: what it answered, when there is one to compare (None: the tool did not
+        answer, or the answer was too large to keep)."""
         if t.settled:
             return
         t.settled = True
@@ -289,14 +319,32 @@ class ToolGate:
             transitions = []
         if transitions:
             self.board.on_transitions(transitions)
-        rc = self.cfg.loops.repeated_tool_call
-        if rc is not None:
-            # No comparable result (an error, a large stream): the run of repeats ends.
-            result = result if result is not None else "none-" + os.urandom(6).hex()
+        note = self._result_note(t, status, outcome, result)
+        if note is not None:
             try:
-                await self.state.tools.note_result(t.session, t.call, result, 3600.0)
+                await self.state.tools.note_result(t.session, note, _LOOP_WINDOW_S)
             except StateUnavailable:
                 pass
+
+    def _result_note(self, t: Ticket, status: int, outcome: str,
+                     result: ToolResult | None) -> ResultNote | None:
+        """What the loop detectors note of a result. With no result to compare, the call's
+        run ends (repeated_tool_call) and the tool's is left as it is: the tool did not
+        answer, which is its breaker's business. A bare acknowledgement ends the tool's run;
+        the HTTP status is part of a result (a 500 and a 200 saying the same are not)."""
+        loops = self.cfg.loops
+        rc, np = loops.repeated_tool_call, loops.no_progress
+        if rc is None and (np is None or result is None):
+            return None
+        note = ResultNote()
+        if rc is not None:
+            note = ResultNote(t.call, result_digest(result.raw) if result is not None else None)
+        if np is not None and result is not None:
+            fp = fingerprint(result.readable(), error=outcome != OK)
+            excerpt = fp.excerpt if status < 400 else f"{status} {fp.excerpt}"
+            note = ResultNote(note.call, note.result, t.tool.name,
+                              None if fp.ack else f"{status}:{fp.digest}", excerpt)
+        return note
 
     def _count(self, tool: ToolTarget, outcome: str) -> None:
         self.metrics.child(self.metrics.tool_calls, tool.name, outcome).inc()
