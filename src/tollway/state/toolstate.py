@@ -38,6 +38,7 @@ class Approval:
     decided_by: str | None = None
     reason: str | None = None
     decided_at: float | None = None
+    origin: str = "tool"  # "tool": a call through /tools or MCP; "model": one a model emitted
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

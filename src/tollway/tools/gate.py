@@ -30,6 +30,7 @@ from tollway.exchange import Caller
 from tollway.loops.results import fingerprint
 from tollway.observe.metrics import Metrics
 from tollway.policy.admission import admit, budget_checks, refusal
+from tollway.policy.approvals import ApprovalDesk
 from tollway.policy.identity import Identity
 from tollway.providers.registry import breaker_policy as registry_breaker_policy
 from tollway.routing.breakers import BreakerBoard
@@ -37,11 +38,10 @@ from tollway.state.base import State, StateUnavailable
 from tollway.state.breakers import OPEN, BreakerOutcome, BreakerPolicy
 from tollway.state.guards import Admission, Settlement
 from tollway.state.records import StepRecord
-from tollway.state.toolstate import APPROVED, PENDING, Approval, ResultNote
+from tollway.state.toolstate import Approval, ResultNote
 
 log = logging.getLogger("tollway.tools")
 OK, TOOL_ERROR, FAILURE = "ok", "tool_error", "failure"
-_POLL_S = 0.1  # how often a held call looks at its approval
 _LOOP_WINDOW_S = 3600.0  # a run of repeated results is forgotten after an hour of quiet
 
 
@@ -109,7 +109,7 @@ class ToolResult:
 
 class ToolGate:
     def __init__(self, cfg: Config, state: State, metrics: Metrics, board: BreakerBoard,
-                 identity: Identity) -> None:
+                 identity: Identity, desk: ApprovalDesk) -> None:
         self.cfg = cfg
         self.state = state
         self.metrics = metrics
@@ -118,7 +118,7 @@ class ToolGate:
         self.policy = cfg.policy
         self.fail_closed = cfg.state.on_failure == "fail_closed"
         self.trust_session_header = cfg.identity.trust_session_header
-        self.held: dict[str, asyncio.Event] = {}  # approvals this process waits on
+        self.desk = desk  # red-zone calls held for approval
 
     def session(self, headers: Mapping[str, str], caller: Caller,
                 default: str | None = None) -> str:
@@ -219,58 +219,21 @@ class ToolGate:
                                   budgets=[(bc, 0.0) for bc in budgets])
 
     async def _hold(self, t: Ticket, summary: str) -> None:
-        timeout = self.policy.approval_timeout_s
-        a = Approval(tool=t.tool.name, agent=t.caller.agent, team=t.caller.team, session=t.session,
-                     summary=summary[:500], expires=time.time() + timeout)
+        a = Approval(tool=t.tool.name, agent=t.caller.agent, team=t.caller.team,
+                     session=t.session, summary=summary[:500],
+                     expires=time.time() + self.policy.approval_timeout_s)
         t.approval = a.id
-        try:
-            await self.state.tools.approval_put(a)
-        except StateUnavailable as exc:
-            await self.release(t)
-            raise GatewayError(503, "state_unavailable", "a red-zone tool call needs an "
-                               "approval, and the shared state that holds approvals is "
-                               "unreachable", retry_after=1) from exc
-        log.warning("tool call held for approval", extra={"fields": {
-            "approval": a.id, "tool": t.tool.name, "agent": t.caller.agent, "session": t.session,
-            "timeout_s": timeout}})
-        event = self.held[a.id] = asyncio.Event()
-        decided: Approval | None = None
-        try:
-            while time.time() < a.expires:
-                with_wait = min(_POLL_S, max(0.0, a.expires - time.time()))
-                try:
-                    async with asyncio.timeout(with_wait):
-                        await event.wait()
-                except TimeoutError:
-                    pass
-                event.clear()
-                try:
-                    decided = await self.state.tools.approval_get(a.id)
-                except StateUnavailable:
-                    continue
-                if decided is not None and decided.status != PENDING:
-                    break
-        finally:
-            self.held.pop(a.id, None)
-        status = decided.status if decided is not None and decided.status != PENDING else (
-            "expired")
-        self.metrics.child(self.metrics.approvals, t.tool.name, status).inc()
-        if status == APPROVED:
+        decision = await self.desk.hold(a)  # 503 when the state is down: admit releases
+        if decision.approved:
             return
         await self.release(t)
         self._count(t.tool, "rejected")
-        why = (f"rejected by {decided.decided_by}" + (f": {decided.reason}" if decided.reason
-                                                      else "")
-               if status != "expired" and decided is not None else
-               f"not approved within {timeout:.0f}s")
         raise GatewayError(403, "policy_denied", f"tool {t.tool.name!r} is in the red zone and "
-                           f"needs an approval; approval {a.id} was {why}")
+                           f"needs an approval; {decision.why()}")
 
     def wake(self, approval_id: str) -> None:
         """An approval was decided through this process: its waiter need not poll."""
-        event = self.held.get(approval_id)
-        if event is not None:
-            event.set()
+        self.desk.wake(approval_id)
 
     # --- after -------------------------------------------------------------------------
     async def release(self, t: Ticket) -> None:

@@ -143,4 +143,4 @@ def _load(raw: Any) -> Approval | None:
     if not raw:
         return None
     d = orjson.loads(raw)
-    return Approval(**{k: d.get(k) for k in Approval.__dataclass_fields__})
+    return Approval(**{k: d[k] for k in Approval.__dataclass_fields__ if k in d})
