@@ -248,3 +248,46 @@ def step_flags(s: Stack, session: str) -> list[str]:
         return view.json()["steps"] if view.status_code == 200 else []
     wait_until(lambda: bool(steps()))
     return [f for st in steps() for f in st["flags"]]
+
+
+def test_in_the_chain_only_when_needed_and_free_without_tools(
+        make_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    """No policies: no policy stage. Zones only: the stage, and a hook only for requests
+    that offer tools (a request without tools pays nothing per chunk)."""
+    from types import SimpleNamespace
+
+    from tollway.exchange import Caller
+
+    assert "policy" not in make_stack().gateway.runtime.chain.names  # type: ignore[union-attr]
+    policy = tmp_path / "zones.yaml"
+    policy.write_text(POLICY)
+    s = make_stack(extra=f'policies: ["{policy}"]\n')
+    chain = s.gateway.runtime.chain  # type: ignore[union-attr]
+    stage = chain.stages[chain.names.index("policy")]
+    route = s.gateway.runtime.registry.routes["gpt-4o-mini"]  # type: ignore[union-attr]
+
+    def hooks(body: dict[str, Any]) -> list[Any]:
+        ex = SimpleNamespace(target=SimpleNamespace(route=route, requested="gpt-4o-mini"),
+                             caller=Caller("support-bot", "support"), body=body, hooks=[])
+        s.loop.run(stage.on_request(ex))
+        return ex.hooks
+    assert hooks({"messages": MSG}) == []
+    assert len(hooks({"messages": MSG, "tools": TOOLS})) == 1
+
+
+def test_an_unanswered_approval_times_out_as_rejected(make_any_stack: Callable[..., Stack],
+                                                       tmp_path: Path) -> None:
+    policy = tmp_path / "zones.yaml"
+    policy.write_text(POLICY.replace("timeout_s: 30", "timeout_s: 0.3"))
+    s = make_any_stack(extra=f'policies: ["{policy}"]\n')
+    raw = ask(s)  # nobody answers
+    content = raw.parse().choices[0].message.content or ""
+    assert "was not given within 0.3s" in content
+    with pytest.raises(openai.APIError) as e:
+        for _ in coder(s).chat.completions.create(
+                model="gpt-4o-mini", messages=MSG, tools=TOOLS, stream=True,  # type: ignore[arg-type]
+                tool_choice=call_tool("delete_environment")):
+            pass
+    assert "red zone" in str(e.value) and "was not given within 0.3s" in str(e.value)
+    assert s.metric("tollway_approvals_total", tool="delete_environment",
+                    decision="expired") == 2

@@ -40,7 +40,7 @@ class Decision:
         """Why the call may not go ahead, for the refusal the agent reads."""
         a = self.approval
         if self.status == EXPIRED:
-            return f"approval {a.id} was not given within {self.timeout_s:.0f}s"
+            return f"approval {a.id} was not given within {round(self.timeout_s, 1):g}s"
         return (f"approval {a.id} was rejected by {a.decided_by}"
                 + (f": {a.reason}" if a.reason else ""))
 
