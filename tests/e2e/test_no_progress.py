@@ -76,7 +76,7 @@ def test_retry_storm_with_new_arguments_is_halted(make_guarded) -> None:  # type
     assert len(run.costs) == 6  # the request carrying the 6th identical result is refused
     assert e.value.code == "loop_detected"
     msg = e.value.message
-    assert "(no_progress)" in msg and "'fetch_report'" in msg and "6 times in a row" in msg
+    assert "(no_progress)" in msg and "'fetch_report'" in msg and "the last 6 times" in msg
     assert "timeout after <dur> (req <id>, trace <id>, <time>)" in msg  # the evidence
     assert len(s.mock.requests) == 6  # the 7th never reached the provider
     row = spend_row(s, "agent", "support-bot")

@@ -90,7 +90,7 @@ def test_a_storm_with_new_arguments_is_seen_at_the_threshold() -> None:
     found = no_progress("chat", chat(storm), 5)
     assert found is not None and found.tool == "fetch" and found.times == 5
     assert "timeout after <dur>" in found.result
-    assert "5 times in a row" in found.evidence()
+    assert "the last 5 times" in found.evidence()
 
 
 def test_progress_ends_the_run() -> None:

@@ -15,12 +15,13 @@ so no state is needed to see it:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from tollway.loops.results import ResultPrint, fingerprint
+from tollway.loops.results import ResultPrint, acknowledges, fingerprint, sketch
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,7 @@ class NoProgress:
     result: str  # normalised, truncated
 
     def evidence(self) -> str:
-        return (f"tool {self.tool!r} answered the same result {self.times} times in a row, "
+        return (f"tool {self.tool!r} answered the same result the last {self.times} times, "
                 f"whatever its arguments ({self.result!r}, ids and times normalised)")
 
 
@@ -179,26 +180,42 @@ def repeated_call(endpoint: str, body: dict[str, Any], threshold: int) -> Repeat
 
 
 def no_progress(endpoint: str, body: dict[str, Any], threshold: int) -> NoProgress | None:
-    """The longest run of one normalised result at the end of the history of a tool answered
-    in the newest turn, if it reached the threshold. Results are normalised lazily, newest
-    first, and only until a run ends: an agent making progress costs one or two."""
+    """A run of one normalised result at the end of the history of a tool answered in the
+    newest turn, if it reached the threshold (counted up to the threshold). Walked newest
+    first and only until the run ends: told apart by their plain words first, results are
+    normalised only when they may be the same, so an agent making progress costs little."""
     found = answered(endpoint, body)
     if len(found) < threshold:
         return None
     newest = found[-1].turn
-    tools = {a.tool for a in found if a.turn == newest}
-    worst: NoProgress | None = None
-    for tool in tools:
-        run = 0
-        first: ResultPrint | None = None
-        for a in reversed(found):
-            if a.tool != tool:
-                continue
-            fp = fingerprint(_text(a.result), a.error)
-            if fp.ack or (first is not None and fp.digest != first.digest):
-                break
-            first = first or fp
-            run += 1
-        if first is not None and run >= threshold and (worst is None or run > worst.times):
-            worst = NoProgress(tool, run, first.excerpt)
-    return worst
+    for tool in {a.tool for a in found if a.turn == newest}:
+        run = _run(reversed([a for a in found if a.tool == tool]), threshold)
+        if run is not None:
+            return NoProgress(tool, threshold, run.excerpt)
+    return None
+
+
+def _run(results: Iterator[Answered], threshold: int) -> ResultPrint | None:
+    """The newest result, if the `threshold` newest are all the same (and not a bare
+    acknowledgement). Normalised only once two sketches agree."""
+    first = next(results)
+    text = _text(first.result)
+    if acknowledges(text, first.error):
+        return None
+    mark = sketch(text)
+    fp: ResultPrint | None = None
+    n = 1
+    for a in results:
+        if n >= threshold:
+            break
+        other = _text(a.result)
+        if other != text:
+            if sketch(other) != mark:
+                return None
+            fp = fp or fingerprint(text, first.error)
+            if fingerprint(other, a.error).digest != fp.digest:
+                return None
+        n += 1
+    if n < threshold:
+        return None
+    return fp or fingerprint(text, first.error)
