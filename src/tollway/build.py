@@ -83,8 +83,8 @@ def build_chain(gw: Gateway, cfg: Config, registry: ModelRegistry, identity: Ide
         Parse(registry, int(cfg.server.max_body_mb * 1024 * 1024)),
         Identify(identity),
     ]
-    if identity.restricts:
-        stages.append(Policy(identity, gw.metrics, cfg.policy.model_tool_calls))
+    if identity.restricts or cfg.policy.zones:
+        stages.append(Policy(identity, gw.metrics, cfg.policy.model_tool_calls, gw.approvals))
     stages += [Session(cfg, gw.state, resolve=not cfg.guarded), Meter(gw.counter)]
     if cfg.guarded:
         stages.append(Guard(cfg, gw.state, gw.metrics, gw.counter))

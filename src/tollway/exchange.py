@@ -170,10 +170,16 @@ class Chunk:
     """Whole stream events in the client's dialect, about to be written. A hook may rewrite
     `data`, hold it (return an awaitable from on_chunk: the stream waits for it, and nothing
     after it is read or buffered meanwhile), or raise a GatewayError to end the stream with
-    an error event in the client's dialect."""
+    an error event in the client's dialect.
+
+    A hook that holds only some events (a tool call awaiting approval, not the text before
+    it) moves the events before them from `data` to `ready`: those are written before the
+    wait (the hooks after it in this pass, of stages earlier in the chain, do not see them;
+    a cached replay, written whole, puts them back in front of `data`)."""
 
     data: bytes
     observer: StreamObserver | None  # the upstream stream so far; None for a cached replay
+    ready: bytes = b""
 
 
 _UNPARSED: Any = object()
@@ -246,11 +252,14 @@ class Exchange:
         return t.route.name if t.route else (t.requested or "unknown")
 
     async def pass_chunk(self, chunk: Chunk) -> None:
-        """Show stream events to the response hooks, last stage first."""
+        """Show stream events to the response hooks, last stage first (a cached replay:
+        nothing is written before the whole has passed)."""
         for hook in reversed(self.hooks):
             held = hook.on_chunk(self, chunk)
             if held is not None:
+                ready, chunk.ready = chunk.ready, b""
                 await held
+                chunk.data = ready + chunk.data
 
     async def pass_body(self, body: Body) -> None:
         """Show a whole answer to the response hooks, last stage first."""

@@ -20,6 +20,7 @@ from tollway.exchange import Exchange
 from tollway.observe.audit import Audit
 from tollway.observe.metrics import Metrics
 from tollway.observe.otel import Tracing
+from tollway.policy.approvals import ApprovalDesk
 from tollway.policy.identity import Identity
 from tollway.protocols.base import Endpoint
 from tollway.providers.base import ModelRegistry, Provider
@@ -87,6 +88,8 @@ class Gateway:
         self._sweeper: asyncio.Task[None] | None = None
         self.reloader = Reloader(self)
         self.breakers = BreakerBoard(self.state, self.metrics)
+        # Red-zone calls held for approval (tool gate, policy stage): outlives reloads.
+        self.approvals = ApprovalDesk(self.state, self.metrics)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
 
@@ -118,7 +121,8 @@ class Gateway:
         identity = Identity(cfg)
         tools = None
         if cfg.tools or cfg.mcp_servers:
-            tools = ToolPlane(cfg, self.state, self.metrics, self.breakers, identity)
+            tools = ToolPlane(cfg, self.state, self.metrics, self.breakers, identity,
+                              self.approvals)
         return Runtime(cfg, providers, registry, build_chain(self, cfg, registry, identity),
                        tools)
 

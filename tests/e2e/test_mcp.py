@@ -162,7 +162,7 @@ def test_tools_list_is_filtered_by_policy(make_stack: Callable[..., Stack],
     assert support.tools() == ["add", "echo"]
     everything = research.tools()
     assert {"echo", "add", "delete_file", "flaky", "not_found"} <= set(everything)
-    assert len(everything) == 9  # every tool of the server: nothing dropped for research
+    assert len(everything) == 11  # every tool of the server: nothing dropped for research
 
     err = support.error("delete_file", {"path": "/etc/passwd"})
     assert err.code == -32052 and err.data["tollway_code"] == "policy_denied"
@@ -358,6 +358,30 @@ def test_repeated_tool_call_is_halted(make_stack: Callable[..., Stack],
     # another MCP session is another gateway session: it starts afresh
     assert text(agents(stack).call("echo", {"text": "again"})) == "again"
     assert stack.metric("tollway_tool_calls_total", tool="files/echo", outcome="loop") == 1
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_no_progress_halts_a_retry_storm_not_a_poller(make_stack: Callable[..., Stack],
+                                                      mcp_server: MockMcpServer,
+                                                      agents: Callable[..., Agent],
+                                                      backend: str,
+                                                      request: pytest.FixtureRequest) -> None:
+    kw = {"backend": "redis", "redis_url": request.getfixturevalue("redis_url")} \
+        if backend == "redis" else {}
+    stack = make_stack(extra=servers(mcp_server.url) + "loops: {no_progress: {threshold: 3}}\n",
+                       **kw)
+    a = agents(stack)
+    for i in range(3):  # new SQL each time, the same timeout (new duration, new request id)
+        result = a.call("query_db", {"sql": f"select {i}"})
+        assert result.is_error and "database timeout after" in text(result)
+    err = a.error("query_db", {"sql": "select 3"})
+    assert err.code == -32053 and err.data["tollway_code"] == "loop_detected"
+    assert "no_progress" in err.message and "files/query_db" in err.message
+    assert "database timeout after <dur> (req <id>)" in err.message
+    assert calls_of(mcp_server, "query_db") == 3
+    for _ in range(8):  # a job that advances is never halted
+        assert "%" in text(a.call("job_status", {"job": "j1"}))
+    assert stack.metric("tollway_loops_detected_total", detector="no_progress") == 1
 
 
 def test_timeout_is_a_failure_naming_the_tool(make_stack: Callable[..., Stack],

@@ -441,6 +441,59 @@ def test_repeated_tool_call_with_the_same_result_is_halted(
         assert call(s, "GET", "/tools/svc/counter", headers=session).status_code == 200
 
 
+def test_retry_storm_with_new_arguments_is_halted_by_no_progress(
+        make_any_stack: Callable[..., Stack], tools: MockTools) -> None:
+    """The 2.3M-call retry storm on the tool gateway: new arguments every time, the same
+    error every time (with a new duration, request id and timestamp in it). With a cost per
+    call, what the storm can spend is the threshold's worth of calls."""
+    s = build(make_any_stack, tools, '  svc: {url: "TOOLS", cost_usd: 0.01}\n',
+              extra="loops: {repeated_tool_call: {threshold: 3}, no_progress: {threshold: 4}}\n")
+    session = {"x-tollway-session": "storm-1"}
+    statuses = []
+    for i in range(20):
+        r = call(s, "GET", f"/tools/svc/timeout?q=attempt-{i}&seed={i * 7919}",
+                 headers=session)
+        statuses.append(r.status_code)
+        if r.status_code == 422:
+            break
+    assert statuses == [504] * 4 + [422]  # halted at the 5th call, before it was made
+    err = r.json()["error"]
+    assert err["code"] == "loop_detected" and "no_progress" in err["message"]
+    assert "'svc'" in err["message"] and "4 times" in err["message"]
+    assert "upstream timeout after <dur>" in err["message"]  # the evidence, normalised
+    assert tools.calls("/timeout") == 4
+    assert calls(s, "svc", "loop") == 1
+    assert s.metric("tollway_loops_detected_total", detector="no_progress") == 1
+    row = spend_row(s, "session", "storm-1")
+    assert row is not None and row["cost_usd"] == pytest.approx(0.04)  # 4 calls, no more
+    # another session, or another tool in this one: their own runs
+    assert call(s, "GET", "/tools/svc/timeout?q=x",
+                headers={"x-tollway-session": "storm-2"}).status_code == 504
+    assert call(s, "GET", "/tools/svc/counter", headers=session).status_code == 422  # svc
+    assert call(s, "GET", "/tools/svc/timeout?q=y", headers=session).status_code == 422
+
+
+def test_no_progress_never_halts_progress(make_any_stack: Callable[..., Stack],
+                                          tools: MockTools) -> None:
+    """A poller whose job advances (5% -> 100%, fresh times and ids each check), a tool
+    answering something new each time, and acknowledgements: never halted."""
+    s = build(make_any_stack, tools, '  svc: {url: "TOOLS"}\n  echo: {url: "TOOLS/echo"}\n',
+              extra="loops: {no_progress: {threshold: 2}}\n")
+    session = {"x-tollway-session": "benign"}
+    seen = []
+    for _ in range(20):
+        r = call(s, "GET", "/tools/svc/job?id=build-7", headers=session)
+        assert r.status_code == 200
+        seen.append(r.json()["progress"])
+    assert seen[0] == "5%" and seen[-1] == "100%"
+    for i in range(10):
+        assert call(s, "GET", f"/tools/svc/counter?i={i}", headers=session).status_code == 200
+    for i in range(10):  # an HTTP 200 with an empty body: "done", nothing to compare
+        assert call(s, "PUT", f"/tools/svc/status/204?file={i}",
+                    headers=session).status_code == 204
+    assert s.metric("tollway_loops_detected_total") == 0
+
+
 def write_policy(tmp_path, text: str) -> str:  # type: ignore[no-untyped-def]
     p = tmp_path / "policy.yaml"
     p.write_text(text)

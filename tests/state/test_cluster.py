@@ -19,6 +19,7 @@ from tollway.observe.metrics import Metrics
 from tollway.state.base import StateUnavailable
 from tollway.state.guards import Settlement
 from tollway.state.redis import RedisState
+from tollway.state.toolstate import Repeats, ResultNote
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,7 +50,9 @@ async def test_nodes_that_do_not_know_a_script_are_sent_it(
         node.call("SCRIPT", "FLUSH")
     assert (await admit(st, budgets=[budget(0.4)])).allowed
     await st.ledger.record(step(1, cost=0.25), Settlement(budgets=[(bc, 0.25)]))
-    assert await st.tools.note_result("s1", "t", "r", 60) == 1
+    assert (await st.tools.note_result("s1", ResultNote("t", "r", "tool", "x"), 60)) == \
+        Repeats(1, 1, "")
+    assert await st.tools.repeats("s1", "t", "tool") == Repeats(1, 1, "")
     assert await st.guards.budget_usage(bc.key) == (0.25, 0.4)
     assert await st.ready()
 

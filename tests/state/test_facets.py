@@ -8,7 +8,19 @@ from __future__ import annotations
 import time
 
 from tollway.state.base import State
-from tollway.state.toolstate import APPROVED, PENDING, Approval
+from tollway.state.toolstate import APPROVED, PENDING, Approval, Repeats, ResultNote
+
+
+async def wait_for(read, want) -> bool:  # type: ignore[no-untyped-def]
+    """Poll an async read until it returns `want` (an expiry), for at most a second."""
+    import asyncio
+
+    deadline = time.monotonic() + 1.0
+    while (got := await read()) != want:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{got!r} != {want!r}")
+        await asyncio.sleep(0.005)
+    return True
 
 
 async def test_cache_get_put_purge_size(any_state: State) -> None:
@@ -30,10 +42,32 @@ async def test_cache_get_put_purge_size(any_state: State) -> None:
 
 async def test_tool_repeats_count_runs_of_one_result(any_state: State) -> None:
     tools = any_state.tools
-    assert await tools.repeats("s1", "files.read") == (None, 0)
-    assert [await tools.note_result("s1", "files.read", r, 60) for r in "aab"] == [1, 2, 1]
-    assert await tools.repeats("s1", "files.read") == ("b", 1)
-    assert await tools.repeats("s2", "files.read") == (None, 0)
+    assert await tools.repeats("s1", "files.read", None) == Repeats()
+    assert [(await tools.note_result("s1", ResultNote("files.read", r), 60)).call
+            for r in "aab"] == [1, 2, 1]
+    assert await tools.repeats("s1", "files.read", None) == Repeats(1)
+    assert await tools.repeats("s2", "files.read", None) == Repeats()
+    await tools.note_result("s1", ResultNote("files.read", None), 60)  # no result: run ends
+    assert await tools.repeats("s1", "files.read", None) == Repeats()
+
+
+async def test_tool_runs_over_normalised_results(any_state: State) -> None:
+    """Per (session, tool), whatever the arguments: the run and the start of its result,
+    noted with the call's own run in one go; an acknowledgement (None) ends it."""
+    tools = any_state.tools
+    assert await tools.repeats("s1", None, "fetch") == Repeats()
+    for i, same in enumerate("aaa"):
+        got = await tools.note_result(
+            "s1", ResultNote(f"call{i}", "r", "fetch", same, "timeout after <dur>"), 60)
+        assert got == Repeats(1, i + 1, "timeout after <dur>")
+    assert await tools.repeats("s1", "call2", "fetch") == Repeats(1, 3, "timeout after <dur>")
+    assert await tools.repeats("s1", "call2", None) == Repeats(1)  # only what is asked
+    assert await tools.repeats("s2", None, "fetch") == Repeats()
+    assert (await tools.note_result("s1", ResultNote(tool="fetch", same="b"), 60)).tool == 1
+    await tools.note_result("s1", ResultNote(tool="fetch", same=None), 60)
+    assert await tools.repeats("s1", None, "fetch") == Repeats()
+    await tools.note_result("s1", ResultNote(tool="fetch", same="a", excerpt="x"), 0.001)
+    assert await wait_for(lambda: tools.repeats("s1", None, "fetch"), Repeats())
 
 
 async def test_approvals_are_decided_once(any_state: State) -> None:

@@ -204,9 +204,7 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
         if d["status"] != wanted:
             return _error(409, f"approval {approval_id} is already {d['status']}",
                           "already_decided")
-        rt = gw.runtime
-        if rt is not None and rt.tools is not None:
-            rt.tools.gate.wake(approval_id)
+        gw.approvals.wake(approval_id)  # a call this process holds goes on at once
         record({
             "action": "approval", "approval": approval_id, "decision": d["status"],
             "tool": d["tool"], "agent": d["agent"], "by": by, "peer": request.remote})

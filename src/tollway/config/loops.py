@@ -19,6 +19,15 @@ class RepeatedToolCall(LoopAction):
     threshold: int = Field(3, ge=2)
 
 
+class NoProgress(LoopAction):
+    """The same tool answering the same result this many times in a row in a session,
+    whatever the arguments (ids, timestamps, durations and counters normalised away); a
+    result that changes is progress. Model traffic: read from the conversation; tool calls
+    through the gateway: counted per session and tool in the state."""
+
+    threshold: int = Field(5, ge=2)
+
+
 class RepeatedRequest(LoopAction):
     """The same request body this many times within window_s in one session."""
 
@@ -42,6 +51,7 @@ class MaxDuration(LoopAction):
 
 class LoopsConfig(Strict):
     repeated_tool_call: RepeatedToolCall | None = None
+    no_progress: NoProgress | None = None
     repeated_request: RepeatedRequest | None = None
     ping_pong: PingPong | None = None
     max_steps: MaxSteps | None = None
@@ -49,8 +59,8 @@ class LoopsConfig(Strict):
 
     @property
     def any(self) -> bool:
-        return any((self.repeated_tool_call, self.repeated_request, self.ping_pong,
-                    self.max_steps, self.max_duration))
+        return any((self.repeated_tool_call, self.no_progress, self.repeated_request,
+                    self.ping_pong, self.max_steps, self.max_duration))
 
     @property
     def stateful(self) -> bool:

@@ -10,6 +10,7 @@ the agent can read (and the turn ends when no call is left); streamed, the strea
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from tollway.errors import GatewayError
@@ -45,8 +46,7 @@ class ModelToolCalls:
                 "action": self.mode, "request_id": ex.request_id, "model": ex.model_name}})
         ex.flags += [f"model_tool_call:{self.mode}:{n}" for n in bad]
         if bad:
-            ex.response_headers["x-tollway-policy"] = (
-                "blocked" if self.mode == "block" else "flagged") + ":" + ",".join(bad)
+            add_policy_header(ex, "blocked" if self.mode == "block" else "flagged", bad)
         return bad
 
     # --- whole responses --------------------------------------------------------------
@@ -63,7 +63,8 @@ class ModelToolCalls:
         note = (f"[tollway] blocked tool call(s) {', '.join(bad)}: agent {agent!r} may not "
                 f"use {'them' if len(bad) > 1 else 'it'} (policy). Continue without "
                 f"{'them' if len(bad) > 1 else 'it'}.")
-        _block(body, set(bad), note)
+        names = set(bad)
+        strip_calls(body, lambda name, _: name in names, note)
         answer.replace(body)
 
     # --- streams ----------------------------------------------------------------------
@@ -79,11 +80,21 @@ class ModelToolCalls:
                                "stopped")
 
 
-def _block(body: dict[str, Any], bad: set[str], note: str) -> None:
+def add_policy_header(ex: Exchange, what: str, names: list[str]) -> None:
+    """Add `<what>:<tool>,...` to x-tollway-policy (several are separated by "; ")."""
+    value = f"{what}:{','.join(dict.fromkeys(names))}"
+    found = ex.response_headers.get("x-tollway-policy")
+    ex.response_headers["x-tollway-policy"] = f"{found}; {value}" if found else value
+
+
+def strip_calls(body: dict[str, Any], drop: Callable[[str, str | None], bool],
+                note: str) -> None:
+    """Remove the tool calls `drop(name, id)` picks from a whole answer (any dialect) and
+    add `note` as text the agent reads; a turn left without a call ends."""
     for choice in body.get("choices") or ():
         msg = choice.get("message") or {}
         calls = [c for c in msg.get("tool_calls") or ()
-                 if (c.get("function") or {}).get("name") not in bad]
+                 if not drop(str((c.get("function") or {}).get("name", "")), _id(c.get("id")))]
         msg["content"] = ((msg.get("content") or "") + ("\n" if msg.get("content") else "")
                           + note)
         if calls:
@@ -93,14 +104,21 @@ def _block(body: dict[str, Any], bad: set[str], note: str) -> None:
             choice["finish_reason"] = "stop"
     if body.get("type") == "message":
         content = [b for b in body.get("content") or ()
-                   if not (b.get("type") == "tool_use" and b.get("name") in bad)]
+                   if not (b.get("type") == "tool_use"
+                           and drop(str(b.get("name", "")), _id(b.get("id"))))]
         content.append({"type": "text", "text": note})
         body["content"] = content
         if not any(b.get("type") == "tool_use" for b in content):
             body["stop_reason"] = "end_turn"
     if "output" in body:
         body["output"] = [o for o in body["output"]
-                          if not (o.get("type") == "function_call" and o.get("name") in bad)]
+                          if not (o.get("type") == "function_call"
+                                  and drop(str(o.get("name", "")),
+                                           _id(o.get("call_id") or o.get("id"))))]
         body["output"].append({"type": "message", "role": "assistant", "status": "completed",
                                "content": [{"type": "output_text", "text": note,
                                             "annotations": []}]})
+
+
+def _id(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -4,16 +4,19 @@ and the provider speak different dialects.
 Streams are passed through a network chunk at a time: the complete SSE events of each chunk
 are shown to the upstream dialect's observer (usage, produced text, tool calls), translated
 if needed, passed through the stages' response hooks, and written at once; nothing is held
-back here. A client that goes away cancels the upstream call; an upstream that goes away
-mid-stream, or a hook that ends the stream, ends the client's stream with an error event in
-its dialect. The relay knows bytes, framing and dialects; what to do with an answer belongs
-to the stages' hooks.
+back here. A hook may hold the stream (an approval): the events it lets go first are written,
+then nothing more is read from the upstream until the hold is over. A client that goes away
+cancels the upstream call; an upstream that goes away mid-stream, or a hook that ends the
+stream, ends the client's stream with an error event in its dialect. The relay knows bytes,
+framing and dialects; what to do with an answer belongs to the stages' hooks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
+from collections.abc import Awaitable
 
 import aiohttp
 import orjson
@@ -151,8 +154,13 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
             if hooks:
                 chunk.data = data
                 for on_chunk in hooks:
-                    if (held := on_chunk(ex, chunk)) is not None:
-                        await held
+                    if (held := on_chunk(ex, chunk)) is not None and not await _wait(
+                            ex, held, chunk, response, observer):
+                        out.client_disconnected = True
+                        break
+                if out.client_disconnected:
+                    await _drain_received(upstream, splitter, observer)
+                    break
                 data = chunk.data
             if data:
                 if not up.first_token_at and observer.saw_content:
@@ -166,9 +174,11 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
             if hooks and tail:
                 chunk.data = tail
                 for on_chunk in hooks:
-                    if (held := on_chunk(ex, chunk)) is not None:
-                        await held
-                tail = chunk.data
+                    if (held := on_chunk(ex, chunk)) is not None and not await _wait(
+                            ex, held, chunk, response, observer):
+                        out.client_disconnected = True
+                        break
+                tail = chunk.data if not out.client_disconnected else b""
             if tail and not await write_client(response, tail):
                 out.client_disconnected = True
             if not observer.finished:
@@ -221,6 +231,24 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
         except ConnectionError:
             out.client_disconnected = True
     return response
+
+
+async def _wait(ex: Exchange, held: Awaitable[None], chunk: Chunk,
+                response: web.StreamResponse, observer: StreamObserver) -> bool:
+    """A hook holds the stream: write what it lets go first (`chunk.ready`), then wait for
+    the hold. False: the client went away meanwhile (the hold is then not waited for)."""
+    ready, chunk.ready = chunk.ready, b""
+    if ready:
+        if not ex.upstream.first_token_at and observer.saw_content:
+            ex.upstream.first_token_at = time.perf_counter()
+        if not await write_client(response, ready):
+            if inspect.iscoroutine(held):
+                held.close()
+            elif isinstance(held, asyncio.Future):
+                held.cancel()
+            return False
+    await held
+    return True
 
 
 def _bad_usage(ex: Exchange, metrics: Metrics, provider: str) -> None:

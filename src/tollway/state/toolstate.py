@@ -1,9 +1,12 @@
 """Tool-gateway state: repeated tool results per session, and calls held for approval.
 
-Both backends keep the same semantics. A repeat counter is keyed by (session, tool and
-arguments) and holds the digest of the last result and how many times in a row it came back;
-it expires `window_s` after the last call. An approval is a small record that any replica may
-list and decide; the replica holding the call polls it until it is decided or times out.
+Both backends keep the same semantics. Two kinds of repeat counter hold the digest of the
+last result and how many times in a row it came back, and expire `window_s` after the last
+call: one per (session, call: the tool and its arguments), for `repeated_tool_call`, and one
+per (session, tool) over normalised results, whatever the arguments, for `no_progress` (it
+also keeps the start of that result, the evidence a halt shows). Both are read in one round
+trip before a call and noted in one after it. An approval is a small record that any replica
+may list and decide; the replica holding the call polls it until it is decided or times out.
 
 This module holds the data and the interface; the backends implement it in
 tollway.state.memory.tools and tollway.state.redis.tools.
@@ -35,6 +38,7 @@ class Approval:
     decided_by: str | None = None
     reason: str | None = None
     decided_at: float | None = None
+    origin: str = "tool"  # "tool": a call through /tools or MCP; "model": one a model emitted
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -43,14 +47,38 @@ class Approval:
         return d
 
 
+@dataclass(frozen=True, slots=True)
+class Repeats:
+    """How often, in a row, a session saw one result: of this call (tool and arguments), and
+    of this tool whatever the arguments (normalised: `result` is its start)."""
+
+    call: int = 0
+    tool: int = 0
+    result: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResultNote:
+    """A call's result to note. `call`/`result`: the call's digest and its exact result's
+    (None: not tracked; a result of None ends the call's run). `tool`/`same`/`excerpt`: the
+    tool, its normalised result's digest and start (tool None: not tracked; same None ends
+    the tool's run: an acknowledgement)."""
+
+    call: str | None = None
+    result: str | None = None
+    tool: str | None = None
+    same: str | None = None
+    excerpt: str = ""
+
+
 class ToolState(abc.ABC):
     @abc.abstractmethod
-    async def repeats(self, session: str, call: str) -> tuple[str | None, int]:
-        """(digest of the last result, how many times in a row) for a call in a session."""
+    async def repeats(self, session: str, call: str | None, tool: str | None) -> Repeats:
+        """The runs of a call and of a tool in a session (0 for one not asked)."""
 
     @abc.abstractmethod
-    async def note_result(self, session: str, call: str, result: str, window_s: float) -> int:
-        """Record a call's result; returns how many times in a row it has been this one."""
+    async def note_result(self, session: str, note: ResultNote, window_s: float) -> Repeats:
+        """Record a call's result; returns how many times in a row each has been this one."""
 
     @abc.abstractmethod
     async def approval_put(self, a: Approval) -> None: ...

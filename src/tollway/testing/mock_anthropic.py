@@ -188,6 +188,8 @@ async def messages(turn: Turn) -> web.StreamResponse:
         }
         stop = "tool_use"
         text = args
+        if turn.preamble:  # text before the call, if asked for
+            completion += mock_token_count(turn.preamble)
     else:
         text, truncated = turn.reply(user_text, body.get("max_tokens"))
         completion = mock_token_count(text)
@@ -198,7 +200,8 @@ async def messages(turn: Turn) -> web.StreamResponse:
         "type": "message",
         "role": "assistant",
         "model": turn.model,
-        "content": [block],
+        "content": ([{"type": "text", "text": turn.preamble}]
+                    if tool is not None and turn.preamble else []) + [block],
         "stop_reason": stop,
         "stop_sequence": None,
         "usage": anthropic_usage(prompt, completion),
@@ -220,38 +223,8 @@ def _events(turn: Turn, message: dict[str, Any], text: str) -> Iterator[bytes]:
             "message": {**message, "content": [], "stop_reason": None, "usage": start_usage},
         }
     )
-    block = message["content"][0]
-    if block["type"] == "tool_use":
-        yield _sse(
-            {"type": "content_block_start", "index": 0, "content_block": {**block, "input": {}}}
-        )
-        yield _sse({"type": "ping"})
-        for piece in split_chars(text, turn.chunks):
-            yield _sse(
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "input_json_delta", "partial_json": piece},
-                }
-            )
-    else:
-        yield _sse(
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            }
-        )
-        yield _sse({"type": "ping"})
-        for piece in split_pieces(text, turn.chunks):
-            yield _sse(
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "text_delta", "text": piece},
-                }
-            )
-    yield _sse({"type": "content_block_stop", "index": 0})
+    for index, block in enumerate(message["content"]):
+        yield from _block_events(turn, index, block, text)
     delta: dict[str, Any] = {
         "type": "message_delta",
         "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
@@ -260,6 +233,44 @@ def _events(turn: Turn, message: dict[str, Any], text: str) -> Iterator[bytes]:
         delta["usage"] = {"output_tokens": usage["output_tokens"]}
     yield _sse(delta)
     yield _sse({"type": "message_stop"})
+
+
+def _block_events(turn: Turn, index: int, block: dict[str, Any], args: str) -> Iterator[bytes]:
+    """One content block's start, deltas and stop; a tool_use block's input streams `args`."""
+    if block["type"] == "tool_use":
+        yield _sse(
+            {"type": "content_block_start", "index": index,
+             "content_block": {**block, "input": {}}}
+        )
+        if not index:
+            yield _sse({"type": "ping"})
+        for piece in split_chars(args, turn.chunks):
+            yield _sse(
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": piece},
+                }
+            )
+    else:
+        yield _sse(
+            {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": {"type": "text", "text": ""},
+            }
+        )
+        if not index:
+            yield _sse({"type": "ping"})
+        for piece in split_pieces(block["text"], turn.chunks):
+            yield _sse(
+                {
+                    "type": "content_block_delta",
+                    "index": index,
+                    "delta": {"type": "text_delta", "text": piece},
+                }
+            )
+    yield _sse({"type": "content_block_stop", "index": index})
 
 
 async def count_tokens(turn: Turn) -> web.StreamResponse:

@@ -103,10 +103,12 @@ class Turn:
         "disconnect_after",
         "no_usage",
         "on_cancel",
+        "preamble",
         "reply_override",
         "request",
         "seq",
         "settings",
+        "tool_args",
     )
 
     def __init__(self, request: web.Request, body: Any, seq: int, settings: MockSettings) -> None:
@@ -122,6 +124,9 @@ class Turn:
         raw = headers.get("x-mock-disconnect-after")
         self.disconnect_after: int | None = int(raw) if raw and raw.strip().isdigit() else None
         self.no_usage = headers.get("x-mock-no-usage", "").lower() in ("1", "true", "yes")
+        # A tool call's arguments (JSON), and text the model says before it (a preamble).
+        self.tool_args: str | None = headers.get("x-mock-tool-arguments")
+        self.preamble: str | None = headers.get("x-mock-preamble")
         self.on_cancel: Callable[[], None] | None = None
 
     @property
@@ -142,9 +147,11 @@ class Turn:
                 return " ".join(words[:limit]), True
         return text, False
 
-    @staticmethod
-    def tool_arguments(last_user_text: str) -> str:
-        """The deterministic arguments of the single tool call the mock makes."""
+    def tool_arguments(self, last_user_text: str) -> str:
+        """The arguments of the single tool call the mock makes: x-mock-tool-arguments, else
+        derived from the last user text."""
+        if self.tool_args is not None:
+            return self.tool_args
         return orjson.dumps({"query": first_words(last_user_text, 5)}).decode()
 
     async def send_events(self, events: Iterable[bytes]) -> web.StreamResponse:

@@ -11,7 +11,9 @@ the server runs) makes them fail in each of the ways a gateway must tell apart:
 - `http_status` makes the HTTP server itself answer a tool's calls with that status (a 5xx
   from a crashed server or a proxy in front of it) before the SDK sees them;
 - `slow` sleeps `McpSettings.slow_s` first (timeouts);
-- `not_found` is always the tool's own "not found" error (`isError: true`).
+- `not_found` is always the tool's own "not found" error (`isError: true`);
+- `query_db` is always the tool's own timeout error, with a new duration and request id in
+  it each time (a retry storm's answer); `job_status` advances 5 points a call (progress).
 
 Every request that reaches the HTTP server is recorded (method, headers, JSON body), and
 every tool counts its calls, so tests can tell a call the gateway stopped from one that got
@@ -25,6 +27,7 @@ import json
 import socket
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,6 +140,21 @@ class MockMcpServer:
             """Always the tool's own error: there is no such record."""
             calls["not_found"] += 1
             raise ToolError(f"record {id!r} not found")
+
+        @mcp.tool()
+        def query_db(sql: str) -> str:
+            """Always times out, saying so with a new duration and request id each time."""
+            calls["query_db"] += 1
+            raise ToolError(f"database timeout after {30000 + calls['query_db'] * 37} ms "
+                            f"(req {uuid.uuid4().hex[:12]})")
+
+        @mcp.tool()
+        def job_status(job: str) -> str:
+            """A job 5 points further on each call, checked at a fresh time."""
+            calls["job_status"] += 1
+            done = min(100, 5 * calls["job_status"])
+            return (f"job {job}: {done}% (checked {time.strftime('%H:%M:%S')}, "
+                    f"req {uuid.uuid4().hex[:12]})")
 
         @mcp.tool()
         def delete_file(path: str) -> str:

@@ -72,13 +72,15 @@ def _chat_tool_name(body: dict[str, Any], last_role: Any) -> str | None:
     """Name of the tool to call, or None when the mock should answer with text."""
     tools = body.get("tools")
     choice = body.get("tool_choice")
-    if not tools or not isinstance(tools, list) or choice == "none" or last_role == "tool":
+    if not tools or not isinstance(tools, list) or choice == "none":
         return None
-    if isinstance(choice, dict):
+    if isinstance(choice, dict):  # forced: called even right after a tool's result
         fn = choice.get("function")
         name = fn.get("name") if isinstance(fn, dict) else choice.get("name")
         if isinstance(name, str):
             return name
+    if last_role == "tool":
+        return None
     first = tools[0] if isinstance(tools[0], dict) else {}
     for holder in (first.get("function"), first.get("custom"), first):
         if isinstance(holder, dict) and isinstance(holder.get("name"), str):
@@ -104,8 +106,8 @@ async def chat_completions(turn: Turn) -> web.StreamResponse:
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if tool is not None:
         args = turn.tool_arguments(user_text)
-        completion = max(1, mock_token_count(args))
-        text, finish = None, "tool_calls"
+        text, finish = turn.preamble, "tool_calls"  # text before the call, if asked for
+        completion = max(1, mock_token_count(args)) + mock_token_count(text or "")
         call = {
             "id": f"call_mock{seq}",
             "type": "function",
@@ -181,6 +183,10 @@ def _chat_events(
             yield chunk({"content": piece})
     else:
         fn = call["function"]
+        if text:
+            yield chunk({"role": "assistant", "content": "", "refusal": None})
+            for piece in split_pieces(text, turn.chunks):
+                yield chunk({"content": piece})
         yield chunk(
             {
                 "role": "assistant",

@@ -19,6 +19,10 @@ Endpoints (every one records the request it received in ``MockTools.requests``):
 - ``GET /slow?ms=N``: answers after ``N`` milliseconds.
 - ``ANY /fixed``: the same result every time.
 - ``ANY /counter``: a different result every time (a counter).
+- ``ANY /timeout``: 504 with the same error every time, but with a new duration, request
+  id and timestamp in it (what a retry storm keeps getting back).
+- ``ANY /job?id=J``: a job's status, 5 points further each call until 100% (then "done"),
+  with a fresh check time and request id (a poller making progress).
 
 ``settings.latency_ms`` delays every answer.
 """
@@ -26,8 +30,11 @@ Endpoints (every one records the request it received in ``MockTools.requests``):
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import itertools
+import random
+import uuid
 from dataclasses import dataclass
 
 import orjson
@@ -74,6 +81,8 @@ class MockTools(LocalServer):
         self.cancelled_streams = 0
         self.finished_streams = 0
         self._counter = itertools.count(1)
+        self._jobs: dict[str, int] = {}
+        self._rng = random.Random(13)
         super().__init__()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -90,6 +99,8 @@ class MockTools(LocalServer):
         r.add_get("/slow", self._slow)
         r.add_route("*", "/fixed", self._fixed)
         r.add_route("*", "/counter", self._count)
+        r.add_route("*", "/timeout", self._timeout)
+        r.add_route("*", "/job", self._job)
         return app
 
     def calls(self, path: str) -> int:
@@ -198,6 +209,25 @@ class MockTools(LocalServer):
     async def _count(self, request: web.Request) -> web.Response:
         await self._record(request)
         return _json({"n": next(self._counter)})
+
+
+    async def _timeout(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        return _json({"error": f"upstream timeout after {self._rng.randint(30000, 30999)} ms "
+                               f"(req {self._rng.getrandbits(48):012x})",
+                      "request_id": str(uuid.uuid4()), "at": _now()}, 504)
+
+    async def _job(self, request: web.Request) -> web.Response:
+        await self._record(request)
+        job = request.query.get("id", "job-1")
+        done = self._jobs[job] = min(100, self._jobs.get(job, 0) + 5)
+        return _json({"job_id": job, "status": "done" if done == 100 else "running",
+                      "progress": f"{done}%", "checked_at": _now(),
+                      "request_id": str(uuid.uuid4())})
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat()
 
 
 def _json(data: object, status: int = 200, headers: dict[str, str] | None = None,

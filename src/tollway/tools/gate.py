@@ -1,13 +1,16 @@
 """The tool gate: what every tool call goes through, whatever its transport (HTTP or MCP).
 
 Before the call, in order: the caller's key limits and the policies (403 `policy_denied`),
-the loop detector (the same tool with the same arguments returned the same result N times
-in a row in this session: 422 `loop_detected`), the tool's circuit breaker (503
+the loop detectors (422 `loop_detected`: `repeated_tool_call`, the same tool with the same
+arguments returned the same result N times in a row in this session; `no_progress`, the
+tool answered the same normalised result N times in a row whatever the arguments; one
+state round trip for both), the tool's circuit breaker (503
 `breaker_open` with Retry-After), the kill switch and the budgets with the call's configured
 cost reserved (402), and the tool's risk zone: yellow is flagged, red is held until a human
 approves it through the admin API (or it times out: 403). After the call: its outcome on the
 breaker, its cost on the session's, agent's and team's spend, the result for the loop
-detector, and the metrics. The transports only decide what a failure is and speak the error.
+detectors (one round trip), and the metrics. The transports only decide what a failure is
+and speak the error.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,8 +27,10 @@ from tollway.config.model import Config
 from tollway.config.tools import ToolBreakerConfig
 from tollway.errors import GatewayError
 from tollway.exchange import Caller
+from tollway.loops.results import fingerprint
 from tollway.observe.metrics import Metrics
 from tollway.policy.admission import admit, budget_checks, refusal
+from tollway.policy.approvals import ApprovalDesk
 from tollway.policy.identity import Identity
 from tollway.providers.registry import breaker_policy as registry_breaker_policy
 from tollway.routing.breakers import BreakerBoard
@@ -34,11 +38,11 @@ from tollway.state.base import State, StateUnavailable
 from tollway.state.breakers import OPEN, BreakerOutcome, BreakerPolicy
 from tollway.state.guards import Admission, Settlement
 from tollway.state.records import StepRecord
-from tollway.state.toolstate import APPROVED, PENDING, Approval
+from tollway.state.toolstate import Approval, ResultNote
 
 log = logging.getLogger("tollway.tools")
 OK, TOOL_ERROR, FAILURE = "ok", "tool_error", "failure"
-_POLL_S = 0.1  # how often a held call looks at its approval
+_LOOP_WINDOW_S = 3600.0  # a run of repeated results is forgotten after an hour of quiet
 
 
 def breaker_policy(b: ToolBreakerConfig | bool | None) -> BreakerPolicy | None:
@@ -90,9 +94,22 @@ def result_digest(body: bytes) -> str:
     return hashlib.blake2b(body, digest_size=12).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What a tool answered, for the loop detectors: `raw`, the bytes compared exactly
+    (repeated_tool_call); `text`, what no_progress normalises and compares (the raw bytes
+    decoded when None: an MCP result's text content, say, rather than its JSON wrapper)."""
+
+    raw: bytes
+    text: str | None = None
+
+    def readable(self) -> str:
+        return self.text if self.text is not None else self.raw.decode("utf-8", "replace")
+
+
 class ToolGate:
     def __init__(self, cfg: Config, state: State, metrics: Metrics, board: BreakerBoard,
-                 identity: Identity) -> None:
+                 identity: Identity, desk: ApprovalDesk) -> None:
         self.cfg = cfg
         self.state = state
         self.metrics = metrics
@@ -101,7 +118,7 @@ class ToolGate:
         self.policy = cfg.policy
         self.fail_closed = cfg.state.on_failure == "fail_closed"
         self.trust_session_header = cfg.identity.trust_session_header
-        self.held: dict[str, asyncio.Event] = {}  # approvals this process waits on
+        self.desk = desk  # red-zone calls held for approval
 
     def session(self, headers: Mapping[str, str], caller: Caller,
                 default: str | None = None) -> str:
@@ -156,24 +173,35 @@ class ToolGate:
             headers={"x-tollway-tool": tool.name})
 
     async def _check_loop(self, t: Ticket) -> None:
-        rc = self.cfg.loops.repeated_tool_call
-        if rc is None:
+        loops = self.cfg.loops
+        rc, np = loops.repeated_tool_call, loops.no_progress
+        if rc is None and np is None:
             return
         try:
-            _, n = await self.state.tools.repeats(t.session, t.call)
+            seen = await self.state.tools.repeats(t.session, t.call if rc else None,
+                                                  t.tool.name if np else None)
         except StateUnavailable:
             return
-        if n >= rc.threshold:
-            evidence = (f"tool {t.tool.name!r} was called {n} times with the same arguments and "
-                        f"returned the same result each time in session {t.session!r}")
-            self.metrics.loops_detected.labels("repeated_tool_call", t.caller.agent).inc()
-            log.warning("loop detected", extra={"fields": {
-                "detector": "repeated_tool_call", "action": rc.action, "agent": t.caller.agent,
-                "session": t.session, "tool": t.tool.name, "evidence": evidence}})
-            if rc.action == "halt":
-                self._count(t.tool, "loop")
-                raise GatewayError(422, "loop_detected",
-                                   f"loop detected (repeated_tool_call): {evidence}")
+        if rc is not None and seen.call >= rc.threshold:
+            self._loop(t, "repeated_tool_call", rc.action,
+                       f"tool {t.tool.name!r} was called {seen.call} times with the same "
+                       f"arguments and returned the same result each time in session "
+                       f"{t.session!r}")
+        if np is not None and seen.tool >= np.threshold:
+            self._loop(t, "no_progress", np.action,
+                       f"tool {t.tool.name!r} answered the same result {seen.tool} times in a "
+                       f"row in session {t.session!r}, whatever its arguments "
+                       f"({seen.result!r}, ids and times normalised)")
+
+    def _loop(self, t: Ticket, detector: str, action: str, evidence: str) -> None:
+        self.metrics.loops_detected.labels(detector, t.caller.agent).inc()
+        log.warning("loop detected", extra={"fields": {
+            "detector": detector, "action": action, "agent": t.caller.agent,
+            "session": t.session, "tool": t.tool.name, "request_id": t.request_id,
+            "evidence": evidence}})
+        if action == "halt":
+            self._count(t.tool, "loop")
+            raise GatewayError(422, "loop_detected", f"loop detected ({detector}): {evidence}")
 
     async def _admit_state(self, t: Ticket) -> None:
         budgets = (budget_checks(self.cfg.budgets, t.caller.agent, t.caller.team, t.session,
@@ -191,58 +219,21 @@ class ToolGate:
                                   budgets=[(bc, 0.0) for bc in budgets])
 
     async def _hold(self, t: Ticket, summary: str) -> None:
-        timeout = self.policy.approval_timeout_s
-        a = Approval(tool=t.tool.name, agent=t.caller.agent, team=t.caller.team, session=t.session,
-                     summary=summary[:500], expires=time.time() + timeout)
+        a = Approval(tool=t.tool.name, agent=t.caller.agent, team=t.caller.team,
+                     session=t.session, summary=summary[:500],
+                     expires=time.time() + self.policy.approval_timeout_s)
         t.approval = a.id
-        try:
-            await self.state.tools.approval_put(a)
-        except StateUnavailable as exc:
-            await self.release(t)
-            raise GatewayError(503, "state_unavailable", "a red-zone tool call needs an "
-                               "approval, and the shared state that holds approvals is "
-                               "unreachable", retry_after=1) from exc
-        log.warning("tool call held for approval", extra={"fields": {
-            "approval": a.id, "tool": t.tool.name, "agent": t.caller.agent, "session": t.session,
-            "timeout_s": timeout}})
-        event = self.held[a.id] = asyncio.Event()
-        decided: Approval | None = None
-        try:
-            while time.time() < a.expires:
-                with_wait = min(_POLL_S, max(0.0, a.expires - time.time()))
-                try:
-                    async with asyncio.timeout(with_wait):
-                        await event.wait()
-                except TimeoutError:
-                    pass
-                event.clear()
-                try:
-                    decided = await self.state.tools.approval_get(a.id)
-                except StateUnavailable:
-                    continue
-                if decided is not None and decided.status != PENDING:
-                    break
-        finally:
-            self.held.pop(a.id, None)
-        status = decided.status if decided is not None and decided.status != PENDING else (
-            "expired")
-        self.metrics.child(self.metrics.approvals, t.tool.name, status).inc()
-        if status == APPROVED:
+        decision = await self.desk.hold(a)  # 503 when the state is down: admit releases
+        if decision.approved:
             return
         await self.release(t)
         self._count(t.tool, "rejected")
-        why = (f"rejected by {decided.decided_by}" + (f": {decided.reason}" if decided.reason
-                                                      else "")
-               if status != "expired" and decided is not None else
-               f"not approved within {timeout:.0f}s")
         raise GatewayError(403, "policy_denied", f"tool {t.tool.name!r} is in the red zone and "
-                           f"needs an approval; approval {a.id} was {why}")
+                           f"needs an approval; {decision.why()}")
 
     def wake(self, approval_id: str) -> None:
         """An approval was decided through this process: its waiter need not poll."""
-        event = self.held.get(approval_id)
-        if event is not None:
-            event.set()
+        self.desk.wake(approval_id)
 
     # --- after -------------------------------------------------------------------------
     async def release(self, t: Ticket) -> None:
@@ -256,9 +247,11 @@ class ToolGate:
             except Exception:
                 log.exception("could not release the reservation of %s", t.request_id)
 
-    async def settle(self, t: Ticket, status: int, outcome: str, result: str | None,
+    async def settle(self, t: Ticket, status: int, outcome: str, result: ToolResult | None,
                      retry_after_s: float | None = None, charged: bool = True) -> None:
-        """Record a call that was made. `charged`: the tool answered, so its cost is spent."""
+        """Record a call that was made. `charged`: the tool answered, so its cost is spent.
+        `result`: what it answered, when there is one to compare (None: the tool did not
+        answer, or the answer was too large to keep)."""
         if t.settled:
             return
         t.settled = True
@@ -289,14 +282,32 @@ class ToolGate:
             transitions = []
         if transitions:
             self.board.on_transitions(transitions)
-        rc = self.cfg.loops.repeated_tool_call
-        if rc is not None:
-            # No comparable result (an error, a large stream): the run of repeats ends.
-            result = result if result is not None else "none-" + os.urandom(6).hex()
+        note = self._result_note(t, status, outcome, result)
+        if note is not None:
             try:
-                await self.state.tools.note_result(t.session, t.call, result, 3600.0)
+                await self.state.tools.note_result(t.session, note, _LOOP_WINDOW_S)
             except StateUnavailable:
                 pass
+
+    def _result_note(self, t: Ticket, status: int, outcome: str,
+                     result: ToolResult | None) -> ResultNote | None:
+        """What the loop detectors note of a result. With no result to compare, the call's
+        run ends (repeated_tool_call) and the tool's is left as it is: the tool did not
+        answer, which is its breaker's business. A bare acknowledgement ends the tool's run;
+        the HTTP status is part of a result (a 500 and a 200 saying the same are not)."""
+        loops = self.cfg.loops
+        rc, np = loops.repeated_tool_call, loops.no_progress
+        if rc is None and (np is None or result is None):
+            return None
+        note = ResultNote()
+        if rc is not None:
+            note = ResultNote(t.call, result_digest(result.raw) if result is not None else None)
+        if np is not None and result is not None:
+            fp = fingerprint(result.readable(), error=outcome != OK)
+            excerpt = fp.excerpt if status < 400 else f"{status} {fp.excerpt}"
+            note = ResultNote(note.call, note.result, t.tool.name,
+                              None if fp.ack else f"{status}:{fp.digest}", excerpt)
+        return note
 
     def _count(self, tool: ToolTarget, outcome: str) -> None:
         self.metrics.child(self.metrics.tool_calls, tool.name, outcome).inc()

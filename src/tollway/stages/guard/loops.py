@@ -1,17 +1,27 @@
 """Loop evidence read from the conversation itself.
 
-An agent retrying the same failing tool call leaves the evidence in the history it resends:
-the same tool, with the same arguments, answered with the same result, again and again. No
-state is needed to see it. A tool called with other arguments, or answering differently
-(a job whose status changes), is progress and does not count.
+An agent retrying the same failing tool call leaves the evidence in the history it resends,
+so no state is needed to see it:
+- `repeated_tool_call`: the same tool, with the same arguments, answered with the same
+  result, again and again. Other arguments, or another result, do not count.
+- `no_progress`: the same tool answering the same result (ids, times and counters
+  normalised away: tollway.loops.results) in a row, whatever the arguments: a retry storm
+  that changes its arguments every time. Only the run at the end of each tool's history
+  counts, and only for a tool answered in the newest turn: any other result ends the run (a
+  job whose status moves, a search that finds something), and a run the agent already moved
+  on from is not reported again on every later request. Bare acknowledgements ("ok") end a
+  run too: an agent writing twenty files is working.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from tollway.loops.results import ResultPrint, acknowledges, fingerprint, sketch
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +36,17 @@ class RepeatedCall:
         res = self.result if len(self.result) <= 80 else self.result[:77] + "..."
         return (f"tool {self.tool!r} was called {self.times} times with arguments {args} "
                 f"and returned the same result each time ({res!r})")
+
+
+@dataclass(frozen=True, slots=True)
+class NoProgress:
+    tool: str
+    times: int
+    result: str  # normalised, truncated
+
+    def evidence(self) -> str:
+        return (f"tool {self.tool!r} answered the same result the last {self.times} times, "
+                f"whatever its arguments ({self.result!r}, ids and times normalised)")
 
 
 def _text(value: Any) -> str:
@@ -60,49 +81,79 @@ def _sorted_json(value: Any, otherwise: str = "") -> str:
         return otherwise
 
 
-def tool_calls(endpoint: str, body: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(tool, canonical arguments, result) for every answered tool call, in order."""
-    calls: dict[str, tuple[str, str]] = {}
-    out: list[tuple[str, str, str]] = []
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """One tool call of the conversation and its result. `turn` numbers the model turns that
+    emitted calls (parallel calls share one); `error`: the result says it is one
+    (Anthropic's is_error)."""
+
+    turn: int
+    tool: str
+    arguments: Any
+    result: Any
+    error: bool = False
+
+
+def answered(endpoint: str, body: dict[str, Any]) -> list[Answered]:
+    """Every answered tool call of the conversation the agent sent, in order of the results."""
+    calls: dict[str, tuple[int, str, Any]] = {}
+    out: list[Answered] = []
+    turn = 0
     if endpoint == "chat":
         for m in _list(body.get("messages")):
             if not isinstance(m, dict):
                 continue
             if m.get("role") == "assistant":
+                if _list(m.get("tool_calls")):
+                    turn += 1
                 for c in _list(m.get("tool_calls")):
                     fn = c.get("function") if isinstance(c, dict) else None
                     if isinstance(fn, dict):
-                        calls[_id(c.get("id")) or ""] = (str(fn.get("name", "")),
-                                                   _canonical_args(fn.get("arguments", "")))
+                        calls[_id(c.get("id")) or ""] = (turn, str(fn.get("name", "")),
+                                                         fn.get("arguments", ""))
             elif m.get("role") == "tool" and _id(m.get("tool_call_id")) in calls:
-                name, args = calls[m["tool_call_id"]]
-                out.append((name, args, _text(m.get("content"))))
+                t, name, args = calls[m["tool_call_id"]]
+                out.append(Answered(t, name, args, m.get("content")))
     elif endpoint == "messages":
         for m in _list(body.get("messages")):
             if not isinstance(m, dict) or not isinstance(m.get("content"), list):
                 continue
+            if m.get("role") == "assistant":
+                turn += 1
             for block in m["content"]:
                 if not isinstance(block, dict):
                     continue
                 if block.get("type") == "tool_use":
-                    calls[_id(block.get("id")) or ""] = (str(block.get("name", "")),
-                                                   _canonical_args(block.get("input", {})))
+                    calls[_id(block.get("id")) or ""] = (turn, str(block.get("name", "")),
+                                                         block.get("input", {}))
                 elif (block.get("type") == "tool_result"
                       and _id(block.get("tool_use_id")) in calls):
-                    name, args = calls[block["tool_use_id"]]
-                    out.append((name, args, _text(block.get("content"))))
+                    t, name, args = calls[block["tool_use_id"]]
+                    out.append(Answered(t, name, args, block.get("content"),
+                                        block.get("is_error") is True))
     elif endpoint == "responses" and isinstance(body.get("input"), list):
+        in_turn = False  # consecutive function_call items: one turn's parallel calls
         for item in body["input"]:
             if not isinstance(item, dict):
                 continue
-            if item.get("type") == "function_call":
-                calls[_id(item.get("call_id")) or ""] = (str(item.get("name", "")),
-                                                   _canonical_args(item.get("arguments", "")))
+            is_call = item.get("type") == "function_call"
+            if is_call and not in_turn:
+                turn += 1
+            in_turn = is_call
+            if is_call:
+                calls[_id(item.get("call_id")) or ""] = (turn, str(item.get("name", "")),
+                                                         item.get("arguments", ""))
             elif (item.get("type") == "function_call_output"
                   and _id(item.get("call_id")) in calls):
-                name, args = calls[item["call_id"]]
-                out.append((name, args, _text(item.get("output"))))
+                t, name, args = calls[item["call_id"]]
+                out.append(Answered(t, name, args, item.get("output")))
     return out
+
+
+def tool_calls(endpoint: str, body: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(tool, canonical arguments, result) for every answered tool call, in order."""
+    return [(a.tool, _canonical_args(a.arguments), _text(a.result))
+            for a in answered(endpoint, body)]
 
 
 def _id(value: Any) -> str | None:
@@ -126,3 +177,45 @@ def repeated_call(endpoint: str, body: dict[str, Any], threshold: int) -> Repeat
     if worst is None or counts[worst] < threshold:
         return None
     return RepeatedCall(worst[0], worst[1], worst[2], counts[worst])
+
+
+def no_progress(endpoint: str, body: dict[str, Any], threshold: int) -> NoProgress | None:
+    """A run of one normalised result at the end of the history of a tool answered in the
+    newest turn, if it reached the threshold (counted up to the threshold). Walked newest
+    first and only until the run ends: told apart by their plain words first, results are
+    normalised only when they may be the same, so an agent making progress costs little."""
+    found = answered(endpoint, body)
+    if len(found) < threshold:
+        return None
+    newest = found[-1].turn
+    for tool in {a.tool for a in found if a.turn == newest}:
+        run = _run(reversed([a for a in found if a.tool == tool]), threshold)
+        if run is not None:
+            return NoProgress(tool, threshold, run.excerpt)
+    return None
+
+
+def _run(results: Iterator[Answered], threshold: int) -> ResultPrint | None:
+    """The newest result, if the `threshold` newest are all the same (and not a bare
+    acknowledgement). Normalised only once two sketches agree."""
+    first = next(results)
+    text = _text(first.result)
+    if acknowledges(text, first.error):
+        return None
+    mark = sketch(text)
+    fp: ResultPrint | None = None
+    n = 1
+    for a in results:
+        if n >= threshold:
+            break
+        other = _text(a.result)
+        if other != text:
+            if sketch(other) != mark:
+                return None
+            fp = fp or fingerprint(text, first.error)
+            if fingerprint(other, a.error).digest != fp.digest:
+                return None
+        n += 1
+    if n < threshold:
+        return None
+    return fp or fingerprint(text, first.error)

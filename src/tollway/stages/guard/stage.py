@@ -58,6 +58,11 @@ class Guard(Stage):
             found = loops.repeated_call(ex.endpoint.name, ex.body, rc.threshold)
             if found is not None:
                 self._loop(ex, "repeated_tool_call", rc.action, found.evidence())
+        if self.loops.no_progress is not None:
+            np = self.loops.no_progress
+            stuck = loops.no_progress(ex.endpoint.name, ex.body, np.threshold)
+            if stuck is not None:
+                self._loop(ex, "no_progress", np.action, stuck.evidence())
         adm = Admission(session=session, agent=caller.agent, request_id=ex.request_id,
                         hold_s=self.budgets.reservation_ttl_s, lineage=ex.run.query)
         self._rate_checks(ex, adm)

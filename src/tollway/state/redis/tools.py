@@ -1,7 +1,8 @@
 """Tool-call repeats and approvals on Redis (the semantics are in tollway.state.toolstate).
 
-A repeat is noted and an approval decided by a small script each, so that concurrent
-replicas cannot interleave: a second decision cannot overturn the first.
+Repeats are read by one small script and noted by another (both counters of a call in one
+round trip each), and an approval is decided by a third, so that concurrent replicas cannot
+interleave: a second decision cannot overturn the first.
 """
 
 from __future__ import annotations
@@ -13,15 +14,38 @@ from typing import Any
 import orjson
 
 from tollway.state.redis.link import RedisLink
-from tollway.state.toolstate import APPROVED, KEEP_DECIDED_S, REJECTED, Approval, ToolState
+from tollway.state.toolstate import (
+    APPROVED,
+    KEEP_DECIDED_S,
+    REJECTED,
+    Approval,
+    Repeats,
+    ResultNote,
+    ToolState,
+)
 
+# KEYS: the call's run, the tool's run. ARGV: window ms, then per run: tracked ('1' or ''),
+# the result digest ('' ends the run), and for the tool's run its excerpt.
 _NOTE = """
-local cur = redis.call('HMGET', KEYS[1], 'r', 'n')
-local n = 1
-if cur[1] == ARGV[1] then n = tonumber(cur[2]) + 1 end
-redis.call('HSET', KEYS[1], 'r', ARGV[1], 'n', n)
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return n
+local out = {0, 0}
+local function note(key, result, excerpt, i)
+  if result == '' then redis.call('DEL', key) return end
+  local cur = redis.call('HMGET', key, 'r', 'n')
+  local n = 1
+  if cur[1] == result then n = tonumber(cur[2]) + 1 end
+  redis.call('HSET', key, 'r', result, 'n', n, 'x', excerpt)
+  redis.call('PEXPIRE', key, ARGV[1])
+  out[i] = n
+end
+if ARGV[2] == '1' then note(KEYS[1], ARGV[3], '', 1) end
+if ARGV[4] == '1' then note(KEYS[2], ARGV[5], ARGV[6], 2) end
+return out
+"""
+
+_READ = """
+local c = redis.call('HMGET', KEYS[1], 'n')
+local t = redis.call('HMGET', KEYS[2], 'n', 'x')
+return {c[1] or '0', t[1] or '0', t[2] or ''}
 """
 
 _DECIDE = """
@@ -40,25 +64,41 @@ return out
 
 
 class RedisToolState(ToolState):
-    """Keys: ``tl:<session>:<call>`` (hash r, n; PX window), ``ap:<id>`` (JSON; expires an
-    hour after its deadline) and ``ap:ix`` (zset id -> created)."""
+    """Keys: ``tl:<session>:<call>`` and ``tp:<session>:<tool>`` (hash r, n, x; PX window),
+    ``ap:<id>`` (JSON; expires an hour after its deadline) and ``ap:ix`` (zset id ->
+    created)."""
 
     def __init__(self, link: RedisLink) -> None:
         self._redis = link.redis
         self._k = link.key
         self._call = link.call
         self._note = link.inline_script(_NOTE)
+        self._read = link.inline_script(_READ)
         self._decide = link.inline_script(_DECIDE)
 
-    async def repeats(self, session: str, call: str) -> tuple[str | None, int]:
-        got = await self._call("tools", lambda: self._redis.hmget(
-            self._k("tl", session, call), "r", "n"))
-        return (got[0], int(got[1])) if got and got[0] is not None else (None, 0)
+    def _keys(self, session: str, call: str | None, tool: str | None) -> list[str]:
+        return [self._k("tl", session, call or ""), self._k("tp", session, tool or "")]
 
-    async def note_result(self, session: str, call: str, result: str, window_s: float) -> int:
-        n = await self._call("tools", lambda: self._note(
-            keys=[self._k("tl", session, call)], args=[result, max(1, int(window_s * 1000))]))
-        return int(n)
+    async def repeats(self, session: str, call: str | None, tool: str | None) -> Repeats:
+        if call is None and tool is None:
+            return Repeats()
+        got = await self._call("tools", lambda: self._read(
+            keys=self._keys(session, call, tool), args=[]))
+        n_call, n_tool, excerpt = (_str(g) for g in got)
+        return Repeats(int(n_call) if call is not None else 0,
+                       int(n_tool) if tool is not None else 0,
+                       excerpt if tool is not None else "")
+
+    async def note_result(self, session: str, note: ResultNote, window_s: float) -> Repeats:
+        if note.call is None and note.tool is None:
+            return Repeats()
+        args = [max(1, int(window_s * 1000)),
+                "1" if note.call is not None else "", note.result or "",
+                "1" if note.tool is not None else "", note.same or "", note.excerpt]
+        got = await self._call("tools", lambda: self._note(
+            keys=self._keys(session, note.call, note.tool), args=args))
+        n_tool = int(got[1])
+        return Repeats(int(got[0]), n_tool, note.excerpt if n_tool else "")
 
     async def approval_put(self, a: Approval) -> None:
         ttl_ms = max(1, int((a.expires - time.time() + KEEP_DECIDED_S) * 1000))
@@ -95,8 +135,12 @@ class RedisToolState(ToolState):
         return _load(raw)
 
 
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _load(raw: Any) -> Approval | None:
     if not raw:
         return None
     d = orjson.loads(raw)
-    return Approval(**{k: d.get(k) for k in Approval.__dataclass_fields__})
+    return Approval(**{k: d[k] for k in Approval.__dataclass_fields__ if k in d})

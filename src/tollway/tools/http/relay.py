@@ -13,13 +13,13 @@ from multidict import CIMultiDict
 
 from tollway.errors import GatewayError
 from tollway.protocols.base import ERROR_TYPES_OPENAI
-from tollway.tools.gate import FAILURE, OK, TOOL_ERROR, Ticket, ToolGate, result_digest
+from tollway.tools.gate import FAILURE, OK, TOOL_ERROR, Ticket, ToolGate, ToolResult
 from tollway.tools.http.tool import HttpTool, _downstream_headers
 from tollway.wire import retry_after as parse_retry_after
 
 log = logging.getLogger("tollway.tools.http")
 
-DIGEST_MAX = 1 << 20  # response bodies up to this are digested for the loop detector
+DIGEST_MAX = 1 << 20  # response bodies up to this are kept for the loop detectors
 
 
 async def relay(gate: ToolGate, request: web.Request, ticket: Ticket, tool: HttpTool,
@@ -80,9 +80,9 @@ async def relay(gate: ToolGate, request: web.Request, ticket: Ticket, tool: Http
         outcome = FAILURE
         log.warning("tool stream cut", extra={"fields": {
             "tool": tool.name, "request_id": request_id, "reason": cut}})
-    digest = (result_digest(b"".join(keep))
+    result = (ToolResult(b"".join(keep))
               if keep is not None and not gone and cut is None else None)
-    await gate.settle(ticket, settled_status, outcome, digest,
+    await gate.settle(ticket, settled_status, outcome, result,
                       retry_after_s=retry_after if outcome == FAILURE else None)
     if cut is not None:
         # No clean end: the caller must see that the body is incomplete.
@@ -115,7 +115,7 @@ async def _whole(gate: ToolGate, ticket: Ticket, tool: HttpTool,
                               {k: v for k, v in headers.items() if k.startswith("x-tollway")})
     finally:
         upstream.release()
-    await gate.settle(ticket, upstream.status, outcome, result_digest(payload),
+    await gate.settle(ticket, upstream.status, outcome, ToolResult(payload),
                       retry_after_s=retry_after if outcome == FAILURE else None)
     if head and upstream.content_length is not None:
         headers["Content-Length"] = str(upstream.content_length)  # what a GET would get

@@ -12,7 +12,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from tollway.errors import GatewayError
-from tollway.tools.gate import FAILURE, OK, TOOL_ERROR, ToolGate, result_digest
+from tollway.tools.gate import FAILURE, OK, TOOL_ERROR, ToolGate, ToolResult
 from tollway.tools.mcp.ledger import _Pending, _RpcLedger
 from tollway.tools.mcp.messages import _INTERNAL_ERROR, _dumps, _json, _key, rpc_error
 
@@ -75,16 +75,16 @@ class Settler:
             if isinstance(result, dict):  # _meta may carry per-call noise (ids, timings)
                 result = {k: v for k, v in result.items() if k != "_meta"}
             await self.gate.settle(ticket, status, outcome,
-                                   result_digest(_dumps(result, canonical=True)))
+                                   ToolResult(_dumps(result, canonical=True),
+                                              _result_text(result)))
             return
         error = msg.get("error")
         code = error.get("code") if isinstance(error, dict) else None
         if code == _INTERNAL_ERROR:
             await self.gate.settle(ticket, status, FAILURE, None, charged=False)
         else:
-            await self.gate.settle(ticket, status, TOOL_ERROR,
-                                   result_digest(_dumps({"error": error}, canonical=True)),
-                                   charged=False)
+            raw = _dumps({"error": error}, canonical=True)
+            await self.gate.settle(ticket, status, TOOL_ERROR, ToolResult(raw), charged=False)
 
     async def on_messages(self, ledger: _RpcLedger, msgs: list[Any], status: int,
                           ) -> list[Any] | None:
@@ -143,3 +143,17 @@ class Settler:
         """Shutting down: the settlements still running in the background are cancelled."""
         for task in list(self._tasks):
             task.cancel()
+
+
+def _result_text(result: Any) -> str | None:
+    """What an MCP result says, for no_progress: its text content, without the JSON that
+    wraps it (whose `isError: false` would read as trouble); None (compare the JSON) when
+    it has no text."""
+    content = result.get("content") if isinstance(result, dict) else None
+    if not isinstance(content, list):
+        return None
+    texts = [c["text"] for c in content
+             if isinstance(c, dict) and c.get("type") == "text" and isinstance(c.get("text"), str)]
+    if len(texts) != len(content) or not texts:
+        return None
+    return "\n".join(texts)
