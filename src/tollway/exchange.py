@@ -160,6 +160,7 @@ class Outcome:
     text: Callable[[], str] | None = None  # the answer's text, decoded on demand
     tool_calls: Sequence[str] = ()  # tools the model's answer called
     call_ids: Sequence[str] = ()  # their ids, which the agent's next request echoes back
+    call_args: Sequence[tuple[str, str]] = ()  # (name, arguments as JSON text) of each call
     response_id: str | None = None  # Responses: what a next call names to continue
     client_disconnected: bool = False
     stream_truncated: bool = False

@@ -37,8 +37,10 @@ def budget_checks(b: BudgetsConfig, agent: str, team: str, session: str, reserve
     return checks
 
 
-def refusal(metrics: Metrics, session: str, agent: str, v: Verdict) -> GatewayError:
-    """The error for an admission the State refused."""
+def refusal(metrics: Metrics, session: str, agent: str, v: Verdict,
+            tool: str | None = None) -> GatewayError:
+    """The error for an admission the State refused. `tool`: a tool call's, whose cost is
+    the tool's configured price (max_tokens has nothing to do with it)."""
     if v.denied_by == "killed":
         return GatewayError(403, "policy_denied",
                             f"session {session!r} was killed by an operator")
@@ -71,8 +73,11 @@ def refusal(metrics: Metrics, session: str, agent: str, v: Verdict) -> GatewayEr
         return GatewayError(402, "budget_exceeded",
                             f"budget exceeded: {what} budget{period} is ${bc.limit:.4f}; "
                             f"spent ${spent:.4f}, ${reserved:.4f} reserved by requests in "
-                            f"flight, and this request could cost up to ${bc.reserve:.4f} "
-                            f"(set max_tokens to reserve less)",
+                            f"flight, and " + (
+                                f"this call of tool {tool!r} costs ${bc.reserve:.4f} "
+                                f"(its configured cost_usd)" if tool is not None else
+                                f"this request could cost up to ${bc.reserve:.4f} "
+                                f"(set max_tokens to reserve less)"),
                             headers={"x-tollway-budget-scope": bc.scope})
     return GatewayError(403, "policy_denied", "refused by the gateway")
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from tollway.protocols.sse import data_of, event_data
+from tollway.protocols.sse import data_of, event_data, events
 
 TOOL_MARKERS = (b'"tool_use"', b'"function"', b'"function_call"')
 NAME_MARKER = b'"name"'  # in every event that starts a tool call, in every dialect
@@ -111,11 +111,6 @@ def response_tool_names(body: dict[str, Any]) -> list[str]:
     return [c.name for c in response_tool_calls(body)]
 
 
-def response_calls(body: dict[str, Any]) -> list[tuple[str, str | None]]:
-    """(name, call id) of the tool calls a whole answer makes, in any dialect."""
-    return [(c.name, c.id) for c in response_tool_calls(body)]
-
-
 def _stream_calls(event: Any) -> list[tuple[str, str | None, str]]:
     """(name, id, arguments so far) of the calls one stream event starts."""
     if not isinstance(event, dict):
@@ -158,18 +153,73 @@ def _json_text(value: Any) -> str:
 
 
 class ToolCallCapture:
-    """The names and ids of the tool calls a stream starts, as its events go by."""
+    """The tool calls a stream makes, as its events go by: names and ids as soon as a call
+    starts, and its arguments as they arrive (OpenAI chat deltas by index, Anthropic
+    input_json_delta by block, a Responses item's arguments when it is done). Only events
+    with a marker are parsed, once each."""
 
-    __slots__ = ("ids", "names")
+    __slots__ = ("_calls", "ids", "names")
+
+    MARKERS = (*TOOL_MARKERS, b'"input_json_delta"')
 
     def __init__(self) -> None:
         self.names: list[str] = []
         self.ids: list[str] = []
+        self._calls: dict[Any, list[Any]] = {}  # stream position -> [name, id, [args]]
 
     def scan(self, blob: bytes) -> None:
-        if any(m in blob for m in TOOL_MARKERS):
-            for name, call_id in stream_calls(blob):
-                if name not in self.names or call_id not in self.ids:
-                    self.names.append(name)
-                if call_id is not None and call_id not in self.ids:
-                    self.ids.append(call_id)
+        if not any(m in blob for m in self.MARKERS):
+            return
+        for ev in events(blob):
+            if any(m in ev for m in self.MARKERS):
+                try:
+                    data = orjson.loads(event_data(ev)[1])
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(data, dict):
+                    self._event(data)
+
+    def arguments(self) -> list[tuple[str, str]]:
+        """(name, arguments as JSON text) of each call, as far as the stream went."""
+        return [(c[0], "".join(c[2])) for c in self._calls.values() if c[0]]
+
+    def _event(self, event: dict[str, Any]) -> None:
+        for choice in event.get("choices") or ():  # OpenAI chat
+            choice = _dict(choice)
+            for call in (_dict(choice.get("delta")).get("tool_calls") or ()):
+                call = _dict(call)
+                fn = _dict(call.get("function"))
+                entry = self._at(("o", choice.get("index"), call.get("index")),
+                                 fn.get("name"), call.get("id"))
+                if isinstance(fn.get("arguments"), str):
+                    entry[2].append(fn["arguments"])
+        kind = event.get("type")
+        block = event.get("content_block")
+        if isinstance(block, dict) and block.get("type") == "tool_use":  # Anthropic
+            entry = self._at(("a", event.get("index")), block.get("name"), block.get("id"))
+            if block.get("input"):
+                entry[2][:] = [_json_text(block["input"])]
+        elif kind == "content_block_delta":
+            delta = _dict(event.get("delta"))
+            entry = self._calls.get(("a", event.get("index")))
+            if entry is not None and isinstance(delta.get("partial_json"), str):
+                entry[2].append(delta["partial_json"])
+        item = event.get("item")
+        if isinstance(item, dict) and item.get("type") == "function_call":  # Responses
+            entry = self._at(("r", item.get("id") or item.get("call_id")), item.get("name"),
+                             item.get("call_id"))
+            if isinstance(item.get("arguments"), str) and item["arguments"]:
+                entry[2][:] = [item["arguments"]]
+
+    def _at(self, where: Any, name: Any, call_id: Any) -> list[Any]:
+        entry = self._calls.get(where)
+        if entry is None:
+            entry = self._calls[where] = [None, None, []]
+        if isinstance(name, str) and name and entry[0] is None:
+            entry[0] = name
+            self.names.append(name)
+        if (cid := _id(call_id)) is not None and entry[1] is None:
+            entry[1] = cid
+            if cid not in self.ids:
+                self.ids.append(cid)
+        return entry

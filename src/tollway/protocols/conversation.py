@@ -65,6 +65,56 @@ def fingerprints(texts: list[str]) -> list[str]:
     return list(out)
 
 
+def tool_keys(name: str, args: Any) -> list[str]:
+    """Keys a tool call is found by when the agent then makes it through the tool gateway:
+    its name and arguments, and its arguments alone (a tool is often named differently to
+    the model than to the gateway; of two answers of one agent that emitted the same
+    arguments, the later is found). Arguments are an object (or its JSON text); top-level
+    scalars compare as text, so a model's `{"days": 3}` is the query string `?days=3`."""
+    if isinstance(args, (str, bytes)):
+        try:
+            args = orjson.loads(args)
+        except orjson.JSONDecodeError:
+            return []
+    if not isinstance(args, dict) or not args:
+        return []
+    canon = "\n".join(f"{k}={_scalar(args[k])}" for k in sorted(args)).encode(
+        "utf-8", "surrogatepass")
+    return ["k" + digest(name.encode("utf-8", "surrogatepass") + b"\0" + canon),
+            "k" + digest(b"\0" + canon)]
+
+
+def argument_texts(args: Any) -> list[str]:
+    """The strings in a tool call's arguments (its JSON text): a sub-agent's task, a message
+    to another agent. What a hand-off through a tool call is recognised by."""
+    if isinstance(args, (str, bytes)):
+        try:
+            args = orjson.loads(args)
+        except orjson.JSONDecodeError:
+            return [args] if isinstance(args, str) else []
+    out: list[str] = []
+    stack = [args]
+    while stack and len(out) < MAX_FINGERPRINTS:
+        v = stack.pop()
+        if isinstance(v, str):
+            if len(v) >= MIN_CHARS:
+                out.append(v)
+        elif isinstance(v, dict):
+            stack += reversed(list(v.values()))
+        elif isinstance(v, list):
+            stack += reversed(v)
+    return out
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    try:
+        return orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return repr(v)
+
+
 def read(endpoint: str, body: dict[str, Any]) -> Conversation:
     if endpoint == "chat":
         return _chat(body.get("messages"))

@@ -87,10 +87,14 @@ class Account(Stage):
         answers = [conversation.call_key(c) for c in out.call_ids]
         if (key := conversation.text_key(text)) is not None:
             answers.append(key)
+        said = [text] if text else []
+        for name, args in out.call_args:  # the tool gateway finds the call by these
+            answers += conversation.tool_keys(name, args)
+            said += conversation.argument_texts(args)  # a task handed to a sub-agent
         if not answers and not out.response_id:
             return None
         return LineageWrite(ex.run.session, ex.caller.agent, answers,
-                            conversation.fingerprints([text]) if text else [],
+                            conversation.fingerprints(said) if said else [],
                             out.response_id, ex.run.parent, self.lineage_window_s)
 
     def _finish_span(self, ex: Exchange, total: float) -> None:

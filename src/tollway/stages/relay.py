@@ -25,7 +25,7 @@ from aiohttp import web
 from tollway.errors import GatewayError
 from tollway.exchange import Body, Chunk, Exchange
 from tollway.observe.metrics import Metrics
-from tollway.protocols.answers import response_calls, response_text
+from tollway.protocols.answers import response_text, response_tool_calls
 from tollway.protocols.base import StreamObserver
 from tollway.protocols.sse import EventSplitter
 from tollway.protocols.usage import BadUsage
@@ -90,9 +90,10 @@ async def whole(ex: Exchange, upstream: aiohttp.ClientResponse, ctype: str,
         if isinstance(parsed, dict):
             answer = parsed
             if ex.body.get("tools"):
-                calls = response_calls(answer)
-                out.tool_calls = [name for name, _ in calls]
-                out.call_ids = [i for _, i in calls if i]
+                calls = response_tool_calls(answer)
+                out.tool_calls = [c.name for c in calls]
+                out.call_ids = [c.id for c in calls if c.id]
+                out.call_args = [(c.name, c.arguments) for c in calls]
             if endpoint.name == "responses" and isinstance(answer.get("id"), str):
                 out.response_id = answer["id"]
             out.text = lambda: response_text(answer)
@@ -212,6 +213,7 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
         if observer.calls is not None:
             out.tool_calls = observer.calls.names
             out.call_ids = observer.calls.ids
+            out.call_args = observer.calls.arguments()
         out.response_id = observer.response_id
         if out.client_disconnected:
             out.stream_truncated = True

@@ -19,9 +19,9 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from tollway.config.model import Config
 from tollway.config.tools import ToolBreakerConfig
@@ -32,11 +32,13 @@ from tollway.observe.metrics import Metrics
 from tollway.policy.admission import admit, budget_checks, refusal
 from tollway.policy.approvals import ApprovalDesk
 from tollway.policy.identity import Identity
+from tollway.protocols import conversation
 from tollway.providers.registry import breaker_policy as registry_breaker_policy
 from tollway.routing.breakers import BreakerBoard
 from tollway.state.base import State, StateUnavailable
 from tollway.state.breakers import OPEN, BreakerOutcome, BreakerPolicy
 from tollway.state.guards import Admission, Settlement
+from tollway.state.lineage import LineageQuery
 from tollway.state.records import StepRecord
 from tollway.state.toolstate import Approval, ResultNote
 
@@ -119,19 +121,46 @@ class ToolGate:
         self.fail_closed = cfg.state.on_failure == "fail_closed"
         self.trust_session_header = cfg.identity.trust_session_header
         self.desk = desk  # red-zone calls held for approval
+        ident = cfg.identity
+        self.lineage_window_s = ident.lineage_window_s if ident.lineage else None
 
     def session(self, headers: Mapping[str, str], caller: Caller,
                 default: str | None = None) -> str:
         """x-tollway-session when trusted; else the transport's own (an MCP session), else
-        one session per agent for its tool calls."""
+        the agent's tool calls of the day (UTC): a bucket whose session budget resets daily.
+        Either is only where a call lands when no model answer of the agent emitted it
+        (`call_keys`)."""
+        named = self._named(headers)
+        if named:
+            return named
+        return default or f"tools-{caller.agent}-{time.strftime('%Y-%m-%d', time.gmtime())}"
+
+    def _named(self, headers: Mapping[str, str]) -> str | None:
         named = headers.get("x-tollway-session") if self.trust_session_header else None
         if named:  # bytes that are not UTF-8 (kept by aiohttp as surrogates) become U+FFFD
             return named[:128].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        return default or f"tools-{caller.agent}"
+        return None
+
+    def call_keys(self, headers: Mapping[str, str], tool: str, args: Any) -> list[str]:
+        """What finds the model answer that emitted this call (its session is the call's):
+        the answer's call id when the agent passes it (x-tollway-call-id), else the tool's
+        name and arguments, or the arguments alone. None to look for when the session is
+        named, or lineage is off."""
+        if self.lineage_window_s is None or self._named(headers):
+            return []
+        keys = conversation.tool_keys(tool, args)
+        call_id = headers.get("x-tollway-call-id")
+        if call_id:
+            keys.insert(0, conversation.call_key(call_id.encode(
+                "utf-8", "surrogateescape").decode("utf-8", "replace")))
+        return keys
 
     # --- before ------------------------------------------------------------------------
     async def admit(self, caller: Caller, session: str, tool: ToolTarget, call: str,
-                    request_id: str, summary: str) -> Ticket:
+                    request_id: str, summary: str, keys: Sequence[str] = ()) -> Ticket:
+        """`keys`: what finds the answer that emitted this call (`call_keys`); found, the
+        call joins that answer's session (resolved in the state admission, which comes
+        first so the loop detectors count in the session the call belongs to)."""
         ticket = Ticket(caller, session, tool, call, request_id)
         try:
             self.identity.check_tool(caller, tool.name)
@@ -139,18 +168,18 @@ class ToolGate:
             self._count(tool, "denied")
             self.metrics.child(self.metrics.policy_denials, "tool", caller.agent).inc()
             raise
-        await self._check_loop(ticket)
-        view = self.board.views.get(tool.target)
-        if tool.breaker is not None and view is not None and view.state == OPEN and (
-                time.time() < view.until):  # fail fast, before reserving anything
-            self._breaker_open(tool, view.until - time.time())
-        await self._admit_state(ticket)
+        await self._admit_state(ticket, keys)
         try:
+            await self._check_loop(ticket)
+            view = self.board.views.get(tool.target)
+            if tool.breaker is not None and view is not None and view.state == OPEN and (
+                    time.time() < view.until):  # fail fast
+                self._breaker_open(tool, view.until - time.time())
             ticket.zone = self.policy.zone(tool.name)
             if ticket.zone != "green":
                 self.metrics.child(self.metrics.tool_flagged, tool.name, ticket.zone).inc()
                 log.warning("tool call in a %s zone", ticket.zone, extra={"fields": {
-                    "tool": tool.name, "agent": caller.agent, "session": session,
+                    "tool": tool.name, "agent": caller.agent, "session": ticket.session,
                     "request_id": request_id, "zone": ticket.zone}})
             if ticket.zone == "red":
                 await self._hold(ticket, summary)
@@ -203,18 +232,25 @@ class ToolGate:
             self._count(t.tool, "loop")
             raise GatewayError(422, "loop_detected", f"loop detected ({detector}): {evidence}")
 
-    async def _admit_state(self, t: Ticket) -> None:
+    async def _admit_state(self, t: Ticket, keys: Sequence[str]) -> None:
         budgets = (budget_checks(self.cfg.budgets, t.caller.agent, t.caller.team, t.session,
                                  t.tool.cost_usd)
                    if self.cfg.budgets.any and t.tool.cost_usd else [])
-        if not (self.cfg.kill_switch or budgets):
+        if not (self.cfg.kill_switch or budgets or keys):
             return
+        query = None
+        if keys:
+            query = LineageQuery(t.caller.agent, t.session, answers=list(keys),
+                                 window_s=self.lineage_window_s or 0.0)
         adm = Admission(session=t.session, agent=t.caller.agent, budgets=budgets,
-                        request_id=t.request_id, hold_s=self.cfg.budgets.reservation_ttl_s)
+                        request_id=t.request_id, hold_s=self.cfg.budgets.reservation_ttl_s,
+                        lineage=query)
         verdict = await admit(self.state, adm, self.fail_closed)
+        if verdict.lineage is not None:
+            t.session = verdict.lineage.session
         if not verdict.allowed:
             self._count(t.tool, "budget" if verdict.denied_by == "budget" else "denied")
-            raise refusal(self.metrics, t.session, t.caller.agent, verdict)
+            raise refusal(self.metrics, t.session, t.caller.agent, verdict, tool=t.tool.name)
         t.settlement = Settlement(request_id=t.request_id,
                                   budgets=[(bc, 0.0) for bc in budgets])
 

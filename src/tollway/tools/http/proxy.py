@@ -23,7 +23,13 @@ from tollway.observe.metrics import Metrics
 from tollway.tools.gate import FAILURE, Ticket, ToolGate, call_digest
 from tollway.tools.http.body import _Body, _read_body, _too_large, _TooLarge, _Upload
 from tollway.tools.http.relay import _outcome, error_response, relay
-from tollway.tools.http.tool import REFUSED_METHODS, HttpTool, _split, _upstream_headers
+from tollway.tools.http.tool import (
+    REFUSED_METHODS,
+    HttpTool,
+    _split,
+    _upstream_headers,
+    call_arguments,
+)
 
 log = logging.getLogger("tollway.tools.http")
 
@@ -88,22 +94,24 @@ class HttpTools:
                                "'..' segments")
         body = await _read_body(request, tool)
         session = self.gate.session(request.headers, caller)
+        keys = self.gate.call_keys(request.headers, tool.name, call_arguments(body, query))
         summary = f"{method} {tail or '/'}" + (f"?{query}" if query else "")
         ticket, used, src = await self._admit(caller, session, tool, method, tail, query, body,
-                                              request_id, summary)
+                                              request_id, summary, keys)
         return await self._call(request, ticket, used, src, method, tail, query, body,
                                 request_id)
 
     async def _admit(self, caller: Caller, session: str, tool: HttpTool, method: str, tail: str,
-                     query: str, body: _Body, request_id: str,
-                     summary: str) -> tuple[Ticket, HttpTool, str | None]:
+                     query: str, body: _Body, request_id: str, summary: str,
+                     keys: list[str]) -> tuple[Ticket, HttpTool, str | None]:
         """Admit the call on the tool, or on its fallback while the tool's breaker is open.
         Returns (ticket, the tool that will answer, the tool it stands in for)."""
         parts = (method.encode(), f"{tail}?{query}".encode(),
                  *(() if body.data is None else (body.data,)))
         try:
             ticket = await self.gate.admit(caller, session, tool.target,
-                                           call_digest(tool.name, *parts), request_id, summary)
+                                           call_digest(tool.name, *parts), request_id, summary,
+                                           keys)
             return ticket, tool, None
         except GatewayError as err:
             if err.code != "breaker_open" or tool.cfg.fallback is None:
@@ -117,7 +125,7 @@ class HttpTools:
             try:
                 ticket = await self.gate.admit(caller, session, current.target,
                                                call_digest(current.name, *parts), request_id,
-                                               summary)
+                                               summary, keys)
             except GatewayError as err:
                 # Open too, or not one this caller may use: the next one, else the first
                 # tool's own 503. Budgets, loops, kill switches: as they are.

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 import aiohttp
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
@@ -70,6 +72,17 @@ def _split(request: web.Request) -> tuple[str, str]:
     parts = request.rel_url.raw_path.split("/", 3)  # "", "tools", "<tool>", rest
     tail = "/" + parts[3] if len(parts) == 4 else ""
     return tail, request.rel_url.raw_query_string
+
+
+def call_arguments(body: _Body, query: str) -> Any:
+    """The call's arguments as a model would have emitted them: a JSON object body, else the
+    query's parameters (what the tool gate finds the emitting answer by)."""
+    if body.data and body.data.lstrip()[:1] == b"{":
+        try:
+            return orjson.loads(body.data)
+        except orjson.JSONDecodeError:
+            return None
+    return dict(parse_qsl(query, keep_blank_values=True)) if query else None
 
 
 def _upstream_headers(client: Mapping[str, str], tool: HttpTool,

@@ -8,6 +8,7 @@ import hashlib
 import itertools
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -129,7 +130,8 @@ class McpProxy:
         return self.gate.session(request.headers, caller, default)
 
     async def _admit(self, ledger: _RpcLedger, msg: dict[str, Any], caller: Caller,
-                     session: str, rid: str) -> tuple[Ticket | None, dict[str, Any] | None]:
+                     session: str, rid: str, headers: Mapping[str, str],
+                     ) -> tuple[Ticket | None, dict[str, Any] | None]:
         """(ticket, None) to forward `msg` (its name rewritten to a fallback, maybe), or
         (None, the JSON-RPC error to answer)."""
         rpc_id = msg.get("id")
@@ -142,9 +144,10 @@ class McpProxy:
         canon = _dumps(args if args is not None else {}, canonical=True)
         target = self.target(ledger.server, ledger.srv, tool)
         summary = f"{target.name} {canon[:_SUMMARY_CHARS].decode('utf-8', 'replace')}"
+        keys = self.gate.call_keys(headers, tool, args)  # the model names it as MCP does
         try:
             ticket = await self.gate.admit(caller, session, target,
-                                           call_digest(target.name, canon), rid, summary)
+                                           call_digest(target.name, canon), rid, summary, keys)
             return ticket, None
         except GatewayError as err:
             if err.code != "breaker_open" or not target.fallback:
@@ -153,7 +156,7 @@ class McpProxy:
         fb = self.target(ledger.server, ledger.srv, target.fallback)
         try:
             ticket = await self.gate.admit(caller, session, fb, call_digest(fb.name, canon), rid,
-                                           f"{fb.name} {summary[len(target.name) + 1:]}")
+                                           f"{fb.name} {summary[len(target.name) + 1:]}", keys)
         except GatewayError as err:
             refused.message += (f"; its fallback {fb.name!r} was refused too: "
                                 f"{err.message}")
@@ -189,7 +192,8 @@ class McpProxy:
                         continue
                     asked = (m.get("params") or {}).get("name") if isinstance(
                         m.get("params"), dict) else None
-                    ticket, refusal = await self._admit(ledger, m, caller, session, rid)
+                    ticket, refusal = await self._admit(ledger, m, caller, session, rid,
+                                                        request.headers)
                     if ticket is None:
                         ledger.refusals.append(refusal)  # type: ignore[arg-type]
                         changed = True
