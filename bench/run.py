@@ -232,8 +232,9 @@ def start_target(children: Children, name: str, upstream: str, redis_url: str | 
     elif row.startswith("guards"):
         argv = [*tollway, "serve", "-c", str(tree / GUARDS_CONFIG.name), "--host", "127.0.0.1",
                 "--port", str(port)]
-        env |= {"BENCH_UPSTREAM": upstream, "BENCH_STATE": "redis" if redis_url else "memory",
-                "BENCH_REDIS_URL": redis_url or ""}
+        env |= {"BENCH_UPSTREAM": upstream, "BENCH_STATE": "redis" if redis_url else "memory"}
+        if redis_url:
+            env["BENCH_REDIS_URL"] = redis_url
     else:
         config = {"routing-50": ROUTING_CONFIG, "cache-miss": CACHE_CONFIG,
                   "cache-hit": CACHE_CONFIG, "semantic-miss": SEMANTIC_CONFIG,

@@ -91,10 +91,10 @@ def _interpolate(s: str, loc: Loc, lines: dict[Loc, int], env: Any, problems: li
                  file: str) -> str:
     def sub(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
+        if default is not None:  # as in a shell: set but empty takes the default too
+            return env.get(name) or default
         if name in env:
             return env[name]
-        if default is not None:
-            return default
         problems.append(Problem(file, lines.get(loc), _dotted(loc),
                                 f"environment variable {name} is not set "
                                 f"(write ${{{name}:-}} to make it optional)"))
