@@ -95,8 +95,9 @@ def build_chain(gw: Gateway, cfg: Config, registry: ModelRegistry, identity: Ide
         stages.append(Cache(
             cfg.cache, gw.state, gw.metrics,
             {n: m.cache_ttl_s for n, m in cfg.models.items()}, gw.semantic,
-            frozenset(n for n, m in cfg.models.items() if m.semantic_cache),
-            frozenset(r.name for r in cfg.routing if r.semantic_cache)))
+            {n: _bound(m.semantic_cache, cfg) for n, m in cfg.models.items()
+             if m.semantic_cache},
+            {r.name: _bound(r.semantic_cache, cfg) for r in cfg.routing if r.semantic_cache}))
     providers = {n: Limiter(f"provider:{n}", p.concurrency)
                  for n, p in cfg.providers.items() if p.concurrency}
     models = {n: Limiter(f"model:{n}", m.concurrency)
@@ -108,3 +109,9 @@ def build_chain(gw: Gateway, cfg: Config, registry: ModelRegistry, identity: Ide
     stages += [Price(gw.metrics, gw.counter),
                Forward(gw.metrics, cfg.retries, board)]
     return Chain(stages)
+
+
+def _bound(opt_in: object, cfg: Config) -> float:
+    """A model's or rule's semantic max_error_rate: its own, else cache.semantic's."""
+    own = getattr(opt_in, "max_error_rate", None)
+    return own if isinstance(own, float) else cfg.cache.semantic.max_error_rate

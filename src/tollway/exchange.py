@@ -124,6 +124,18 @@ class CacheUse:
     body: bytes | None = None  # the complete answer as the upstream gave it, to store
     pieces: list[bytes] | None = None  # a stream's events as they pass, while capturing
     semantic: SemanticKey | None = None
+    explore: Exploration | None = None  # a candidate forwarded anyway, to judge
+
+
+@dataclass(slots=True)
+class Exploration:
+    """A semantic candidate the cache could have served and forwarded instead, so that the
+    fresh answer judges it."""
+
+    key: int
+    similarity: float
+    body_key: str
+    model: str
 
 
 @dataclass(slots=True)

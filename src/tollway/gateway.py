@@ -167,6 +167,9 @@ class Gateway:
             keep = max([sem.ttl_s, *(m.cache_ttl_s or 0 for m in cfg.models.values())])
             feed = RedisFeed(cfg.state.redis, max_len=sem.max_vectors, keep_s=keep)
         self.semantic = SemanticCache(sem, self.metrics, embedder, feed)
+        self.semantic.learner.state = self.state  # the judge model's spend
+        self.semantic.learner.resolve = lambda name: (
+            self.runtime.registry.routes.get(name) if self.runtime else None)
         await self.semantic.start()
 
     async def _demo_url(self) -> str:

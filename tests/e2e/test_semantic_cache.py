@@ -18,7 +18,8 @@ import pytest
 from tests.conftest import Stack
 from tests.e2e.test_stream_cuts import wait_until
 
-SEMANTIC = """cache: {semantic: {enabled: true, ttl_s: 60}}
+# The serving mechanics at a fixed threshold; the learned error bound: test_semantic_learning.py
+SEMANTIC = """cache: {semantic: {enabled: true, ttl_s: 60, threshold: 0.87}}
 routing: [{name: sem, when: {model: [gpt-4o-mini, claude-sonnet]}, semantic_cache: true}]"""
 SYSTEM = {"role": "system", "content": "You are the support assistant of Acme."}
 ASKED = "How do I reset my password on the web app?"
@@ -277,7 +278,7 @@ def test_two_processes_share_entries(tmp_path, redis_server) -> None:  # type: i
     mock = subprocess.Popen([sys.executable, "-m", "tollway.testing.mock_provider",
                              "--port", str(port)], stdout=subprocess.DEVNULL)
     mock_url = f"http://127.0.0.1:{port}"
-    extra = ("cache: {semantic: {enabled: true, ttl_s: 60}}\n"
+    extra = ("cache: {semantic: {enabled: true, ttl_s: 60, threshold: 0.87}}\n"
              "routing: [{name: sem, when: {model: gpt-4o-mini}, semantic_cache: true}]")
     made: list[Gateways] = []
     try:

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -59,6 +59,7 @@ class FeedRecord:
 
 
 Apply = Callable[[list[FeedRecord]], Awaitable[None]]
+OnVerdict = Callable[[dict[str, Any]], None]
 
 
 class RedisFeed:
@@ -75,6 +76,7 @@ class RedisFeed:
         self._keep_ms = int(keep_s * 1000)
         self._retry_s = rc.retry_interval_s
         self.last_id = b"0-0"
+        self.on_verdict: OnVerdict | None = None  # a judged exploration, any replica's
         self.caught_up = asyncio.Event()
         self.settled = asyncio.Event()  # caught up, or found Redis unreachable: stop waiting
 
@@ -84,6 +86,17 @@ class RedisFeed:
                                     maxlen=self._max_len, approximate=True)
         except REDIS_ERRORS as exc:
             log.debug("semantic cache: could not publish an entry: %s", exc)
+            return False
+        return True
+
+    async def publish_verdict(self, verdict: dict[str, Any]) -> bool:
+        """A judge's verdict on an entry: every replica learns from it (the stream keeps it
+        as long as entries live, so a starting replica learns it too)."""
+        try:
+            await self._writer.xadd(self.stream, {"j": orjson.dumps(verdict)},
+                                    maxlen=self._max_len, approximate=True)
+        except REDIS_ERRORS as exc:
+            log.debug("semantic cache: could not publish a verdict: %s", exc)
             return False
         return True
 
@@ -130,11 +143,22 @@ class RedisFeed:
         records = []
         for entry_id, fields in entries:
             self.last_id = entry_id
+            if b"j" in fields:
+                self._verdict(fields[b"j"])
+                continue
             record = FeedRecord.decode(fields)
             if record is not None:
                 records.append(record)
         if records:
             await apply(records)
+
+    def _verdict(self, raw: bytes) -> None:
+        try:
+            verdict = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return
+        if isinstance(verdict, dict) and self.on_verdict is not None:
+            self.on_verdict(verdict)
 
     async def _trim(self) -> None:
         """Entries older than the longest TTL are dead everywhere: drop them from the stream."""

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollway.cache.embedders import EmbedError, ModelEmbedder
 from tollway.cache.feed import FeedRecord, RedisFeed
+from tollway.cache.learning import Learner
 from tollway.cache.semantic import SemanticMatcher, WordLlamaEmbedder
 from tollway.cache.worker import BatchWorker
 
@@ -77,10 +78,19 @@ class SemanticCache:
         self._local = WordLlamaEmbedder() if model_embedder is None else None
         self.model = self._local.name if self._local else model_embedder.name  # type: ignore[union-attr]
         self._matcher: SemanticMatcher | None = None
+        # Candidates from this similarity on: served at a fixed threshold, or decided by
+        # what the cache learned (learning.py) above the floor.
+        self.floor = cfg.threshold if cfg.threshold is not None else cfg.min_similarity
         if self._local is not None:
-            self._matcher = SemanticMatcher(self._local, cfg.threshold,
+            self._matcher = SemanticMatcher(self._local, self.floor,
                                             max_vectors=cfg.max_vectors)
             self.model = self._matcher.model
+        self.learner = Learner(cfg, metrics)
+        self.learner.embed_pair = self._embed_pair
+        self._origin = random.getrandbits(63)  # tells our own verdicts in the feed
+        if feed is not None:
+            self.learner.publish = self._publish_verdict
+            feed.on_verdict = self._feed_verdict
         self._entries: dict[int, Stored] = {}
         self._worker = BatchWorker(self._handle)
         self._tasks: list[asyncio.Task[None]] = []
@@ -219,9 +229,33 @@ class SemanticCache:
     def _ensure_matcher(self, vector: Vector) -> None:
         if self._matcher is None:
             sized = _Sized(int(vector.shape[0]), self.model)
-            self._matcher = SemanticMatcher(sized, self.cfg.threshold,
+            self._matcher = SemanticMatcher(sized, self.floor,
                                             max_vectors=self.cfg.max_vectors,
                                             content_only=False)
+
+    # --- learning ------------------------------------------------------------------------
+    async def _embed_pair(self, a: str, b: str) -> float:
+        """Cosine of two answers' raw-text embeddings (the embedding judge)."""
+        if self._model_embedder is not None:
+            va, vb = (await self._model_embedder.embed(a), await self._model_embedder.embed(b))
+        else:
+            assert self._local is not None
+            local = self._local
+            rows = await self._run("call", lambda: local.embed([a, b]), ())
+            va, vb = rows[0], rows[1]
+        return float(va @ vb)
+
+    async def _publish_verdict(self, verdict: dict[str, Any]) -> None:
+        if self.feed is not None:
+            await self.feed.publish_verdict({**verdict, "o": self._origin})
+
+    def _feed_verdict(self, v: dict[str, Any]) -> None:
+        if v.get("o") == self._origin:
+            return  # ours: applied when it was noted
+        try:
+            self.learner.apply(str(v["model"]), int(v["key"]), float(v["s"]), bool(v["ok"]))
+        except (KeyError, TypeError, ValueError):
+            return
 
     # --- expiry and purge ----------------------------------------------------------------
     def purge(self, scope: str, model: str) -> int:

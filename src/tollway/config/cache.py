@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tollway.config.base import Strict
 
@@ -21,15 +21,48 @@ class ExactCacheConfig(Strict):
     max_entry_kb: int = Field(512, ge=1)  # larger answers are not stored
 
 
+class SemanticJudgeConfig(Strict):
+    """What compares a fresh answer with the stored one when the cache explores."""
+
+    # exact: equal once normalised (case, spacing, JSON canonical); embedding: the answers
+    # embed at or above `threshold`; model: ask `model` (an OpenAI-compatible chat model
+    # under `models:`) whether they agree.
+    kind: Literal["exact", "embedding", "model"] = "exact"
+    threshold: float = Field(0.95, gt=0, le=1)  # embedding
+    model: str | None = None  # model
+
+    @model_validator(mode="after")
+    def _model(self) -> SemanticJudgeConfig:
+        if self.kind == "model" and not self.model:
+            raise ValueError("judge kind `model` needs `model`, a model under `models:`")
+        return self
+
+
+class SemanticOptIn(Strict):
+    """`semantic_cache:` of a model or routing rule, when it sets its own error bound."""
+
+    max_error_rate: float = Field(gt=0, lt=1)
+
+
 class SemanticCacheConfig(Strict):
     """Answers a request whose last user turn means the same as a stored one's, within a
     partition where everything else (scope, model, system prompt, earlier turns, tools,
-    parameters) is identical. Opt-in per model (`semantic_cache: true`) or routing rule."""
+    parameters) is identical. Opt-in per model (`semantic_cache: true`) or routing rule.
+    A stored answer is served only when the cache estimates, from its own judged traffic,
+    that at most `max_error_rate` of what it serves is wrong (cache/semantic/evidence.py)."""
 
     enabled: bool = False
-    # Cosine over the last user turn. 0.87 is tuned for the local embedder (0 false hits on
-    # the hard-negative set); a provider's embedding model needs its own.
-    threshold: float = Field(0.87, gt=0, le=1)
+    # The share of served answers that may be wrong, at 95% confidence; a model's or rule's
+    # `semantic_cache: {max_error_rate: ...}` overrides it.
+    max_error_rate: float = Field(0.01, gt=0, lt=1)
+    # Candidates less similar than this are plain misses, never judged.
+    min_similarity: float = Field(0.8, gt=0, le=1)
+    # A fixed cosine threshold instead of the learned one (no error bound): the old way.
+    threshold: float | None = Field(None, gt=0, le=1)
+    judge: SemanticJudgeConfig = Field(default_factory=SemanticJudgeConfig)
+    # Share of would-be hits forwarded and judged anyway: 3/sqrt(n) after n verdicts, never
+    # below explore_min.
+    explore_min: float = Field(0.02, ge=0, le=1)
     scope: Literal["agent", "team", "global"] = "agent"
     when: Literal["deterministic", "always"] = "deterministic"
     ttl_s: float = Field(3600, gt=0)  # a model's cache_ttl_s overrides it

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from tollway.config.base import Strict
+from tollway.config.cache import SemanticOptIn
 
 ProviderKind = Literal["openai", "anthropic", "demo"]
 
@@ -116,8 +117,9 @@ class ModelConfig(Strict):
     concurrency: ConcurrencyLimit | None = None
     fallbacks: list[str] = Field(default_factory=list)  # when no routing rule names its own
     cache_ttl_s: float | None = Field(None, ge=0)  # this model's cache TTL; 0: never cached
-    # Serve this model's requests from the semantic cache too (cache.semantic must be enabled).
-    semantic_cache: bool = False
+    # Serve this model's requests from the semantic cache too (cache.semantic must be
+    # enabled): true, or {max_error_rate: 0.02} for a bound of its own.
+    semantic_cache: bool | SemanticOptIn = False
 
 
 class RetryConfig(Strict):

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from tollway.config.base import Strict
+from tollway.config.cache import SemanticOptIn
 
 Globs = list[str]
 
@@ -78,8 +79,9 @@ class Rule(Strict):
     to: str | None = None  # send to this model
     split: list[SplitTarget] | None = None  # or spread over several by weight
     fallbacks: list[str] = Field(default_factory=list)  # tried in order when it fails
-    # Requests this rule matches may be answered from the semantic cache (opt-in per rule).
-    semantic_cache: bool = False
+    # Requests this rule matches may be answered from the semantic cache (opt-in per rule):
+    # true, or {max_error_rate: ...} for a bound of its own.
+    semantic_cache: bool | SemanticOptIn = False
 
     @model_validator(mode="after")
     def _action(self) -> Rule:

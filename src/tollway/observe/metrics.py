@@ -134,6 +134,21 @@ class Metrics:
         self.cache_lookup = Histogram(
             "tollway_cache_lookup_seconds", "Time to look a request up in the cache.",
             ["kind"], buckets=OVERHEAD_BUCKETS, registry=r)
+        self.semantic_decisions = Counter(
+            "tollway_semantic_decisions", "Semantic candidates by decision: hit (served), "
+            "explore (forwarded anyway and judged, billed like a miss), miss.",
+            ["model", "decision"], registry=r)
+        self.semantic_verdicts = Counter(
+            "tollway_semantic_verdicts", "Judged explorations: correct (the stored answer "
+            "agreed with the fresh one), wrong, unjudged.", ["model", "verdict"], registry=r)
+        self.semantic_threshold = Gauge(
+            "tollway_semantic_threshold", "The similarity above which the semantic cache "
+            "serves, learned per model for its max_error_rate (1: not enough evidence yet).",
+            ["model"], registry=r, **mode("livemax"))
+        self.semantic_error = Gauge(
+            "tollway_semantic_error_estimate", "Observed share of wrong answers among the "
+            "judged candidates the learned threshold serves, per model.", ["model"],
+            registry=r, **mode("livemax"))
         self.cache_entries = Gauge(
             "tollway_cache_entries", "Entries in the cache by kind: exact (stored bodies, "
             "refreshed every few seconds) and semantic (vectors in this process's index).",

@@ -9,6 +9,7 @@ only the last user turn, within a partition where everything else is identical.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import TYPE_CHECKING
@@ -18,7 +19,8 @@ from aiohttp import web
 
 from tollway.cache.exact import Entry, deterministic, key
 from tollway.cache.partition import SEMANTIC_ENDPOINTS, partition, split_last_turn
-from tollway.exchange import Body, Chunk, Exchange, SemanticKey, Usage
+from tollway.cache.semantic.judge import answer_text
+from tollway.exchange import Body, Chunk, Exchange, Exploration, SemanticKey, Usage
 from tollway.stages.base import Stage, tollway_headers
 
 if TYPE_CHECKING:
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from tollway.observe.metrics import Metrics
     from tollway.state.base import State
 
+log = logging.getLogger(__name__)
 CACHEABLE = frozenset({"chat", "completions", "messages", "responses", "embeddings"})
 _SCOPES = {"agent": "agent={}", "team": "team={}", "global": "global"}
 
@@ -36,16 +39,16 @@ class Cache(Stage):
 
     def __init__(self, cfg: CacheConfig, state: State, metrics: Metrics,
                  model_ttls: dict[str, float | None], semantic: SemanticCache | None = None,
-                 semantic_models: frozenset[str] = frozenset(),
-                 semantic_rules: frozenset[str] = frozenset()) -> None:
+                 semantic_models: dict[str, float] | None = None,
+                 semantic_rules: dict[str, float] | None = None) -> None:
         self.exact = cfg.exact
         self.sem_cfg = cfg.semantic
         self.state = state
         self.metrics = metrics
         self.model_ttls = model_ttls
         self.semantic = semantic if cfg.semantic.enabled else None
-        self.semantic_models = semantic_models
-        self.semantic_rules = semantic_rules
+        self.semantic_models = semantic_models or {}  # name -> its max_error_rate
+        self.semantic_rules = semantic_rules or {}
         self.max_entry = cfg.exact.max_entry_kb * 1024
 
     def _ttl(self, model: str, default: float) -> float:
@@ -132,19 +135,37 @@ class Cache(Stage):
         use.semantic = SemanticKey(part, text, found.vector) if found.vector is not None \
             else None
         entry = None
-        if found.outcome == "hit":
-            raw = await self.state.cache.get(found.body_key)
-            entry = Entry.decode(raw) if raw is not None else None
-            if entry is None:
-                self.semantic.forget(part, found.key)
+        decision = None
+        if found.outcome == "hit":  # a candidate: serve it, explore it, or miss
+            decision = self.semantic.learner.decide(route.name, found.key, found.similarity,
+                                                    self._bound(ex))
+            if decision.action == "explore":
+                use.explore = Exploration(found.key, found.similarity, found.body_key,
+                                          route.name)
+                ex.flags.append("cache_explore")
+            elif decision.action == "hit":
+                raw = await self.state.cache.get(found.body_key)
+                entry = Entry.decode(raw) if raw is not None else None
+                if entry is None:
+                    self.semantic.forget(part, found.key)
         self.metrics.child(self.metrics.cache_lookup, "semantic").observe(
             time.perf_counter() - start)
-        if entry is None:
+        if entry is None or decision is None:
             result = "miss" if found.outcome == "hit" else found.outcome
             self.metrics.child(self.metrics.cache_requests, "semantic", result).inc()
             return None
         self.metrics.child(self.metrics.cache_requests, "semantic", "hit").inc()
+        ex.response_headers["x-tollway-cache-confidence"] = f"{decision.confidence:.4f}"
         return await self._serve(ex, entry, "semantic", found.similarity)
+
+    def _bound(self, ex: Exchange) -> float:
+        """The max_error_rate of the rule that routed the request, else of its model."""
+        rule = ex.target.rule
+        if rule in self.semantic_rules:
+            return self.semantic_rules[rule]  # type: ignore[index]
+        route = ex.target.route
+        assert route is not None
+        return self.semantic_models.get(route.name, self.sem_cfg.max_error_rate)
 
     async def _serve(self, ex: Exchange, entry: Entry, kind: str,
                      similarity: float | None = None) -> web.Response:
@@ -206,9 +227,32 @@ class Cache(Stage):
         model = route.name
         if use.key:
             await self.state.cache.put(use.key, encoded, self._ttl(model, self.exact.ttl_s))
+        if use.explore is not None and self.semantic is not None:
+            if await self._judged_right(ex, entry):
+                return  # the stored answer stands for this request too: nothing to add
         if use.semantic is not None and self.semantic is not None:
             ttl = self._ttl(model, self.sem_cfg.ttl_s)
             body_key = f"s:{self._scope(ex, self.sem_cfg.scope)}:{model}:{os.urandom(8).hex()}"
             await self.state.cache.put(body_key, encoded, ttl)
             sk = use.semantic
             await self.semantic.store(sk.partition, sk.text, sk.vector, body_key, ttl)
+
+    async def _judged_right(self, ex: Exchange, fresh: Entry) -> bool:
+        """Judge an exploration: the fresh answer against the stored one. The verdict is
+        evidence for the error bound; True when the stored answer agreed."""
+        exp, sem = ex.cache.explore, self.semantic
+        assert exp is not None and sem is not None
+        raw = await self.state.cache.get(exp.body_key)
+        stored = Entry.decode(raw) if raw is not None else None
+        ok: bool | None = None
+        if stored is not None:
+            cached = answer_text(stored.body, stored.content_type)
+            now = answer_text(fresh.body, fresh.content_type)
+            if cached is not None and now is not None:
+                question = ex.cache.semantic.text if ex.cache.semantic is not None else ""
+                try:
+                    ok = await sem.learner.judge(question, cached, now)
+                except Exception:
+                    log.exception("semantic cache judge failed")
+        await sem.learner.note(exp.model, exp.key, exp.similarity, ok)
+        return ok is True
