@@ -114,12 +114,13 @@ def explore_rate(n: int, c: float, floor: float) -> float:
 def decide(pool: Pool, entry: EntryEvidence | None, similarity: float, delta: float,
            draw: float, explore_c: float = 3.0, explore_min: float = 0.02) -> Decision:
     """Serve, explore or miss a candidate at this similarity. `draw`: uniform in [0, 1)."""
-    t = pool.threshold(delta)
+    base = pool.threshold(delta)
+    t = base
     if t is not None and entry is not None and entry.floor > t:
         t = entry.floor
-    if t is None or similarity < t:
+    if t is None or base is None or similarity < t:
         return Decision("explore", 0.0, t)  # forwarding anyway costs what a miss costs
-    ok, bad = pool.above(t)
+    ok, bad = pool.above(base)  # the evidence the bound stands on
     confidence = 1.0 - wilson_upper(bad, ok + bad)
     if draw < explore_rate(ok + bad, explore_c, explore_min):
         return Decision("explore", confidence, t)
