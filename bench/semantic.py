@@ -30,8 +30,8 @@ from functools import partial
 
 from tollway.cache.feed import FeedRecord
 from tollway.cache.semantic import SemanticMatcher, WordLlamaEmbedder, near_miss
-from tollway.cache.semantic.content import embedding_text
 from tollway.cache.semantic.features import _extract  # uncached extraction: the cold cost
+from tollway.cache.semantic.recipe import Recipe
 from tollway.cache.semantic_cache import SemanticCache
 from tollway.config.model import SemanticCacheConfig
 from tollway.observe.metrics import Metrics  # its own CollectorRegistry: no global state
@@ -96,7 +96,7 @@ def run(size: int, queries: int, per_partition: int | None = None) -> None:
 
     texts = corpus(size, seed=size)
     start = time.perf_counter()
-    vectors = embedder.embed([embedding_text(t) for t in texts])  # what matcher.embed embeds
+    vectors = Recipe().vectors(embedder, texts)  # what matcher.embed embeds
     embed_s = time.perf_counter() - start
     start = time.perf_counter()
     for key, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
@@ -205,7 +205,7 @@ async def gateway(size: int, queries: int, per_partition: int | None) -> None:
         texts = corpus(size, seed=size)
         start = time.perf_counter()
         # Real vectors, as matcher.embed would make them (content words only), in bulk.
-        vectors = matcher.embedder.embed([embedding_text(t) for t in texts])
+        vectors = matcher.embed_many(texts)
         embed_s = time.perf_counter() - start
         expires = time.time() + 3600
         start = time.perf_counter()

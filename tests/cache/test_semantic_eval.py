@@ -29,6 +29,7 @@ from tollway.cache.semantic import (
     WordLlamaEmbedder,
     near_miss,
 )
+from tollway.cache.semantic.recipe import Recipe
 
 DATA = json.loads((Path(__file__).parent / "data" / "semantic_pairs.json").read_text())
 PARAPHRASES: list[list[str]] = DATA["paraphrases"]
@@ -68,7 +69,7 @@ def test_data_set_is_large_enough() -> None:
 
 
 def test_default_threshold_is_the_measured_one() -> None:
-    assert DEFAULT_THRESHOLD == 0.87
+    assert DEFAULT_THRESHOLD == 0.86
 
 
 def test_per_pair_partitions(embedder: WordLlamaEmbedder) -> None:
@@ -95,7 +96,7 @@ def test_per_pair_partitions(embedder: WordLlamaEmbedder) -> None:
 
 @pytest.mark.parametrize("brute_force_max", [256, 16], ids=["brute-force", "usearch-i8"])
 def test_all_rows_in_one_partition(embedder: WordLlamaEmbedder, brute_force_max: int) -> None:
-    index = PartitionedIndex(embedder.dim, brute_force_max=brute_force_max)
+    index = PartitionedIndex(Recipe().dim(embedder.dim), brute_force_max=brute_force_max)
     matcher = SemanticMatcher(embedder, index=index)
     keys: dict[str, int] = {}
     for text in [a for a, _ in PARAPHRASES] + [a for _, a, _ in HARD_NEGATIVES]:

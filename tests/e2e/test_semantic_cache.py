@@ -314,3 +314,34 @@ def test_two_processes_share_entries(tmp_path, redis_server) -> None:  # type: i
             g.close()
         mock.terminate()
         mock.wait(10)
+
+
+COLLAPSED = [  # before: each served the first one's answer at similarity 1.0000
+    ("How do you know you are in love with someone?",
+     ["What is love?", "Why should I love myself?", "Do you love me?"]),
+    ("Which Mac should I buy, and why?", ["Why should I buy a Mac?"]),
+    ("How do palm trees grow coconuts?", ["Do coconuts grow on palm trees?"]),
+]
+
+
+def test_short_distinct_questions_do_not_collapse(sem: Stack) -> None:
+    """Content words alone made these one bag ("love"; "buy mac"; "coconuts grow palm
+    trees"); question words and order now count. Even at the old fixed threshold they miss,
+    and none of them comes near 1.0."""
+    s = sem
+    from tollway.cache.semantic import WordLlamaEmbedder
+    from tollway.cache.semantic.recipe import Recipe
+
+    embedder = WordLlamaEmbedder()
+    n = 0
+    for cached, others in COLLAPSED:
+        assert ask(s, cached).headers["x-tollway-cache"] == "miss"
+        n += 1
+        stored(s, n)
+        for other in others:
+            r = ask(s, other)
+            assert r.headers["x-tollway-cache"] == "miss", other
+            a, b = Recipe().vectors(embedder, [cached, other])
+            assert float(a @ b) < 0.86, other  # measured 0.68-0.85 (before: 1.0000)
+            n += 1
+            stored(s, n)

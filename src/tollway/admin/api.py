@@ -178,6 +178,21 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
                                                       "peer": request.remote})
         return json_response({"purged": gone, "scope": scope, "model": model})
 
+    async def semantic(request: web.Request) -> web.Response:
+        """What the semantic cache learned: per model, its threshold and the verdicts under
+        it; per entry (?entries=N, ?judged=1 for those with verdicts), its evidence."""
+        sem = gw.semantic
+        if sem is None:
+            return _error(404, "the semantic cache is not enabled", "semantic_cache_off")
+        try:
+            limit = min(1000, max(0, int(request.query.get("entries", "0"))))
+        except ValueError:
+            return _error(400, "entries= is a number", "bad_query")
+        return json_response({
+            "max_error_rate": sem.cfg.max_error_rate, "fixed_threshold": sem.cfg.threshold,
+            "judge": sem.cfg.judge.kind, "size": sem.size, "models": sem.learner.summary(),
+            "entries": sem.views(limit, request.query.get("judged") == "1")})
+
     async def approvals(request: web.Request) -> web.Response:
         found = await gw.state.tools.approvals()
         status = request.query.get("status")
@@ -213,6 +228,7 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
     app.router.add_get("/admin/approvals", guarded(approvals))
     app.router.add_post("/admin/approvals/{id}", guarded(decide))
     app.router.add_post("/admin/cache/purge", guarded(purge))
+    app.router.add_get("/admin/cache/semantic", guarded(semantic))
     app.router.add_get("/admin/breakers", guarded(breakers))
     app.router.add_get("/admin/flags", guarded(flags))
     app.router.add_post("/admin/reload", guarded(reload))

@@ -257,6 +257,22 @@ class SemanticCache:
         except (KeyError, TypeError, ValueError):
             return
 
+    def views(self, limit: int, judged_only: bool) -> list[dict[str, Any]]:
+        """Entries with what was judged of them (never their text: it is a prompt)."""
+        out = []
+        now = time.time()
+        for key, st in list(self._entries.items()):
+            evidence = self.learner.view(key)
+            if judged_only and evidence is None:
+                continue
+            scope, model, digest = [*st.partition.split("|"), "", ""][:3]
+            out.append({"key": str(key), "scope": scope, "model": model,
+                        "partition": digest[:12], "expires_in_s": round(st.expires - now, 1),
+                        **(evidence or {"verdicts": [], "floor": 0.0})})
+            if len(out) >= limit:
+                break
+        return out
+
     # --- expiry and purge ----------------------------------------------------------------
     def purge(self, scope: str, model: str) -> int:
         """Drop this replica's entries of a scope and model (both may be ``*``); the others

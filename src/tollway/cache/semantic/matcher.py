@@ -13,21 +13,21 @@ from collections.abc import Callable, Hashable
 import numpy as np
 import numpy.typing as npt
 
-from .content import embedding_text
 from .embedder import Embedder
 from .features import features
 from .guards import near_miss
 from .index import PartitionedIndex
+from .recipe import Recipe
 
 __all__ = ["DEFAULT_THRESHOLD", "SemanticMatcher"]
 
-# Measured on tests/cache/data/semantic_pairs.json with WordLlama 256-d, content-only embedding
-# and the guards (tests/cache/test_semantic_eval.py): no hard negative hits at >= 0.86, and 0.87
-# keeps the same paraphrase recall (0.82) with more margin; 0.92 would cost 13 points of recall.
-DEFAULT_THRESHOLD = 0.87
+# The fixed threshold (cache.semantic.threshold, the old way; the gateway learns its own by
+# default). Measured on tests/cache/data/semantic_pairs.json with WordLlama 256-d, the recipe
+# (recipe.py) and the guards (tests/cache/test_semantic_eval.py): no hard negative hits at
+# >= 0.86 (0.87 with content words alone, which collapsed short questions into one bag).
+DEFAULT_THRESHOLD = 0.86
 
 Vector = npt.NDArray[np.float32]
-_PREPARATION = "content-v1"  # bump when embedding_text or its word lists change
 RejectHook = Callable[[int, float, str], None]
 
 
@@ -46,6 +46,7 @@ class SemanticMatcher:
         index: PartitionedIndex | None = None,
         max_vectors: int = 100_000,
         candidates: int = 5,
+        recipe: Recipe | None = None,
         content_only: bool = True,
     ) -> None:
         if not 0.0 < threshold <= 1.0:
@@ -53,33 +54,32 @@ class SemanticMatcher:
         self.embedder = embedder
         self.threshold = threshold
         self.candidates = candidates
-        self.content_only = content_only
+        # How a text becomes a vector (recipe.py); None: the embedder's own, of the raw text
+        # (a model embedder, which reads question words and order by itself).
+        self.recipe = (recipe or Recipe()) if content_only else None
+        dim = self.recipe.dim(embedder.dim) if self.recipe else embedder.dim
         if index is None:
-            index = PartitionedIndex(embedder.dim, max_vectors=max_vectors)
+            index = PartitionedIndex(dim, max_vectors=max_vectors)
         self.index = index
-        if self.index.dim != embedder.dim:
-            raise ValueError(f"index has {self.index.dim} dims, embedder {embedder.dim}")
+        if self.index.dim != dim:
+            raise ValueError(f"index has {self.index.dim} dims, the vectors {dim}")
 
     @property
     def model(self) -> str:
         """Embedding model, version and text preparation; vectors made under different names
         must never be compared (store it with shared or persisted vectors)."""
-        return f"{self.embedder.name}+{_PREPARATION}" if self.content_only else self.embedder.name
+        return f"{self.embedder.name}+{self.recipe.name}" if self.recipe else self.embedder.name
 
     def embed(self, text: str) -> Vector:
-        """One unit vector for ``text``; embed once and pass it to both ``lookup`` and ``add``.
-
-        By default only content words are embedded (lower-cased, function words dropped): with
-        a mean-of-tokens model that lifts paraphrase scores and lowers minimal-pair ones.
-        """
-        rows = self.embedder.embed([embedding_text(text) if self.content_only else text])
-        vector: Vector = rows[0]
+        """One unit vector for ``text``; embed once and pass it to both ``lookup`` and ``add``."""
+        vector: Vector = self.embed_many([text])[0]
         return vector
 
     def embed_many(self, texts: list[str]) -> npt.NDArray[np.float32]:
         """``embed`` for several texts in one call (one row each)."""
-        prepared = [embedding_text(t) if self.content_only else t for t in texts]
-        rows: npt.NDArray[np.float32] = self.embedder.embed(prepared)
+        if self.recipe is not None:
+            return self.recipe.vectors(self.embedder, texts)
+        rows: npt.NDArray[np.float32] = self.embedder.embed(texts)
         return rows
 
     def lookup(

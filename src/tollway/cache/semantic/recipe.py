@@ -1,0 +1,95 @@
+"""What a request's text becomes before it is compared: four views of it, one vector.
+
+A mean-of-tokens embedder of content words alone (what the cache used to compare) drops
+question words, pronouns and word order, so short questions collapse into one bag: "What is
+love?", "Do you love me?" and "How do you know you are in love?" all embed as `love`, at
+cosine 1.0. The vector is now the weighted concatenation of four unit blocks, so the cosine
+of two texts is the weighted mean of four cosines:
+
+- `content`: the content words (what carries the topic; paraphrases agree here);
+- `raw`: the whole text, pronouns and question words included;
+- `frame`: what kind of question it is (how / why / which / when / where / who / what /
+  a yes-no question / none), as a multi-hot over those groups;
+- `order`: hashed bigrams of the content words, so "buy a Mac" is not "which Mac to buy".
+
+The weights were tuned on one half of public labelled pairs and reported on the other
+(`bench/semantic_eval.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from itertools import pairwise
+
+import numpy as np
+import numpy.typing as npt
+
+from .content import embedding_text
+from .embedder import Embedder, normalize_rows
+
+FloatMatrix = npt.NDArray[np.float32]
+
+FRAMES = {  # question word -> its group
+    "how": 0, "way": 0, "steps": 0,
+    "why": 1, "reason": 1, "purpose": 1,
+    "which": 2,
+    "when": 3,
+    "where": 4,
+    "who": 5, "whom": 5, "whose": 5,
+    "what": 6, "what's": 6, "whats": 6,
+}
+YES_NO = frozenset("is are was were do does did can could should would will shall may "
+                   "might must has have had am isn't aren't don't doesn't can't".split())
+_GROUPS = 9  # 7 groups, yes-no, none
+ORDER_DIM = 128
+_WORD = re.compile(r"[\w']+")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    content: float = 1.0
+    raw: float = 0.7
+    frame: float = 0.6
+    order: float = 0.4
+
+    @property
+    def name(self) -> str:
+        return f"mix-v1:{self.content:g}/{self.raw:g}/{self.frame:g}/{self.order:g}"
+
+    def dim(self, base: int) -> int:
+        return 2 * base + _GROUPS + ORDER_DIM
+
+    def vectors(self, embedder: Embedder, texts: list[str]) -> FloatMatrix:
+        """One unit vector per text (zero for a text with no words)."""
+        n = len(texts)
+        rows = embedder.embed([embedding_text(t) for t in texts] + texts)
+        blocks = [rows[:n] * self.content, rows[n:] * self.raw,
+                  normalize_rows(np.stack([frame(t) for t in texts])) * self.frame,
+                  normalize_rows(np.stack([order(t) for t in texts])) * self.order]
+        out = np.concatenate(blocks, axis=1)
+        out[~np.any(rows[n:], axis=1)] = 0.0  # nothing to embed: matches nothing
+        return normalize_rows(out)
+
+
+def frame(text: str) -> FloatMatrix:
+    words = _WORD.findall(text.lower())
+    v = np.zeros(_GROUPS, dtype=np.float32)
+    for w in words:
+        g = FRAMES.get(w)
+        if g is not None:
+            v[g] = 1.0
+    if not v.any():
+        v[7 if words and words[0] in YES_NO else 8] = 1.0
+    return v
+
+
+def order(text: str) -> FloatMatrix:
+    words = embedding_text(text).split()
+    grams = [f"{a} {b}" for a, b in pairwise(words)] or words[:1]
+    v = np.zeros(ORDER_DIM, dtype=np.float32)
+    for g in grams:
+        h = int.from_bytes(hashlib.blake2b(g.encode(), digest_size=4).digest(), "little")
+        v[h % ORDER_DIM] += 1.0 if h & 0x80000000 else -1.0
+    return v
