@@ -77,7 +77,8 @@ def prepare(rows: list[tuple[str, str, int]], emb: WordLlamaEmbedder) -> list[Pa
     cb = emb.embed([embedding_text(t) for t in b])
     ra, rb = emb.embed(a), emb.embed(b)
     fa, fb = unit(np.stack([frame(t) for t in a])), unit(np.stack([frame(t) for t in b]))
-    oa, ob = unit(np.stack([order(t) for t in a])), unit(np.stack([order(t) for t in b]))
+    oa = unit(np.stack([order(embedding_text(t)) for t in a]))
+    ob = unit(np.stack([order(embedding_text(t)) for t in b]))
     cos = np.stack([(ca * cb).sum(1), (ra * rb).sum(1), (fa * fb).sum(1), (oa * ob).sum(1)], 1)
     return [Pair(x, y, lab, cos[i], near_miss(y, x) is not None)
             for i, (x, y, lab) in enumerate(rows)]

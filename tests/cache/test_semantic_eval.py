@@ -8,10 +8,14 @@ categories, 5 documented blind spots). Two set-ups:
 * every first side stored in one partition, queried with every second side, so a query also
   competes with all the other rows (run with brute force and with the usearch int8 path).
 
-Measured with DEFAULT_THRESHOLD = 0.87: paraphrase hit rate 0.821 (138/168 lookups) per pair,
-69/84 all-stored; hard-negative false hits 0. The lowest threshold with no false hit is 0.86
-(the best-scoring hard negative that passes the guards, a two-word rewrite, is at 0.854); 0.87
-keeps the same recall with more margin, 0.88 drops to 0.810, 0.92 to 0.690.
+Measured with DEFAULT_THRESHOLD = 0.87 and the recipe (content words, raw text, question frame,
+word order: recipe.py): paraphrase hit rate 0.667 (112/168 lookups) per pair and all-stored;
+hard-negative false hits 0 (at 0.86 the usearch int8 path lets one two-word rewrite through).
+Before the recipe (content words alone) the same threshold served 0.821, and collapsed short
+questions ("What is love?" / "Do you love me?") at 1.0000: the recipe buys that back with
+recall on paraphrases that change the question's form ("What is the speed of light?" / "How
+fast does light travel?"). The gateway no longer runs on a fixed threshold by default: it
+learns one per model for its max_error_rate (test_semantic_evidence.py).
 """
 
 from __future__ import annotations
@@ -37,9 +41,9 @@ HARD_NEGATIVES: list[list[str]] = DATA["hard_negatives"]
 KNOWN_LIMITS: list[list[str]] = DATA["known_limits"]
 CROSS_EQUIVALENTS = {tuple(pair) for pair in DATA["cross_equivalents"]}
 
-# Measured 0.821 (per pair) and 0.821 (all stored) at 0.87; floors sit one pair below.
-PER_PAIR_FLOOR = 0.81
-ALL_STORED_FLOOR = 0.80
+# Measured 0.667 (per pair) and 0.667 (all stored) at 0.87; floors sit one pair below.
+PER_PAIR_FLOOR = 0.66
+ALL_STORED_FLOOR = 0.65
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +73,7 @@ def test_data_set_is_large_enough() -> None:
 
 
 def test_default_threshold_is_the_measured_one() -> None:
-    assert DEFAULT_THRESHOLD == 0.86
+    assert DEFAULT_THRESHOLD == 0.87
 
 
 def test_per_pair_partitions(embedder: WordLlamaEmbedder) -> None:

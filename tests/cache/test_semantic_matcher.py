@@ -13,6 +13,7 @@ from tollway.cache.semantic import (
     PartitionedIndex,
     SemanticMatcher,
 )
+from tollway.cache.semantic.recipe import Recipe
 
 
 @pytest.fixture
@@ -59,7 +60,7 @@ def test_gone_entries_are_dropped_from_the_index(matcher: SemanticMatcher) -> No
 def test_embed_once_and_pass_the_vector(matcher: SemanticMatcher) -> None:
     text = "Where can I find my invoices?"
     vector = matcher.embed(text)
-    assert vector.shape == (4096,) and np.isclose(np.linalg.norm(vector), 1.0)
+    assert vector.shape == (matcher.index.dim,) and np.isclose(np.linalg.norm(vector), 1.0)
     matcher.add("p", 9, text, vector=vector)
     assert matcher.lookup("p", text, {9: text}.get, vector=vector) == (9, pytest.approx(1.0))
 
@@ -81,13 +82,13 @@ def test_add_reports_evictions_and_remove_drop() -> None:
 def test_configuration_checks() -> None:
     embedder = HashingEmbedder()
     assert SemanticMatcher(embedder).threshold == DEFAULT_THRESHOLD
-    assert SemanticMatcher(embedder).model == f"{embedder.name}+content-v1"
+    assert SemanticMatcher(embedder).model == f"{embedder.name}+{Recipe().name}"
     assert SemanticMatcher(embedder, content_only=False).model == embedder.name
     with pytest.raises(ValueError):
         SemanticMatcher(embedder, threshold=0)
     with pytest.raises(ValueError):
         SemanticMatcher(embedder, index=PartitionedIndex(16))
-    shared = PartitionedIndex(embedder.dim)
+    shared = PartitionedIndex(Recipe().dim(embedder.dim))
     assert SemanticMatcher(embedder, index=shared).index is shared  # even while empty
 
 

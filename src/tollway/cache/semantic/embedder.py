@@ -25,6 +25,7 @@ __all__ = ["Embedder", "HashingEmbedder", "WordLlamaEmbedder", "normalize_rows"]
 
 FloatMatrix = npt.NDArray[np.float32]
 
+_BATCH_FROM = 16  # texts from which the tokenizer's batch call pays for itself
 _TOKEN_CHUNK = 4096  # tokens gathered per step, so a huge prompt never builds a huge temporary
 
 
@@ -127,8 +128,8 @@ class WordLlamaEmbedder:
         model = _load_wordllama(self.dim)
         matrix, vocab = model.matrix, model.matrix.shape[0]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if len(texts) == 1:
-            encodings = [model.tokenizer.encode(texts[0], add_special_tokens=False)]
+        if len(texts) <= _BATCH_FROM:  # encode_batch's thread pool costs ~100 us a call
+            encodings = [model.tokenizer.encode(t, add_special_tokens=False) for t in texts]
         else:
             encodings = model.tokenizer.encode_batch(texts, add_special_tokens=False)
         for row, encoding in enumerate(encodings):

@@ -25,7 +25,7 @@ __all__ = ["DEFAULT_THRESHOLD", "SemanticMatcher"]
 # default). Measured on tests/cache/data/semantic_pairs.json with WordLlama 256-d, the recipe
 # (recipe.py) and the guards (tests/cache/test_semantic_eval.py): no hard negative hits at
 # >= 0.86 (0.87 with content words alone, which collapsed short questions into one bag).
-DEFAULT_THRESHOLD = 0.86
+DEFAULT_THRESHOLD = 0.87
 
 Vector = npt.NDArray[np.float32]
 RejectHook = Callable[[int, float, str], None]

@@ -18,8 +18,8 @@ The weights were tuned on one half of public labelled pairs and reported on the 
 
 from __future__ import annotations
 
-import hashlib
 import re
+import zlib
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -38,10 +38,14 @@ FRAMES = {  # question word -> its group
     "when": 3,
     "where": 4,
     "who": 5, "whom": 5, "whose": 5,
-    "what": 6, "what's": 6, "whats": 6,
+    "what": 6, "whats": 6,
 }
+WHAT = 6
+OPEN = (0, 2, 3, 4, 5)  # what "what" can also be asking: a way, a choice, a time, a place...
 YES_NO = frozenset("is are was were do does did can could should would will shall may "
                    "might must has have had am isn't aren't don't doesn't can't".split())
+POLITE = frozenset("you u".split())  # "can you ...", "could you ...": a request, not yes-no
+REQUEST = 8  # an instruction or a request ("Give me...", "Can you explain..."), or no frame
 _GROUPS = 9  # 7 groups, yes-no, none
 ORDER_DIM = 128
 _WORD = re.compile(r"[\w']+")
@@ -64,32 +68,56 @@ class Recipe:
     def vectors(self, embedder: Embedder, texts: list[str]) -> FloatMatrix:
         """One unit vector per text (zero for a text with no words)."""
         n = len(texts)
-        rows = embedder.embed([embedding_text(t) for t in texts] + texts)
-        blocks = [rows[:n] * self.content, rows[n:] * self.raw,
-                  normalize_rows(np.stack([frame(t) for t in texts])) * self.frame,
-                  normalize_rows(np.stack([order(t) for t in texts])) * self.order]
-        out = np.concatenate(blocks, axis=1)
+        content = [embedding_text(t) for t in texts]
+        rows = embedder.embed(content + texts)
+        frames = np.zeros((n, _GROUPS), dtype=np.float32)
+        orders = np.zeros((n, ORDER_DIM), dtype=np.float32)
+        for i, t in enumerate(texts):
+            frame(t, frames[i])
+            order(content[i], orders[i])
+        out = np.concatenate([rows[:n] * self.content, rows[n:] * self.raw,
+                              _unit(frames) * self.frame, _unit(orders) * self.order], axis=1)
         out[~np.any(rows[n:], axis=1)] = 0.0  # nothing to embed: matches nothing
         return normalize_rows(out)
 
 
-def frame(text: str) -> FloatMatrix:
-    words = _WORD.findall(text.lower())
-    v = np.zeros(_GROUPS, dtype=np.float32)
+def _unit(m: FloatMatrix) -> FloatMatrix:
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    np.maximum(norms, np.float32(1e-12), out=norms)
+    return m / norms
+
+
+def frame(text: str, v: FloatMatrix | None = None) -> FloatMatrix:
+    """The question's kind as weights over the groups (into `v` when given). "What" is open:
+    it half-matches how, which, when, where and who ("What is the speed of light?" asks
+    what "How fast does light travel?" does), never why."""
+    if v is None:
+        v = np.zeros(_GROUPS, dtype=np.float32)
+    words = [w[:-2] if w.endswith("'s") else w for w in _WORD.findall(text.lower())]
+    found = False
     for w in words:
         g = FRAMES.get(w)
         if g is not None:
             v[g] = 1.0
-    if not v.any():
-        v[7 if words and words[0] in YES_NO else 8] = 1.0
+            found = True
+    if found:
+        if v[WHAT]:
+            for g in OPEN:
+                v[g] = max(v[g], 0.5)
+    elif words and words[0] in YES_NO and not (len(words) > 1 and words[1] in POLITE):
+        v[7] = 1.0
+    else:
+        v[REQUEST] = 1.0
     return v
 
 
-def order(text: str) -> FloatMatrix:
-    words = embedding_text(text).split()
+def order(content: str, v: FloatMatrix | None = None) -> FloatMatrix:
+    """Signed hashed bigrams of the content words (`embedding_text`), into `v` if given."""
+    if v is None:
+        v = np.zeros(ORDER_DIM, dtype=np.float32)
+    words = content.split()
     grams = [f"{a} {b}" for a, b in pairwise(words)] or words[:1]
-    v = np.zeros(ORDER_DIM, dtype=np.float32)
     for g in grams:
-        h = int.from_bytes(hashlib.blake2b(g.encode(), digest_size=4).digest(), "little")
+        h = zlib.crc32(g.encode("utf-8", "surrogatepass"))
         v[h % ORDER_DIM] += 1.0 if h & 0x80000000 else -1.0
     return v
