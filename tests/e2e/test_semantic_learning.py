@@ -71,3 +71,60 @@ def test_served_error_stays_within_the_bound_while_hits_grow(
                     decision="explore") > 0
     assert s.metric("tollway_semantic_verdicts_total", model="gpt-4o-mini",
                     verdict="wrong") > 0
+
+
+def test_replicas_learn_from_each_others_verdicts(tmp_path, redis_server) -> None:  # type: ignore[no-untyped-def]
+    """With Redis state the verdicts travel with the entries: a replica started after
+    another learned serves from the first request on, and what it judges the other knows."""
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+    from tests.e2e.test_guards_redis import Gateways
+    from tests.e2e.test_stream_cuts import wait_until
+    from tests.test_serve import wait_http
+
+    port = free_port()
+    mock = subprocess.Popen([sys.executable, "-m", "tollway.testing.mock_provider",
+                             "--port", str(port)], stdout=subprocess.DEVNULL)
+    made: list[Gateways] = []
+
+    def ask(g: Gateways, v: str, t: str, form: str) -> str:
+        raw = g.client(0).chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", temperature=0,
+            messages=[{"role": "user", "content": form.format(v=v, t=t)}],
+            extra_headers={"x-mock-reply": meaning(v, t, "how")})
+        return raw.headers["x-tollway-cache"]
+
+    def learned(g: Gateways) -> dict:  # type: ignore[type-arg]
+        return g.admin(0, "GET", "/admin/cache/semantic").json()[  # type: ignore[no-any-return]
+            "models"].get("gpt-4o-mini", {"verdicts": 0})
+
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models")
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+        made.append(Gateways(tmp_path / "a", f"http://127.0.0.1:{port}", redis_server.url,
+                             CONFIG, n=1))
+        a = made[0]
+        rng = random.Random(3)
+        for _ in range(300):
+            ask(a, rng.choice(VERBS[:5]), rng.choice(THINGS[:6]), rng.choice(FORMS))
+        taught = learned(a)
+        assert taught["threshold"] is not None
+        made.append(Gateways(tmp_path / "b", f"http://127.0.0.1:{port}", redis_server.url,
+                             CONFIG, n=1))
+        b = made[1]
+        assert learned(b)["verdicts"] == taught["verdicts"]  # caught up before it served
+        served = [ask(b, rng.choice(VERBS[:5]), rng.choice(THINGS[:6]), rng.choice(FORMS))
+                  for _ in range(20)]
+        assert served.count("semantic") >= 10  # no exploring from scratch on b
+        for _ in range(100):  # b's own verdicts reach a
+            ask(b, rng.choice(VERBS[5:]), rng.choice(THINGS[6:]), rng.choice(FORMS))
+        wait_until(lambda: learned(a)["verdicts"] == learned(b)["verdicts"] >
+                   taught["verdicts"])
+    finally:
+        for g in made:
+            g.close()
+        mock.terminate()
+        mock.wait(10)
