@@ -47,7 +47,11 @@ class Pair:
     b: str
     label: int
     blocks: np.ndarray  # cosine of the four views: content, raw, frame, order
-    guarded: bool  # a near-miss guard refuses b for a
+    guard: str | None  # the first near-miss guard that refuses b for a
+
+    @property
+    def guarded(self) -> bool:
+        return self.guard is not None
 
 
 def load(paths: list[str]) -> list[tuple[str, str, int]]:
@@ -80,8 +84,11 @@ def prepare(rows: list[tuple[str, str, int]], emb: WordLlamaEmbedder) -> list[Pa
     oa = unit(np.stack([order(embedding_text(t)) for t in a]))
     ob = unit(np.stack([order(embedding_text(t)) for t in b]))
     cos = np.stack([(ca * cb).sum(1), (ra * rb).sum(1), (fa * fb).sum(1), (oa * ob).sum(1)], 1)
-    return [Pair(x, y, lab, cos[i], near_miss(y, x) is not None)
-            for i, (x, y, lab) in enumerate(rows)]
+    out = []
+    for i, (x, y, lab) in enumerate(rows):
+        why = near_miss(y, x)
+        out.append(Pair(x, y, lab, cos[i], why.split(":")[0] if why else None))
+    return out
 
 
 def score(p: Pair, w: tuple[float, float, float, float]) -> float:
@@ -149,6 +156,8 @@ def main() -> None:
     ap.add_argument("--floor", type=float, default=0.8)
     ap.add_argument("--tune", action="store_true", help="search the weights on the tune half")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--ablation", type=float, default=None,
+                    help="also each guard's worth at this error (e.g. 0.2)")
     args = ap.parse_args()
     emb = WordLlamaEmbedder()
     emb.load()
@@ -166,11 +175,15 @@ def main() -> None:
     print("| | δ | served | wrong | error | recall |")
     print("|---|---:|---:|---:|---:|---:|")
     for delta in args.delta:
-        runs = [learned(test, w, delta, args.floor, True, seed) for seed in range(args.seeds)]
-        mean = {k: sum(x[k] for x in runs) / len(runs) for k in runs[0]}
-        print(f"| learned bound (guards on, mean of {args.seeds} orders) | {delta:.0%} | "
-              f"{mean['served']:.0f} | {mean['wrong']:.1f} | {mean['error']:.2%} | "
-              f"{mean['recall']:.1%} |")
+        for guards in (False, True):
+            runs = [learned(test, w, delta, args.floor, guards, seed)
+                    for seed in range(args.seeds)]
+            m = {k: sum(x[k] for x in runs) / len(runs) for k in runs[0]}
+            print(f"| learned bound, guards {'on' if guards else 'off (default)'}, mean of "
+                  f"{args.seeds} orders | {delta:.0%} | {m['served']:.0f} | {m['wrong']:.1f} "
+                  f"| {m['error']:.2%} | {m['recall']:.1%} |")
+            if not guards:
+                mean = m
         err = max(mean["error"], 1e-9)
         for name, ww, guards in (
                 ("plain cosine, content words only, no guards (before)", (1, 0, 0, 0), False),
@@ -180,6 +193,26 @@ def main() -> None:
             t, recall, served = at_error(scores, err, dup)
             print(f"| {name}, at the same error (threshold {t:.3f}) | {delta:.0%} | {served} "
                   f"| | ≤{err:.2%} | {recall:.1%} |")
+    if args.ablation is not None:
+        ablation(test, w, args.ablation)
+
+
+def ablation(test: list[Pair], w: tuple[float, ...], error: float) -> None:
+    """Each guard's worth at equal error: recall with every guard, and with every guard but
+    this one (the pairs it refused first let through). A guard earns its place when taking
+    it out lowers the recall reachable at this error."""
+    dup = sum(p.label for p in test)
+    full = at_error([(score(p, w), p.label) for p in test if not p.guarded], error, dup)
+    print(f"\nguards at error {error:.0%}: every guard: recall {full[1]:.1%}\n")
+    print("| guard | refused (duplicates / not) | recall without it | verdict |")
+    print("|---|---:|---:|---|")
+    for rule in sorted({p.guard for p in test if p.guard}):
+        kept = [(score(p, w), p.label) for p in test if not p.guarded or p.guard == rule]
+        _, recall, _ = at_error(kept, error, dup)
+        refused = [p for p in test if p.guard == rule]
+        dups = sum(p.label for p in refused)
+        verdict = "keeps its place" if recall < full[1] else "no gain here"
+        print(f"| {rule} | {dups} / {len(refused) - dups} | {recall:.1%} | {verdict} |")
 
 
 if __name__ == "__main__":

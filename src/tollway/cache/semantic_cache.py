@@ -83,7 +83,7 @@ class SemanticCache:
         self.floor = cfg.threshold if cfg.threshold is not None else cfg.min_similarity
         if self._local is not None:
             self._matcher = SemanticMatcher(self._local, self.floor,
-                                            max_vectors=cfg.max_vectors)
+                                            max_vectors=cfg.max_vectors, guards=cfg.guarded)
             self.model = self._matcher.model
         self.learner = Learner(cfg, metrics)
         self.learner.embed_pair = self._embed_pair
@@ -231,7 +231,7 @@ class SemanticCache:
             sized = _Sized(int(vector.shape[0]), self.model)
             self._matcher = SemanticMatcher(sized, self.floor,
                                             max_vectors=self.cfg.max_vectors,
-                                            content_only=False)
+                                            content_only=False, guards=self.cfg.guarded)
 
     # --- learning ------------------------------------------------------------------------
     async def _embed_pair(self, a: str, b: str) -> float:

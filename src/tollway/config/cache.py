@@ -52,6 +52,7 @@ class SemanticCacheConfig(Strict):
     that at most `max_error_rate` of what it serves is wrong (cache/semantic/evidence.py)."""
 
     enabled: bool = False
+
     # The share of served answers that may be wrong, at 95% confidence; a model's or rule's
     # `semantic_cache: {max_error_rate: ...}` overrides it.
     max_error_rate: float = Field(0.01, gt=0, lt=1)
@@ -60,6 +61,11 @@ class SemanticCacheConfig(Strict):
     # A fixed cosine threshold instead of the learned one (no error bound): the old way.
     threshold: float | None = Field(None, gt=0, le=1)
     judge: SemanticJudgeConfig = Field(default_factory=SemanticJudgeConfig)
+    # The near-miss guards (numbers, negations, quotes, names... differ: refused before any
+    # decision). auto: on with a fixed threshold (they are its only protection), off with
+    # the learned bound, where on public labelled pairs they lowered the recall reachable at
+    # equal error (bench/semantic_eval.py --ablation) and the judge catches what they would.
+    guards: Literal["auto", "on", "off"] = "auto"
     # Share of would-be hits forwarded and judged anyway: 3/sqrt(n) after n verdicts, never
     # below explore_min.
     explore_min: float = Field(0.02, ge=0, le=1)
@@ -76,6 +82,10 @@ class SemanticCacheConfig(Strict):
     max_vectors: int = Field(100_000, ge=1)  # per process; the least recently added go first
     max_text_chars: int = Field(4000, ge=1)  # a longer last turn is not compared
     max_pending: int = Field(64, ge=1)  # embeddings queued past this: a miss, not a queue
+
+    @property
+    def guarded(self) -> bool:
+        return self.guards == "on" or (self.guards == "auto" and self.threshold is not None)
 
 
 class CacheConfig(Strict):

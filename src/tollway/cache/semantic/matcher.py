@@ -48,12 +48,14 @@ class SemanticMatcher:
         candidates: int = 5,
         recipe: Recipe | None = None,
         content_only: bool = True,
+        guards: bool = True,
     ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError("threshold must be in (0, 1]")
         self.embedder = embedder
         self.threshold = threshold
         self.candidates = candidates
+        self.guards = guards  # the near-miss guards (guards.py) refuse candidates first
         # How a text becomes a vector (recipe.py); None: the embedder's own, of the raw text
         # (a model embedder, which reads question words and order by itself).
         self.recipe = (recipe or Recipe()) if content_only else None
@@ -106,7 +108,7 @@ class SemanticMatcher:
             if stored is None:
                 self.index.remove(partition, key)
                 continue
-            reason = near_miss(text, stored)
+            reason = near_miss(text, stored) if self.guards else None
             if reason is None:
                 return key, score
             if on_reject is not None:
