@@ -128,3 +128,27 @@ def test_replicas_learn_from_each_others_verdicts(tmp_path, redis_server) -> Non
             g.close()
         mock.terminate()
         mock.wait(10)
+
+
+def test_a_judge_model_decides_when_the_answers_differ(
+        make_any_stack: Callable[..., Stack]) -> None:
+    """judge.kind model: answers that differ in wording go to a cheap model (here `fast`,
+    the mock answering YES); its verdicts count, and its spend is the gateway's own."""
+    s = make_any_stack(extra=CONFIG.replace(
+        "max_error_rate: 0.05}", "max_error_rate: 0.05, judge: {kind: model, model: fast}}"))
+    s.mock.settings.reply = "YES"  # what the judge model says (the asks set their own)
+    client = openai.OpenAI(base_url=s.url + "/v1", api_key="sk-tw-support", max_retries=0)
+    rng = random.Random(5)
+    for i in range(40):
+        v, t = rng.choice(VERBS[:2]), rng.choice(THINGS[:2])
+        client.chat.completions.create(
+            model="gpt-4o-mini", temperature=0,
+            messages=[{"role": "user", "content": rng.choice(FORMS).format(v=v, t=t)}],
+            extra_headers={"x-mock-reply": meaning(v, t, "how") + f" (#{i})"})  # reworded
+    assert s.metric("tollway_semantic_verdicts_total", model="gpt-4o-mini",
+                    verdict="correct") > 10
+    judge = [r for r in s.mock.requests if (r.json or {}).get("model") == "gpt-4.1-nano"]
+    assert judge and "Reply with one word" in judge[0].json["messages"][0]["content"]
+    rows = {r["key"]: r for r in s.admin.get("/admin/spend", params={"by": "agent"}).json()[
+        "rows"]}
+    assert rows["tollway"]["cost_usd"] > 0 and rows["tollway"]["requests"] == len(judge)
