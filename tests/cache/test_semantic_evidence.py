@@ -14,8 +14,9 @@ from tollway.cache.semantic.evidence import EntryEvidence, Pool, decide, wilson_
 
 def test_wilson_upper_bound() -> None:
     assert wilson_upper(0, 0) == 1.0
-    assert wilson_upper(0, 270) < 0.01 < wilson_upper(0, 260)  # ~270 clean verdicts for 1%
-    assert wilson_upper(5, 100) == pytest.approx(0.101, abs=0.002)
+    assert wilson_upper(0, 536) <= 0.01 < wilson_upper(0, 535)  # 536 clean verdicts for 1%
+    assert wilson_upper(0, 103) <= 0.05 < wilson_upper(0, 102)  # 103 for 5%
+    assert wilson_upper(5, 100, z=1.645) == pytest.approx(0.101, abs=0.002)
     assert wilson_upper(50, 100) > 0.5
 
 
@@ -63,8 +64,8 @@ def simulate(delta: float, queries: int, seed: int) -> tuple[int, int, list[int]
 @pytest.mark.parametrize("delta", [0.01, 0.05])
 def test_served_error_stays_within_delta_while_hits_grow(delta: float) -> None:
     served, wrong, blocks = simulate(delta, 20_000, seed=7)
-    assert served > 2000
-    assert wrong / served <= delta  # measured: 0.35% at 1%, 2.5% at 5%
+    assert served > 1500
+    assert wrong / served <= delta  # measured: 0.16-0.33% at 1%, 1.5-2.6% at 5%
     assert blocks[0] < blocks[5] and blocks[1] < blocks[-1]  # hits grow with the evidence
 
 
@@ -82,7 +83,7 @@ def test_an_entry_judged_wrong_is_not_served_below_it_again() -> None:
 
 def test_would_be_hits_keep_being_explored_less_as_evidence_grows() -> None:
     pool = Pool()
-    for _ in range(300):
+    for _ in range(600):
         pool.add(0.97, True)
     few = sum(decide(pool, None, 0.98, 0.01, draw=i / 1000).action == "explore"
               for i in range(1000))
@@ -90,4 +91,4 @@ def test_would_be_hits_keep_being_explored_less_as_evidence_grows() -> None:
         pool.add(0.97, True)
     many = sum(decide(pool, None, 0.98, 0.01, draw=i / 1000).action == "explore"
                for i in range(1000))
-    assert few > 150 and 15 <= many < 40  # 3/sqrt(n), never below explore_min (2%)
+    assert few > 100 and 15 <= many < 40  # 3/sqrt(n), never below explore_min (2%)

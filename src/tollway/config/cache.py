@@ -53,7 +53,7 @@ class SemanticCacheConfig(Strict):
 
     enabled: bool = False
 
-    # The share of served answers that may be wrong, at 95% confidence; a model's or rule's
+    # The share of served answers that may be wrong, at 99% confidence; a model's or rule's
     # `semantic_cache: {max_error_rate: ...}` overrides it.
     max_error_rate: float = Field(0.01, gt=0, lt=1)
     # Candidates less similar than this are plain misses, never judged.

@@ -7,9 +7,10 @@ whether the fresh answer agrees with the stored one. Each verdict is an observat
 (similarity, correct). Two estimates come of them:
 
 - **Per model** (the pool): the lowest similarity `x` above which the observed share of wrong
-  answers is, with 95% confidence, at most the model's `max_error_rate` δ (a Wilson upper
-  bound on the wrong share among the observations at or above `x`). No such `x` until enough
-  evidence has come in (at δ = 1% and nothing wrong, ~270 observations): the cache then
+  answers is, with 99% confidence, at most the model's `max_error_rate` δ (a Wilson upper
+  bound on the wrong share among the observations at or above `x`, one-sided 99%: `x` is the
+  lowest of many candidates, and 95% let the served error pass δ on public data). No such
+  `x` until enough evidence has come in (at δ = 1% and nothing wrong, 536 observations): the cache then
   serves nothing and explores, so hits grow as evidence accumulates and the error stays
   within δ from the first hit on.
 - **Per entry**: an entry judged wrong at similarity `s` is never served below `s` again (its
@@ -25,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 
 BINS = 400  # similarity in [0, 1] in steps of 0.0025
-Z = 1.645  # one-sided 95%
+Z = 2.326  # one-sided 99%: the threshold is the lowest of many candidates, so 95% was optimistic
 ENTRY_KEEP = 16  # observations kept per entry
 
 
