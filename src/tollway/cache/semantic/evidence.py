@@ -11,8 +11,8 @@ whether the fresh answer agrees with the stored one. Each verdict is an observat
   bound on the wrong share among the observations at or above `x`, one-sided 99%: `x` is the
   lowest of many candidates, and 95% let the served error pass δ on public data). No such
   `x` until enough evidence has come in (at δ = 1% and nothing wrong, 536 observations):
-  the cache then serves nothing and explores, so hits grow as evidence accumulates and the error stays
-  within δ from the first hit on.
+  the cache then serves nothing and explores, so hits grow as evidence accumulates and
+  the error stays within δ from the first hit on.
 - **Per entry**: an entry judged wrong at similarity `s` is never served below `s` again (its
   threshold only rises), so one bad neighbour does not keep costing wrong answers.
 
