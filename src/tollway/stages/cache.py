@@ -9,6 +9,7 @@ only the last user turn, within a partition where everything else is identical.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -250,8 +251,14 @@ class Cache(Stage):
             now = answer_text(fresh.body, fresh.content_type)
             if cached is not None and now is not None:
                 question = ex.cache.semantic.text if ex.cache.semantic is not None else ""
+                # The client has its answer; still, a judge never holds a worker long.
+                limit = 30.0 if self.sem_cfg.judge.kind == "model" else max(
+                    1.0, 4 * self.sem_cfg.timeout_ms / 1000)
                 try:
-                    ok = await sem.learner.judge(question, cached, now)
+                    async with asyncio.timeout(limit):
+                        ok = await sem.learner.judge(question, cached, now)
+                except TimeoutError:
+                    ok = None
                 except Exception:
                     log.exception("semantic cache judge failed")
         await sem.learner.note(exp.model, exp.key, exp.similarity, ok)
