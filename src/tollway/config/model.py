@@ -56,12 +56,20 @@ from tollway.config.routing import (
     Weekday,
     When,
 )
-from tollway.config.server import IdentityConfig, RedisConfig, ServerConfig, StateConfig
+from tollway.config.server import (
+    AdminListenerConfig,
+    IdentityConfig,
+    OperatorConfig,
+    RedisConfig,
+    ServerConfig,
+    StateConfig,
+)
 from tollway.config.tools import TOOL_NAME, HttpToolConfig, KeyConfig, McpServerConfig
 from tollway.observe.otel import OtelConfig
 
 __all__ = [
     "TOOL_NAME",
+    "AdminListenerConfig",
     "AgentBudget",
     "AgentConfig",
     "AuditConfig",
@@ -85,6 +93,7 @@ __all__ = [
     "McpServerConfig",
     "ModelConfig",
     "NoProgress",
+    "OperatorConfig",
     "OtelConfig",
     "Period",
     "PingPong",
@@ -141,6 +150,9 @@ class Config(Strict):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     # OTLP/HTTP export of one span per request (GenAI semantic conventions). Off by default.
     otel: OtelConfig = Field(default_factory=OtelConfig)
+    # Who may use the admin API and the console, with what role (server.admin_key is one
+    # more operator, "admin", with the admin role).
+    operators: dict[str, OperatorConfig] = Field(default_factory=dict)
     _policy: Any = PrivateAttr(default=None)
 
     @property

@@ -12,6 +12,31 @@ from tollway.config.base import Strict, check_key
 _SCHEMES = ("redis", "rediss", "unix")
 
 
+class AdminListenerConfig(Strict):
+    """The admin listener: the admin API, the operator console and /metrics, on a port of
+    their own that is never behind the public Service."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(4101, ge=0, le=65535)  # 0: any free port
+
+
+class OperatorConfig(Strict):
+    """A person (or a script) allowed into the admin API and the console."""
+
+    # Plain or "sha256:<hex>"; presented as a bearer token, or at the console's login.
+    token: str = Field(repr=False)
+    # viewer: read everything; approver: and decide approvals; admin: and kill, pause,
+    # keys, reload, purge.
+    role: Literal["viewer", "approver", "admin"] = "viewer"
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        check_key(v)
+        return v
+
+
 class ServerConfig(Strict):
     host: str = "0.0.0.0"
     port: int = Field(4100, ge=0, le=65535)  # 0: any free port
@@ -30,6 +55,10 @@ class ServerConfig(Strict):
     watch_interval_s: float = Field(2.0, ge=0)  # how often the config file is checked; 0: off
     # Processes serving the port (SO_REUSEPORT); more than 1 needs state.backend: redis.
     workers: int = Field(1, ge=1)
+    admin: AdminListenerConfig = Field(default_factory=AdminListenerConfig)
+    # /metrics on the main port too (the admin listener always has it): on while
+    # dashboards and scrapers move to the admin port.
+    metrics_on_main: bool = True
 
     @field_validator("admin_key")
     @classmethod
