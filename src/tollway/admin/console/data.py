@@ -116,7 +116,7 @@ async def agents(gw: Gateway) -> list[dict[str, Any]]:
     """Each configured agent: spend today and this month against its budget, paused or not."""
     now = time.time()
     flags = await gw.state.flags.all()
-    paused = set(flags.get("agents", []))
+    paused = set(flags.get("agent", []))
     today = {r.key: r for r in await gw.state.ledger.spend("agent", day_start(now))}
     month = {r.key: r for r in await gw.state.ledger.spend("agent", month_start(now))}
     cfg = gw.config

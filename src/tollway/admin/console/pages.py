@@ -8,6 +8,7 @@ a 403 page, never a silent no-op.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ import jinja2
 from aiohttp import web
 
 from tollway.admin.console import auth, data
-from tollway.admin.operators import Operator
+from tollway.admin.operators import NEEDS, Operator
 from tollway.observe.audit import verify
 
 if TYPE_CHECKING:
@@ -39,13 +40,19 @@ def _ts(value: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value)) + "Z"
 
 
+def usd(value: float | None) -> str:
+    """Dollars as an operator reads them: cents for large sums, micro-dollars for calls."""
+    v = value or 0.0
+    return f"${v:,.2f}" if abs(v) >= 100 else f"${v:,.6f}"
+
+
 class Console:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                                       autoescape=True, trim_blocks=True, lstrip_blocks=True)
         self.env.filters["ts"] = _ts
-        self.env.filters["usd"] = lambda v: f"${(v or 0):,.4f}"
+        self.env.filters["usd"] = usd
         self.sampler = data.Sampler(gw)
 
     # --- plumbing ------------------------------------------------------------------------
@@ -71,7 +78,7 @@ class Console:
             if not op.can(action):
                 return self.render(request, "error.html", status=403,
                                    message=f"{op.name} is a {op.role}; this needs the "
-                                           f"{auth_role(action)} role")
+                                           f"{NEEDS[action]} role")
             return await handler(request, op)
         return checked
 
@@ -134,7 +141,7 @@ class Console:
                                                    sort=sort if sort in ("cost", "recent")
                                                    else "cost", limit=200)
         flags = await self.gw.state.flags.all()
-        killed = set(flags.get("sessions", []))
+        killed = set(flags.get("session", []))
         template = "sessions_rows.html" if request.query.get("rows") else "sessions.html"
         return self.render(request, template, rows=rows, killed=killed, agent=agent or "",
                            sort=sort, agents=sorted(self.gw.config.agents))
@@ -147,7 +154,7 @@ class Console:
                                message=f"no session {sid!r}")
         flags = await self.gw.state.flags.all()
         return self.render(request, "session.html", s=view,
-                           killed=sid in set(flags.get("sessions", [])))
+                           killed=sid in set(flags.get("session", [])))
 
     async def kill(self, request: web.Request, op: Operator) -> web.StreamResponse:
         sid = request.match_info["sid"]
@@ -219,16 +226,22 @@ class Console:
         raise web.HTTPSeeOther(f"/console/config?result={result['result']}")
 
     async def audit_page(self, request: web.Request, op: Operator) -> web.StreamResponse:
-        acfg = self.gw.config.audit
-        chain, latest = "the audit log is off (audit.enabled)", []
-        if acfg.enabled and acfg.sink == "file":
-            path = Path(acfg.path)
-            files = [str(p) for p in sorted(path.parent.glob(path.name + ".*"), reverse=True)
-                     if p.suffix.lstrip(".").isdigit()] + [str(path)]
-            files = [f for f in files if Path(f).exists()]
-            ok, chain = verify(files) if files else (True, "no records yet")
-            if files:
-                latest = Path(files[-1]).read_text(errors="replace").splitlines()[-50:][::-1]
-        elif acfg.enabled:
-            chain = "redis sink: verify with `tollway audit export | tollway audit verify`"
+        chain, latest = await asyncio.to_thread(self._audit_files)
         return self.render(request, "audit.html", chain=chain, latest=latest)
+
+    def _audit_files(self) -> tuple[str, list[str]]:
+        """The chain's check and its latest entries (files: read off the event loop)."""
+        acfg = self.gw.config.audit
+        if not acfg.enabled:
+            return "the audit log is off (audit.enabled)", []
+        if acfg.sink != "file":
+            return "redis sink: check it with `tollway audit export | tollway audit verify`", []
+        path = Path(acfg.path)
+        rotated = sorted((p for p in path.parent.glob(path.name + ".*")
+                          if p.suffix.lstrip(".").isdigit()),
+                         key=lambda p: int(p.suffix[1:]), reverse=True)
+        files = [str(p) for p in [*rotated, path] if p.exists()]
+        if not files:
+            return "no records yet", []
+        _, report = verify(files)
+        return report, Path(files[-1]).read_text(errors="replace").splitlines()[-50:][::-1]

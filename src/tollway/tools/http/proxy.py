@@ -96,6 +96,8 @@ class HttpTools:
         session = self.gate.session(request.headers, caller)
         keys = self.gate.call_keys(request.headers, tool.name, call_arguments(body, query))
         summary = f"{method} {tail or '/'}" + (f"?{query}" if query else "")
+        if body.data:  # what the approver needs to see: the call's arguments
+            summary += " " + body.data[:400].decode("utf-8", "replace")
         ticket, used, src = await self._admit(caller, session, tool, method, tail, query, body,
                                               request_id, summary, keys)
         return await self._call(request, ticket, used, src, method, tail, query, body,
