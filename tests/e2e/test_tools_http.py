@@ -541,7 +541,7 @@ def test_red_zone_call_is_held_until_approved(make_stack: Callable[..., Stack],
         a = approvals(s)[0]
         assert a["tool"] == "echo" and a["agent"] == "support-bot" and a["team"] == "support"
         assert a["session"] == "red-1" and a["expires"] > time.time()
-        assert a["summary"] == "POST /payments?amount=10"
+        assert a["summary"] == 'POST /payments?amount=10 {"to": "acct-1"}'
         assert "do-not-show" not in str(a)
         assert not held.done() and tools.requests == []
         d = s.admin.post(f"/admin/approvals/{a['id']}", json={"decision": "approve",
