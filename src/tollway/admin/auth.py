@@ -2,10 +2,11 @@
 for every /admin/ route, and the reason an operator gives for an action.
 
 An operator is found either by the bearer token of the request (Authorization: Bearer, or
-x-api-key, as the SDKs send keys) or from `request["operator"]`, which a console middleware
-sets from its session cookie before the handler runs. The operators are built from the
-config the gateway runs now, once per config object: a reload that changes `operators:`
-takes effect on the next request, with no lookup table to invalidate by hand.
+x-api-key, as the SDKs send keys) or from `request[OPERATOR]` (or `request["operator"]`),
+which a console middleware sets from its session cookie before the handler runs. The
+operators are built from the config the gateway runs now, once per config object: a reload
+that changes `operators:` takes effect on the next request, with nothing to invalidate by
+hand.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ if TYPE_CHECKING:
     from tollway.config.model import Config
     from tollway.gateway import Gateway
 
-OPERATOR = "operator"  # the request key holding the authenticated Operator
+# Where the request's Operator is kept: the console's middleware sets it (or the plain
+# "operator" key) from its session; the gate sets it from a token.
+OPERATOR = web.RequestKey("operator", Operator)
 MAX_REASON = 500  # characters of a reason kept in the audit record
 
 
@@ -45,7 +48,7 @@ def presented_token(request: web.Request) -> str:
 
 def operator_of(request: web.Request) -> Operator | None:
     """The operator this request was admitted as (None before the gate ran)."""
-    op = request.get(OPERATOR)
+    op = request.get(OPERATOR) or request.get("operator")
     return op if isinstance(op, Operator) else None
 
 
@@ -78,8 +81,8 @@ class AdminGate:
                                    "server.admin_key are configured", "admin_closed")
             op = known.authenticate(presented_token(request))
             if op is None:
-                return admin_error(401, "the admin API needs an operator's token "
-                                   "(Authorization: Bearer ...)", "admin_unauthorized")
+                return admin_error(401, "the admin API needs an operator's token or the admin "
+                                   "key (Authorization: Bearer ...)", "admin_unauthorized")
             request[OPERATOR] = op
         if not op.can(action):
             needed = NEEDS[action]

@@ -44,7 +44,7 @@ def build_admin_app(gw: Gateway) -> web.Application:
     app.router.add_get("/metrics", metrics_handler(gw))
     app.router.add_get("/healthz", _healthz)
     # The operator console goes here: its routes, and the middleware that turns a session
-    # cookie into request["operator"] (admin/auth.py's OPERATOR), which the admin API's
+    # cookie into request[OPERATOR] (admin/auth.py), which the admin API's
     # guard accepts as it accepts a bearer token. Add them before the catch-all below.
     app.router.add_route("*", r"/{tail:[\s\S]*}", _not_found)
     return app
