@@ -74,6 +74,15 @@ def test_serve_spend_and_drain(served: tuple[str, str, subprocess.Popen[str]]) -
     assert out.returncode == 0, out.stderr
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("a "))
     assert line.split()[1] == "1"  # one request
+    # with only the config, spend finds the admin listener (server.admin) and the key
+    cfg = Path(proc.args[-1])
+    found = subprocess.run([sys.executable, "-m", "tollway", "spend", "-c", str(cfg)],
+                           capture_output=True, text=True, env={
+                               **{k: v for k, v in os.environ.items()
+                                  if not k.startswith("TOLLWAY_")},
+                               "ADMIN": "adm", "UPSTREAM": "x"})
+    assert found.returncode == 0, found.stderr
+    assert next(ln for ln in found.stdout.splitlines() if ln.startswith("a ")).split()[1] == "1"
     denied = subprocess.run([sys.executable, "-m", "tollway", "spend", "--url", admin_url],
                             capture_output=True, text=True)
     assert denied.returncode == 1 and "admin key" in denied.stderr

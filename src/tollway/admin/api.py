@@ -1,4 +1,5 @@
-"""Admin API: spend by dimension, sessions and their steps. Never shows a key or a secret."""
+"""Admin API: spend, sessions and their steps, flags, approvals, reloads and purges, each
+behind the role it needs (admin/auth.py). Never shows a key or a secret."""
 
 from __future__ import annotations
 
