@@ -103,7 +103,9 @@ class Stack:
                 f.write(text)
         self.config_text = text
         self.config = load_config_text(text, "test.yaml", {})
-        self.app = build_app(self.config, config_file)
+        # The admin listener on a free port (whatever server.admin.port the config says):
+        # stacks run side by side.
+        self.app = build_app(self.config, config_file, admin_port=0)
         self.runner = GatewayRunner(self.app, self.config.server, handle_signals=False,
                                     shutdown_timeout=5)
         loop.run(self.runner.setup())
@@ -111,7 +113,10 @@ class Stack:
         loop.run(site.start())
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}"
-        self.admin = httpx.Client(base_url=self.url,
+        # The admin API and /metrics: the admin listener, or the main port without one.
+        admin_port = self.gateway.admin_port
+        self.admin_url = f"http://127.0.0.1:{admin_port}" if admin_port else self.url
+        self.admin = httpx.Client(base_url=self.admin_url,
                                   headers={"Authorization": "Bearer admin-secret"}, timeout=10)
 
     @property
@@ -136,7 +141,7 @@ class Stack:
         """The sum of a metric's samples that carry these labels, read from /metrics."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        text = httpx.get(f"{self.url}/metrics").text
+        text = httpx.get(f"{self.admin_url}/metrics").text
         total = 0.0
         for fam in text_string_to_metric_families(text):
             for s in fam.samples:

@@ -30,13 +30,14 @@ def wait_http(url: str, timeout: float = 20) -> None:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    mock_port, gw_port = free_port(), free_port()
+def served(tmp_path: Path) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
+    mock_port, gw_port, admin_port = free_port(), free_port(), free_port()
     mock = subprocess.Popen([sys.executable, "-m", "tollway.testing.mock_provider",
                              "--port", str(mock_port)])
     cfg = tmp_path / "gateway.yaml"
     cfg.write_text(f"""
-server: {{host: 127.0.0.1, port: {gw_port}, drain_timeout_s: 20, admin_key: "${{ADMIN}}"}}
+server: {{host: 127.0.0.1, port: {gw_port}, drain_timeout_s: 20, admin_key: "${{ADMIN}}",
+          admin: {{port: {admin_port}}}}}
 providers:
   up: {{kind: openai, base_url: "http://127.0.0.1:{mock_port}/v1", api_key: "${{UPSTREAM}}"}}
 models:
@@ -50,7 +51,8 @@ agents:
     try:
         wait_http(f"http://127.0.0.1:{mock_port}/v1/models")
         wait_http(f"http://127.0.0.1:{gw_port}/healthz")
-        yield f"http://127.0.0.1:{gw_port}", gw
+        wait_http(f"http://127.0.0.1:{admin_port}/healthz")
+        yield f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{admin_port}", gw
     finally:
         for p in (gw, mock):
             if p.poll() is None:
@@ -58,20 +60,30 @@ agents:
             p.wait(10)
 
 
-def test_serve_spend_and_drain(served: tuple[str, subprocess.Popen[str]]) -> None:
-    url, proc = served
+def test_serve_spend_and_drain(served: tuple[str, str, subprocess.Popen[str]]) -> None:
+    url, admin_url, proc = served
     headers = {"Authorization": "Bearer sk-a"}
     r = httpx.post(f"{url}/v1/chat/completions", headers=headers, json={
         "model": "m", "messages": [{"role": "user", "content": "hello there"}]})
     assert r.status_code == 200
     assert httpx.get(f"{url}/readyz").json()["status"] == "ready"
 
-    out = subprocess.run([sys.executable, "-m", "tollway", "spend", "--by", "agent", "--url", url,
+    out = subprocess.run([sys.executable, "-m", "tollway", "spend", "--by", "agent",
+                          "--url", admin_url,
                           "--admin-key", "adm"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("a "))
     assert line.split()[1] == "1"  # one request
-    denied = subprocess.run([sys.executable, "-m", "tollway", "spend", "--url", url],
+    # with only the config, spend finds the admin listener (server.admin) and the key
+    cfg = Path(proc.args[-1])
+    found = subprocess.run([sys.executable, "-m", "tollway", "spend", "-c", str(cfg)],
+                           capture_output=True, text=True, env={
+                               **{k: v for k, v in os.environ.items()
+                                  if not k.startswith("TOLLWAY_")},
+                               "ADMIN": "adm", "UPSTREAM": "x"})
+    assert found.returncode == 0, found.stderr
+    assert next(ln for ln in found.stdout.splitlines() if ln.startswith("a ")).split()[1] == "1"
+    denied = subprocess.run([sys.executable, "-m", "tollway", "spend", "--url", admin_url],
                             capture_output=True, text=True)
     assert denied.returncode == 1 and "admin key" in denied.stderr
 

@@ -66,11 +66,13 @@ class Instance:
 
     def __init__(self, tmp: Path, mock: str, redis_url: str, extra: str = "",
                  server: str = "", args: tuple[str, ...] = ("--workers", "2")) -> None:
-        self.port = free_port()
+        self.port, self.admin_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"  # every worker listens there
         self.config = tmp / "gw.yaml"
         self.config.write_text(f"""
-server: {{host: 127.0.0.1, port: {self.port}, admin_key: adm, drain_timeout_s: 20{server}}}
+server: {{host: 127.0.0.1, port: {self.port}, admin_key: adm, drain_timeout_s: 20,
+          admin: {{port: {self.admin_port}}}{server}}}
 state:
   backend: redis
   redis: {{url: "{redis_url}", timeout_ms: 500}}
@@ -90,7 +92,8 @@ agents:
             [sys.executable, "-m", "tollway", "serve", "-c", str(self.config), *args],
             env={**os.environ, "TMPDIR": str(self.tmp)}, stderr=self.log)
         self.seen: set[int] = set()
-        wait_until(lambda: listeners(self.port) == 2 and len(self.workers()) == 2, timeout=30)
+        wait_until(lambda: listeners(self.port) == 2 and listeners(self.admin_port) == 2
+                   and len(self.workers()) == 2, timeout=30)
 
     def workers(self) -> list[int]:
         try:
@@ -121,7 +124,7 @@ agents:
                                                           "content": "hello there"}]})
 
     def admin(self, path: str, **params: str) -> httpx.Response:
-        return httpx.get(self.url + path, params=params, timeout=10,
+        return httpx.get(self.admin_url + path, params=params, timeout=10,
                          headers={"Authorization": "Bearer adm"})
 
     def logs(self) -> str:
@@ -190,8 +193,9 @@ def test_two_workers_share_budget_and_report_merged_metrics(
                               "tollway_requests_total") == n)
     own = [g.own(p, "tollway_requests_total") for p in pids]
     assert all(0 < k < n for k in own) and sum(own) == n, own
-    for _ in range(10):  # new connections: both workers answer some of these
-        text = httpx.get(g.url + "/metrics").text
+    for i in range(10):  # new connections: both workers answer some of these, on either
+        # port (the admin listener's is shared by the workers like the main one)
+        text = httpx.get((g.admin_url if i % 2 else g.url) + "/metrics").text
         assert metric(text, "tollway_requests_total") == n
         assert metric(text, "tollway_requests_total", status="200") == ok
         assert metric(text, "tollway_budget_rejections_total", scope="agent") == n - ok

@@ -1,24 +1,30 @@
-"""The aiohttp application: the client endpoints, the tool and MCP routes, the model list,
-/metrics, health, and the admin API, in front of one Gateway."""
+"""The aiohttp application of the main (public) port: the client endpoints, the tool and MCP
+routes, the model list and health, in front of one Gateway. The admin API and /metrics are
+on the admin listener (admin/listener.py), which this app starts and stops with the
+gateway; with `server.admin.enabled: false` they are served here instead, as they were
+before there was an admin listener."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
 
 from tollway.admin.api import add_admin_routes
+from tollway.admin.console import add_console_routes
+from tollway.admin.listener import AdminListener
 from tollway.config.model import Config
 from tollway.errors import GatewayError
 from tollway.gateway import Gateway
 from tollway.ingress.safety import last_resort
+from tollway.observe.scrape import metrics_handler
 from tollway.protocols import anthropic, openai
 from tollway.protocols.base import Endpoint
 from tollway.tools.mcp.messages import rpc_error
 from tollway.wire import json_response
 
 GATEWAY = web.AppKey("gateway", Gateway)
+ADMIN_LISTENER = web.AppKey("admin_listener", AdminListener)
 
 ROUTES: dict[str, Endpoint] = {
     "/v1/chat/completions": openai.CHAT,
@@ -31,10 +37,20 @@ ROUTES: dict[str, Endpoint] = {
 
 
 def build_app(config: Config, config_path: str | None = None, worker: int = 0,
+              admin_port: int | None = None, admin_reuse_port: bool = False,
               ) -> web.Application:
+    """The main app. With `server.admin.enabled` it starts the admin listener on
+    server.admin.host and `admin_port` (default: server.admin.port; a worker of
+    --workers N gets the port its supervisor holds, and listens with SO_REUSEPORT)."""
     app = web.Application(client_max_size=int(config.server.max_body_mb * 1024 * 1024))
     gw = Gateway(config, config_path, worker)
     app[GATEWAY] = gw
+    admin_cfg = config.server.admin
+    listener = None
+    if admin_cfg.enabled:
+        listener = AdminListener(gw, admin_cfg.host, admin_cfg.port if admin_port is None
+                                 else admin_port, admin_reuse_port)
+        app[ADMIN_LISTENER] = listener
 
     for path, endpoint in ROUTES.items():
         app.router.add_post(path, _endpoint_handler(gw, endpoint))  # the chain is its own net
@@ -44,19 +60,28 @@ def build_app(config: Config, config_path: str | None = None, worker: int = 0,
     app.router.add_route("*", "/mcp/{server}", mcp)
     app.router.add_get("/v1/models", last_resort(_models, render_error))
     app.router.add_get("/v1/models/{model}", last_resort(_model, render_error))
-    app.router.add_get("/metrics", _metrics)
+    if listener is None or config.server.metrics_on_main:
+        app.router.add_get("/metrics", metrics_handler(gw))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
-    add_admin_routes(app, gw)
+    if listener is None:  # compatibility: no admin listener, the admin API stays here
+        add_admin_routes(app, gw)
+        add_console_routes(app, gw)  # no admin listener: the console stays with the API
     app.router.add_route("*", r"/{tail:[\s\S]*}", _not_found)
 
     async def on_startup(_: web.Application) -> None:
         await gw.start()
+        if listener is not None:
+            await listener.start()
+            gw.admin_port = listener.port
 
     async def on_shutdown(_: web.Application) -> None:
         gw.draining = True
 
     async def on_cleanup(_: web.Application) -> None:
+        # The main port has drained; the admin listener closes before the state it reads.
+        if listener is not None:
+            await listener.stop()
         await gw.stop()
 
     app.on_startup.append(on_startup)
@@ -92,8 +117,10 @@ def _tool_handler(gw: Gateway, kind: str) -> Any:
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:
-    return render_error(request, GatewayError(
-        404, "unknown_endpoint", f"no such endpoint: {request.method} {request.path}"))
+    message = f"no such endpoint: {request.method} {request.path}"
+    if request.path.startswith("/admin/") and ADMIN_LISTENER in request.app:
+        message += " (the admin API is served by the admin listener, server.admin)"
+    return render_error(request, GatewayError(404, "unknown_endpoint", message))
 
 
 def render_error(request: web.Request, err: GatewayError) -> web.StreamResponse:
@@ -140,15 +167,6 @@ async def _model(request: web.Request) -> web.Response:
                                         "code": "model_not_found", "param": "model"}}, 404)
     return json_response(_model_entry(name, route.provider.name,
                                       "anthropic-version" in request.headers))
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    metrics = request.app[GATEWAY].metrics
-    if metrics.multiprocess:  # reads and merges every worker's files: off the event loop
-        body = await asyncio.get_running_loop().run_in_executor(None, metrics.exposition)
-    else:
-        body = metrics.exposition()
-    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
 async def _healthz(request: web.Request) -> web.Response:

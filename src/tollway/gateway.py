@@ -85,6 +85,8 @@ class Gateway:
         self.tracing: Tracing | None = None  # built by build_runtime from config.otel
         self.runtime: Runtime | None = None
         self.draining = False
+        # The admin listener's bound port once it listens (None: no admin listener).
+        self.admin_port: int | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.reloader = Reloader(self)
         self.breakers = BreakerBoard(self.state, self.metrics)

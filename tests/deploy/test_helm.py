@@ -114,7 +114,7 @@ def test_chart_deploys_this_version_of_tollway() -> None:
 def test_default_renders_a_single_pod_gateway(default: list[dict[str, Any]]) -> None:
     kinds = sorted(d["kind"] for d in default)
     assert kinds == ["ConfigMap", "ConfigMap", "Deployment", "PodDisruptionBudget", "Service",
-                     "ServiceAccount"]
+                     "Service", "ServiceAccount"]  # the public one and the admin one
     assert one(default, "Deployment")["spec"]["replicas"] == 1
     pdb = one(default, "PodDisruptionBudget")["spec"]
     assert pdb["maxUnavailable"] == 1  # never blocks a drain of the only pod
@@ -125,7 +125,8 @@ def test_deployment_probes_security_and_resources(default: list[dict[str, Any]])
     deploy = one(default, "Deployment")
     pod = deploy["spec"]["template"]["spec"]
     c = container(deploy)
-    assert c["ports"] == [{"name": "http", "containerPort": 4100, "protocol": "TCP"}]
+    assert c["ports"] == [{"name": "http", "containerPort": 4100, "protocol": "TCP"},
+                          {"name": "admin", "containerPort": 4101, "protocol": "TCP"}]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -177,6 +178,24 @@ def test_service_selects_the_pods_on_4100(default: list[dict[str, Any]]) -> None
         deploy["spec"]["template"]["spec"]["serviceAccountName"]
 
 
+def test_admin_listener_has_its_own_cluster_ip_service(default: list[dict[str, Any]]) -> None:
+    admin = one(default, "Service", f"{FULLNAME}-admin")
+    assert admin["spec"]["type"] == "ClusterIP"
+    assert admin["spec"]["ports"] == [{"name": "admin", "port": 4101, "targetPort": "admin",
+                                       "protocol": "TCP"}]
+    pod_labels = one(default, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert admin["spec"]["selector"].items() <= pod_labels.items()
+    # the public Service never reaches the admin port, whatever its type
+    public = one(render("--set", "service.type=LoadBalancer"), "Service")
+    assert [p["targetPort"] for p in public["spec"]["ports"]] == ["http"]
+    assert one(render("--set", "service.type=LoadBalancer"), "Service",
+               f"{FULLNAME}-admin")["spec"]["type"] == "ClusterIP"
+    server = yaml.safe_load(gateway_yaml(default))["server"]
+    assert server["admin"] == {"enabled": True, "host": "0.0.0.0", "port": 4101}
+    assert server["metrics_on_main"] is False
+    assert "adminPort must differ" in refused("--set", "adminPort=4100")
+
+
 def test_default_config_is_valid_and_in_memory(default: list[dict[str, Any]]) -> None:
     text = gateway_yaml(default)
     cfg = load_config_text(text, "configmap:gateway.yaml", {})
@@ -198,6 +217,10 @@ def test_default_config_serves_requests(default: list[dict[str, Any]],
     answer = client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
     assert "demo" in (answer.choices[0].message.content or "")
+    # /metrics and the admin API on the admin listener only
+    assert httpx.get(s.url + "/metrics").status_code == 404
+    assert httpx.get(s.admin_url + "/metrics").status_code == 200
+    assert httpx.get(s.url + "/admin/spend").status_code == 404
 
 
 def test_dashboard_configmap_for_the_grafana_sidecar(default: list[dict[str, Any]]) -> None:
@@ -218,7 +241,8 @@ def test_dashboard_configmap_for_the_grafana_sidecar(default: list[dict[str, Any
 def test_production_objects(production: list[dict[str, Any]]) -> None:
     kinds = sorted(d["kind"] for d in production)
     assert kinds == ["ConfigMap", "ConfigMap", "Deployment", "HorizontalPodAutoscaler",
-                     "PodDisruptionBudget", "Service", "ServiceAccount", "ServiceMonitor"]
+                     "PodDisruptionBudget", "Service", "Service", "ServiceAccount",
+                     "ServiceMonitor"]
     deploy = one(production, "Deployment")
     selector = deploy["spec"]["selector"]["matchLabels"]
     assert "replicas" not in deploy["spec"]  # the autoscaler owns it
@@ -233,10 +257,13 @@ def test_production_objects(production: list[dict[str, Any]]) -> None:
     assert 0 < pdb["minAvailable"] < hpa["minReplicas"]
     sm = one(production, "ServiceMonitor")
     assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    # /metrics is scraped on the admin Service's port, and the public Service is not selected
     assert sm["spec"]["selector"]["matchLabels"].items() <= \
+        one(production, "Service", f"{FULLNAME}-admin")["metadata"]["labels"].items()
+    assert not sm["spec"]["selector"]["matchLabels"].items() <= \
         one(production, "Service")["metadata"]["labels"].items()
     assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
-    assert sm["spec"]["endpoints"][0]["port"] == "http"
+    assert sm["spec"]["endpoints"][0]["port"] == "admin"
     assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     spread = deploy["spec"]["template"]["spec"]["topologySpreadConstraints"][0]

@@ -150,4 +150,4 @@ def test_opt_in_header_and_purge(cached: Stack) -> None:
                                                         temperature=1)
     assert again.headers["x-tollway-cache"] == "miss"
     assert s.admin.post("/admin/cache/purge", params={"model": "gpt-*"}).status_code == 400
-    assert httpx.post(s.url + "/admin/cache/purge").status_code == 401
+    assert httpx.post(s.admin_url + "/admin/cache/purge").status_code == 401

@@ -25,7 +25,7 @@ def test_no_admin_key_closes_the_admin_api(make_stack: Callable[..., Stack]) -> 
     closed = make_stack(config_text=text)
     for method, path in (("GET", "/admin/spend"), ("GET", "/admin/sessions"),
                          ("POST", "/admin/reload"), ("POST", "/admin/agents/x/pause")):
-        r = httpx.request(method, closed.url + path)  # from loopback, with no key
+        r = httpx.request(method, closed.admin_url + path)  # from loopback, with no key
         assert r.status_code == 403, (path, r.text)
         assert r.json()["error"]["code"] == "admin_closed"
 

@@ -144,9 +144,9 @@ def test_reject_unknown_keys(make_stack) -> None:  # type: ignore[no-untyped-def
 def test_unknown_endpoint_and_admin_auth(stack: Stack) -> None:
     r = httpx.get(stack.url + "/v1/nothing")
     assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_endpoint"
-    r = httpx.get(stack.url + "/admin/spend")
+    r = httpx.get(stack.admin_url + "/admin/spend")
     assert r.status_code == 401
-    r = httpx.get(stack.url + "/admin/spend", headers={"Authorization": "Bearer wrong"})
+    r = httpx.get(stack.admin_url + "/admin/spend", headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401
     assert stack.admin.get("/admin/spend?by=bogus").status_code == 400
     assert stack.admin.get("/admin/spend?since=yesterday-ish").status_code == 400

@@ -63,6 +63,7 @@ class Fuzzed:
         self.stack = stack
         self.logs = logs
         self.http = httpx.Client(base_url=stack.url, timeout=30)
+        self.admin_http = httpx.Client(base_url=stack.admin_url, timeout=30)  # admin listener
         self.mcp_session = self._mcp_session()
 
     def _mcp_session(self) -> str:
@@ -81,7 +82,8 @@ class Fuzzed:
     def send(self, method: str, path: str, body: bytes | None = None,
              headers: dict[str, Any] | None = None,
              params: dict[str, str] | None = None) -> httpx.Response:
-        r = self.http.request(method, path, content=body, params=params,
+        http = self.admin_http if path.startswith("/admin/") else self.http
+        r = http.request(method, path, content=body, params=params,
                               headers={"Content-Type": "application/json", **(headers or {})})
         assert r.status_code < 500, f"{r.status_code} {r.text[:500]}"
         self.logs.check()
@@ -117,6 +119,7 @@ def fuzzed(bg_loop: Loop) -> Iterator[Fuzzed]:
     finally:
         root.removeHandler(logs)
         f.http.close()
+        f.admin_http.close()
         stack.close()
         mcp.stop()
         bg_loop.run(tools.stop())

@@ -311,7 +311,7 @@ def test_kill_session_and_pause_agent(make_guarded) -> None:  # type: ignore[no-
     stack.admin.post("/admin/agents/support-bot/resume")
     stack.admin.post("/admin/sessions/doomed/revive")
     c.chat.completions.create(model="gpt-4o-mini", messages=MSG)
-    assert httpx.post(stack.url + "/admin/sessions/x/kill").status_code == 401
+    assert httpx.post(stack.admin_url + "/admin/sessions/x/kill").status_code == 401
 
 
 def test_session_cost_histogram(make_guarded) -> None:  # type: ignore[no-untyped-def]

@@ -43,11 +43,13 @@ class Gateways:
                  on_failure: str = "fail_open") -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.urls: list[str] = []
+        self.admin_urls: list[str] = []  # each one's admin listener
         for i in range(n):
-            port = free_port()
+            port, admin_port = free_port(), free_port()
             cfg = tmp / f"gw{i}.yaml"
             cfg.write_text(f"""
-server: {{host: 127.0.0.1, port: {port}, admin_key: adm, log_level: warning}}
+server: {{host: 127.0.0.1, port: {port}, admin_key: adm, log_level: warning,
+          admin: {{port: {admin_port}}}}}
 state:
   backend: redis
   on_failure: {on_failure}
@@ -64,7 +66,8 @@ agents:
                 [sys.executable, "-m", "tollway", "serve", "-c", str(cfg)],
                 env={**os.environ}, stderr=subprocess.DEVNULL))
             self.urls.append(f"http://127.0.0.1:{port}")
-        for url in self.urls:
+            self.admin_urls.append(f"http://127.0.0.1:{admin_port}")
+        for url in self.urls + self.admin_urls:
             wait_http(url + "/healthz")
 
     def client(self, i: int, **kw: object) -> openai.OpenAI:
@@ -72,7 +75,7 @@ agents:
                              max_retries=0, **kw)  # type: ignore[arg-type]
 
     def admin(self, i: int, method: str, path: str, **kw: object) -> httpx.Response:
-        return httpx.request(method, self.urls[i] + path, timeout=10,
+        return httpx.request(method, self.admin_urls[i] + path, timeout=10,
                              headers={"Authorization": "Bearer adm"}, **kw)  # type: ignore[arg-type]
 
     def spend(self, by: str, key: str, i: int = 0) -> float:

@@ -90,6 +90,14 @@ install` fail with the reason. */}}
 {{- $server := get $cfg "server" | default dict -}}
 {{- $_ := set $server "host" "0.0.0.0" -}}
 {{- $_ := set $server "port" (.Values.containerPort | int) -}}
+{{- if eq (.Values.adminPort | int) (.Values.containerPort | int) -}}
+{{- fail "tollway: adminPort must differ from containerPort: the admin listener has a port of its own" -}}
+{{- end -}}
+{{- $admin := get $server "admin" | default dict -}}
+{{- $_ := set $admin "enabled" true -}}
+{{- $_ := set $admin "host" "0.0.0.0" -}}
+{{- $_ := set $admin "port" (.Values.adminPort | int) -}}
+{{- $_ := set $server "admin" $admin -}}
 {{- $_ := set $cfg "server" $server -}}
 {{- if include "tollway.redis.provided" . -}}
 {{- $state := get $cfg "state" | default dict -}}

@@ -1,1 +1,1 @@
-"""The admin API under /admin/, behind the admin key."""
+"""The admin API under /admin/, on the admin listener, behind operator authentication."""

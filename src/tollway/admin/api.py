@@ -1,9 +1,8 @@
-"""Admin API: spend by dimension, sessions and their steps. Never shows a key or a secret."""
+"""Admin API: spend, sessions and their steps, flags, approvals, reloads and purges, each
+behind the role it needs (admin/auth.py). Never shows a key or a secret."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import math
 import time
@@ -13,9 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from tollway.admin.console import add_console_routes
+from tollway.admin.auth import AdminGate, admin_error, operator_of, reason_of
 from tollway.admin.decision import read_decision
-from tollway.config.model import key_digest
 from tollway.errors import GatewayError
 from tollway.ingress.safety import last_resort
 from tollway.state.base import StateUnavailable
@@ -30,9 +28,7 @@ log = logging.getLogger("tollway.admin")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(status: int, message: str, code: str) -> web.Response:
-    return json_response({"error": {"message": message, "type": "admin_error", "code": code,
-                                    "param": None}}, status)
+_error = admin_error
 
 
 def _failed(request: web.Request, err: GatewayError) -> web.Response:
@@ -69,15 +65,9 @@ def _finite(seconds: float, value: str) -> float:
 
 
 def add_admin_routes(app: web.Application, gw: Gateway) -> None:
-    def authorised(request: web.Request) -> bool:
-        key = gw.config.server.admin_key
-        if not key:  # closed: any local process (an agent on the same host too) is no admin
-            return False
-        presented = request.headers.get("Authorization", "")
-        presented = presented[7:].strip() if presented[:7].lower() == "bearer " else (
-            request.headers.get("x-api-key", ""))
-        digest = hashlib.sha256(presented.encode()).hexdigest()
-        return bool(presented) and hmac.compare_digest(digest, key_digest(key))
+    """Every /admin/... route on `app`: the admin listener's app, or the main one when the
+    admin listener is off (compatibility)."""
+    gate = AdminGate(gw)
 
     def record(fields: dict[str, Any]) -> None:
         """Admin actions are logged and, with an audit sink, appended to the audit chain."""
@@ -85,22 +75,33 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
         if gw.audit is not None:
             gw.audit.append("admin", fields)
 
-    def guarded(handler: Handler) -> Handler:
+    def guarded(handler: Handler, action: str = "read") -> Handler:
+        """The handler behind operator authentication: `action` is what it does ("read",
+        "approve" or "admin"), and the operator's role must allow it."""
         async def checked(request: web.Request) -> web.StreamResponse:
-            if not authorised(request):
-                if not gw.config.server.admin_key:
-                    return _error(403, "the admin API is closed: no server.admin_key is "
-                                  "configured", "admin_closed")
-                return _error(401, "the admin API needs the admin key "
-                              "(Authorization: Bearer ...)", "admin_unauthorized")
+            refused = gate.admit(request, action)
+            if refused is not None:
+                return refused
             try:
                 return await handler(request)
+            except GatewayError as err:  # a body too slow, too large or malformed
+                return _failed(request, err)
             except StateUnavailable:  # Redis unreachable: the answer is "not now", not a 500
                 resp = _error(503, "the shared state (Redis) is unreachable; try again "
                               "shortly", "state_unavailable")
                 resp.headers["Retry-After"] = "1"
                 return resp
         return last_resort(checked, _failed)
+
+    def acted(request: web.Request, fields: dict[str, Any], reason: str | None) -> None:
+        """Record an admin action with the operator who did it and the reason they gave
+        (their name, never their token)."""
+        op = operator_of(request)
+        record({**fields, "operator": op.name if op else None, "reason": reason,
+                "peer": request.remote})
+
+    def why(request: web.Request) -> Awaitable[str | None]:
+        return reason_of(request, int(gw.config.server.max_body_mb * 2**20))
 
     async def spend(request: web.Request) -> web.Response:
         by = request.query.get("by", "agent")
@@ -142,22 +143,18 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
         if (kind, action) not in (("session", "kill"), ("session", "revive"),
                                   ("agent", "pause"), ("agent", "resume")):
             return _error(404, f"no action {action!r} for a {kind}", "unknown_action")
+        reason = await why(request)
         await gw.state.flags.set(kind, name, on)
-        record({"action": action, kind: name,
-                                                      "peer": request.remote})
-        return json_response({kind: name, "action": action,
-                              "denied": on})
+        acted(request, {"action": action, kind: name}, reason)
+        return json_response({kind: name, "action": action, "denied": on})
 
     async def flags(request: web.Request) -> web.Response:
         return json_response(await gw.state.flags.all())
 
-    app.router.add_post("/admin/sessions/{name}/{action}", guarded(set_flag))
-    app.router.add_post("/admin/agents/{name}/{action}", guarded(set_flag))
     async def reload(request: web.Request) -> web.Response:
+        reason = await why(request)
         result = await gw.reload("admin API")
-        record({"action": "reload",
-                                                      "result": result["result"],
-                                                      "peer": request.remote})
+        acted(request, {"action": "reload", "result": result["result"]}, reason)
         return json_response(result, 200 if result["result"] == "ok" else 400)
 
     async def breakers(request: web.Request) -> web.Response:
@@ -170,13 +167,13 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
         for value in (scope, model):
             if value != "*" and any(ch in value for ch in "*?[]"):
                 return _error(400, "scope and model are names, not patterns", "bad_purge")
+        reason = await why(request)
         gone = await gw.state.cache.purge(f"c:{scope}:{model}:*")
         gone += await gw.state.cache.purge(f"s:{scope}:{model}:*")
         if gw.semantic is not None:
             gw.semantic.purge(scope, model)
-        record({"action": "cache_purge", "scope": scope,
-                                                      "model": model, "entries": gone,
-                                                      "peer": request.remote})
+        acted(request, {"action": "cache_purge", "scope": scope, "model": model,
+                        "entries": gone}, reason)
         return json_response({"purged": gone, "scope": scope, "model": model})
 
     async def semantic(request: web.Request) -> web.Response:
@@ -208,8 +205,9 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
         except GatewayError as err:
             return _error(err.status, err.message, err.code)
         decision = body["decision"]
-        reason = body.get("reason")
-        by = str(body.get("by") or f"admin@{request.remote}")[:64]
+        reason = body.get("reason") or request.query.get("reason")
+        op = operator_of(request)
+        by = str(body.get("by") or (op.name if op else f"admin@{request.remote}"))[:64]
         approval_id = request.match_info["id"]
         found = await gw.state.tools.approval_decide(
             approval_id, decision == "approve", by, str(reason)[:500] if reason else None)
@@ -221,19 +219,22 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
             return _error(409, f"approval {approval_id} is already {d['status']}",
                           "already_decided")
         gw.approvals.wake(approval_id)  # a call this process holds goes on at once
-        record({
-            "action": "approval", "approval": approval_id, "decision": d["status"],
-            "tool": d["tool"], "agent": d["agent"], "by": by, "peer": request.remote})
+        acted(request, {"action": "approval", "approval": approval_id,
+                        "decision": d["status"], "tool": d["tool"], "agent": d["agent"],
+                        "by": by}, str(reason)[:500] if reason else None)
         return json_response(d)
 
-    add_console_routes(app, gw)  # the operator console, on the same listener
+    # Reads need a viewer, deciding approvals an approver, anything else that changes
+    # state an admin.
     app.router.add_get("/admin/approvals", guarded(approvals))
-    app.router.add_post("/admin/approvals/{id}", guarded(decide))
-    app.router.add_post("/admin/cache/purge", guarded(purge))
+    app.router.add_post("/admin/approvals/{id}", guarded(decide, "approve"))
+    app.router.add_post("/admin/sessions/{name}/{action}", guarded(set_flag, "admin"))
+    app.router.add_post("/admin/agents/{name}/{action}", guarded(set_flag, "admin"))
+    app.router.add_post("/admin/cache/purge", guarded(purge, "admin"))
     app.router.add_get("/admin/cache/semantic", guarded(semantic))
     app.router.add_get("/admin/breakers", guarded(breakers))
     app.router.add_get("/admin/flags", guarded(flags))
-    app.router.add_post("/admin/reload", guarded(reload))
+    app.router.add_post("/admin/reload", guarded(reload, "admin"))
     app.router.add_get("/admin/spend", guarded(spend))
     app.router.add_get("/admin/sessions", guarded(sessions))
     app.router.add_get("/admin/sessions/{session}", guarded(session))

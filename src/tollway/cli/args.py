@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)  # supervisor's pid
     serve.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     serve.add_argument("--lifeline", type=int, help=argparse.SUPPRESS)  # EOF: supervisor gone
+    serve.add_argument("--admin-port", type=int, help=argparse.SUPPRESS)  # the one it holds
 
     check = sub.add_parser("check", help="validate a config file and exit non-zero on errors")
     check.add_argument("-c", "--config", default=os.environ.get("TOLLWAY_CONFIG", DEFAULT_CONFIG))
@@ -58,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="the gateway's config: its port and admin key are used unless "
                             "--url / --admin-key say otherwise (default: %(default)s)")
     spend.add_argument("--url", default=os.environ.get("TOLLWAY_URL"),
-                       help="the gateway's base URL (default: from the config's server: "
-                            "section, or http://127.0.0.1:4100)")
+                       help="the gateway's admin listener (default: from the config's "
+                            "server.admin, or http://127.0.0.1:4101)")
     spend.add_argument("--admin-key", default=os.environ.get("TOLLWAY_ADMIN_KEY"),
                        help="the admin key (default: $TOLLWAY_ADMIN_KEY, else the config's "
                             "server.admin_key when it is not a sha256 digest)")

@@ -38,8 +38,10 @@ def run_serve(args: argparse.Namespace) -> int:
     config_path = str(Path(args.config).resolve())
     if workers > 1:
         with asyncio.Runner() as supervisor:
-            return supervisor.run(supervise(config_path, host, port, workers,
-                                            cfg.server.drain_timeout_s))
+            admin = cfg.server.admin
+            return supervisor.run(supervise(
+                config_path, host, port, workers, cfg.server.drain_timeout_s,
+                (admin.host, admin.port) if admin.enabled else None))
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
@@ -48,7 +50,7 @@ def run_serve(args: argparse.Namespace) -> int:
         runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
     with runner:
         return runner.run(_run(cfg, config_path, host, port, args.worker_of,
-                               args.worker_index, args.lifeline))
+                               args.worker_index, args.lifeline, args.admin_port))
 
 
 def _workers_problem(cfg: object, path: str, workers: int) -> str | None:
@@ -81,7 +83,7 @@ def _watch_supervisor(loop: asyncio.AbstractEventLoop, fd: int, parent: int,
 
 async def _run(cfg: object, config_path: str, host: str, port: int,
                worker_of: int | None = None, worker_index: int = 0,
-               lifeline: int | None = None) -> int:
+               lifeline: int | None = None, admin_port: int | None = None) -> int:
     from aiohttp import web
 
     from tollway.app import GATEWAY, build_app
@@ -89,11 +91,18 @@ async def _run(cfg: object, config_path: str, host: str, port: int,
     from tollway.ingress.server import GatewayRunner
 
     assert isinstance(cfg, Config)
-    app = build_app(cfg, config_path, worker_index)
+    # A worker listens on the admin port its supervisor holds, with SO_REUSEPORT like the
+    # main port: any worker's /metrics merges every worker's (admin/listener.py).
+    app = build_app(cfg, config_path, worker_index, admin_port, admin_reuse_port=bool(worker_of))
     runner = GatewayRunner(app, cfg.server, access_log=logging.getLogger("aiohttp.access")
                            if cfg.server.access_log else None,
                            shutdown_timeout=cfg.server.drain_timeout_s, handle_signals=False)
-    await runner.setup()
+    try:
+        await runner.setup()  # starts the gateway, and the admin listener
+    except OSError as exc:
+        log.error("cannot start: %s", exc.strerror or exc)
+        await runner.cleanup()
+        return 1
     site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True,
                        reuse_port=True if worker_of else None)
     await site.start()

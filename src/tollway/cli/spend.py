@@ -7,7 +7,8 @@ import sys
 
 
 def _target(args: argparse.Namespace) -> tuple[str, str | None]:
-    """The gateway's URL and admin key: the flags, else the config it runs with."""
+    """The gateway's admin URL and key: the flags, else the config it runs with (the admin
+    listener's address, or the main port's when the admin listener is off)."""
     url, key = args.url, args.admin_key
     if url and key:
         return url, key
@@ -16,10 +17,12 @@ def _target(args: argparse.Namespace) -> tuple[str, str | None]:
 
         server = load_config(args.config).server
     except Exception:  # no or a broken config: the flags and defaults are all there is
-        return url or "http://127.0.0.1:4100", key
+        return url or "http://127.0.0.1:4101", key
     if not url:
-        host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host
-        url = f"http://{host}:{server.port}"
+        host, port = ((server.admin.host, server.admin.port) if server.admin.enabled
+                      else (server.host, server.port))
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        url = f"http://{host}:{port}"
     if not key and server.admin_key and not server.admin_key.startswith("sha256:"):
         key = server.admin_key
     return url, key

@@ -13,11 +13,12 @@ log = logging.getLogger("tollway")
 
 
 # The supervisor holds the port (bound with SO_REUSEPORT, never listening, so the kernel hands
-# it no connections), starts N `tollway serve --worker-of <pid>` processes that each listen on
-# it with SO_REUSEPORT, and forwards SIGTERM/SIGINT (drain) and SIGHUP (reload) to them. The
-# workers run in their own process group: a terminal's Ctrl-C reaches them once, through the
-# supervisor. A worker that dies unexpectedly is restarted with backoff; one that keeps dying
-# makes the supervisor stop the others and exit 1.
+# it no connections) and the admin listener's the same way, starts N `tollway serve
+# --worker-of <pid>` processes that each listen on both with SO_REUSEPORT, and forwards
+# SIGTERM/SIGINT (drain) and SIGHUP (reload) to them. The workers run in their own process
+# group: a terminal's Ctrl-C reaches them once, through the supervisor. A worker that dies
+# unexpectedly is restarted with backoff; one that keeps dying makes the supervisor stop the
+# others and exit 1.
 
 RESTART_BACKOFF_S = (0.5, 30.0)  # first delay, cap (doubling)
 HEALTHY_AFTER_S = 60.0  # a worker up this long resets its backoff
@@ -39,7 +40,10 @@ def _hold_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def supervise(config_path: str, host: str, port: int, n: int, drain_s: float) -> int:
+async def supervise(config_path: str, host: str, port: int, n: int, drain_s: float,
+                    admin: tuple[str, int] | None = None) -> int:
+    """Run n workers on host:port (and, with `admin`, on the admin listener's host and port,
+    held here too so that port 0 becomes one port all the workers share)."""
     import shutil
     import tempfile
 
@@ -56,6 +60,17 @@ async def supervise(config_path: str, host: str, port: int, n: int, drain_s: flo
               file=sys.stderr)
         return 1
     port = holder.getsockname()[1]
+    admin_holder = None
+    admin_args: tuple[str, ...] = ()
+    if admin is not None:
+        try:
+            admin_holder = _hold_port(*admin)
+        except OSError as exc:
+            holder.close()
+            print(f"tollway: cannot listen on {admin[0]}:{admin[1]} for the admin listener "
+                  f"(server.admin): {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        admin_args = ("--admin-port", str(admin_holder.getsockname()[1]))
     metrics_dir = tempfile.mkdtemp(prefix="tollway-metrics-")
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
     loop = asyncio.get_running_loop()
@@ -81,7 +96,8 @@ async def supervise(config_path: str, host: str, port: int, n: int, drain_s: flo
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tollway", "serve", "-c", config_path, "--host", host,
             "--port", str(port), "--worker-of", str(os.getpid()), "--worker-index", str(slot),
-            "--lifeline", str(lifeline), env=env, process_group=0, pass_fds=(lifeline,))
+            "--lifeline", str(lifeline), *admin_args, env=env, process_group=0,
+            pass_fds=(lifeline,))
         procs[slot] = proc
         if stopping.is_set():  # a stop arrived while it was being started
             proc.send_signal(signal.SIGTERM)
@@ -145,6 +161,8 @@ async def supervise(config_path: str, host: str, port: int, n: int, drain_s: flo
                 log.error("worker supervision failed", exc_info=k.exception())
     finally:
         holder.close()
+        if admin_holder is not None:
+            admin_holder.close()
         os.close(lifeline)
         os.close(lifeline_w)
         shutil.rmtree(metrics_dir, ignore_errors=True)

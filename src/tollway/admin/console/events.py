@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from tollway.admin.auth import OPERATOR
+from tollway.admin.console.pages import CSRF
+
 if TYPE_CHECKING:
     from tollway.admin.console.pages import Console
     from tollway.admin.operators import Operator
@@ -50,7 +53,7 @@ async def _fragments(console: Console, request: web.Request) -> dict[str, str]:
     pending = sorted((a for a in rows if a["status"] == "pending"),
                      key=lambda a: a["created"], reverse=True)
     approvals = console.env.get_template("approvals_rows.html").render(
-        pending=pending, op=request["operator"], csrf=request["csrf"])
+        pending=pending, op=request[OPERATOR], csrf=request[CSRF])
     sessions = await gw.state.ledger.sessions(agent=None, since=None, sort="recent", limit=50)
     flags = await gw.state.flags.all()
     session_rows = console.env.get_template("sessions_rows.html").render(

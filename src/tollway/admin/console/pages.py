@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 from aiohttp import web
 
+from tollway.admin.auth import OPERATOR
 from tollway.admin.console import auth, data
 from tollway.admin.operators import NEEDS, Operator
 from tollway.observe.audit import verify
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("tollway.console")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HERE = Path(__file__).parent
+CSRF = web.RequestKey("csrf", str)
+FORM = web.RequestKey("form", object)
 NAV = [("overview", "/console/"), ("sessions", "/console/sessions"),
        ("approvals", "/console/approvals"), ("agents", "/console/agents"),
        ("breakers", "/console/breakers"), ("cache", "/console/cache"),
@@ -66,10 +69,10 @@ class Console:
                     raise web.HTTPSeeOther("/console/login")
                 return web.Response(status=401, text="log in again")
             op, nonce = found
-            request["operator"], request["csrf"] = op, nonce
+            request[OPERATOR], request[CSRF] = op, nonce
             if request.method in auth.UNSAFE:
                 form = await request.post()
-                request["form"] = form
+                request[FORM] = form
                 value = form.get("csrf")
                 if not auth.csrf_ok(request, nonce, value if isinstance(value, str) else None):
                     return self.render(request, "error.html", status=403,
@@ -84,9 +87,9 @@ class Console:
 
     def render(self, request: web.Request, template: str, status: int = 200,
                **ctx: Any) -> web.Response:
-        op = request.get("operator")
+        op = request.get(OPERATOR)
         html = self.env.get_template(template).render(
-            op=op, csrf=request.get("csrf", ""), nav=NAV, path=request.path, **ctx)
+            op=op, csrf=request.get(CSRF, ""), nav=NAV, path=request.path, **ctx)
         return web.Response(text=html, status=status, content_type="text/html",
                             headers={"Cache-Control": "no-store",
                                      "Content-Security-Policy": "default-src 'self'; "
@@ -102,7 +105,7 @@ class Console:
 
     @staticmethod
     def reason(request: web.Request) -> str | None:
-        value = request.get("form", {}).get("reason")
+        value = (request.get(FORM) or {}).get("reason")
         return str(value)[:500].strip() or None if isinstance(value, str) else None
 
     # --- login ---------------------------------------------------------------------------
