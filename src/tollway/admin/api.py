@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from tollway.admin.decision import read_decision
+from tollway.admin.keys import add_key_routes
 from tollway.config.model import key_digest
 from tollway.errors import GatewayError
 from tollway.ingress.safety import last_resort
@@ -84,7 +85,9 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
         if gw.audit is not None:
             gw.audit.append("admin", fields)
 
-    def guarded(handler: Handler) -> Handler:
+    def guarded(handler: Handler, action: str = "read") -> Handler:
+        """`action` ("read" | "approve" | "admin") is what the handler needs of an operator;
+        with the one admin key, every action is allowed to it alone."""
         async def checked(request: web.Request) -> web.StreamResponse:
             if not authorised(request):
                 if not gw.config.server.admin_key:
@@ -225,6 +228,7 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
             "tool": d["tool"], "agent": d["agent"], "by": by, "peer": request.remote})
         return json_response(d)
 
+    add_key_routes(app, gw, guarded, record)
     app.router.add_get("/admin/approvals", guarded(approvals))
     app.router.add_post("/admin/approvals/{id}", guarded(decide))
     app.router.add_post("/admin/cache/purge", guarded(purge))

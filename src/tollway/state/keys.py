@@ -106,8 +106,8 @@ def rotate(rec: KeyRecord, digest: str, grace_s: float, now: float) -> KeyRecord
     """A new secret; the old one stays valid for grace_s (0: refused at once)."""
     if rec.revoked is not None:
         raise KeyRevoked(rec.id)
-    previous = ((rec.digest, now + max(0.0, grace_s)),) + tuple(
-        (d, min(until, now)) for d, until in rec.previous)  # one grace at a time
+    previous = ((rec.digest, now + max(0.0, grace_s)),  # one grace at a time
+                *((d, min(until, now)) for d, until in rec.previous))
     return dataclasses.replace(rec, digest=digest, rotated=now,
                                previous=previous[:PREVIOUS_KEPT])
 
