@@ -6,7 +6,7 @@ import argparse
 import sys
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str | None]:
+def admin_target(args: argparse.Namespace) -> tuple[str, str | None]:
     """The gateway's URL and admin key: the flags, else the config it runs with."""
     url, key = args.url, args.admin_key
     if url and key:
@@ -28,7 +28,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str | None]:
 def run_spend(args: argparse.Namespace) -> int:
     import httpx
 
-    args.url, args.admin_key = _target(args)
+    args.url, args.admin_key = admin_target(args)
     headers = {"Authorization": f"Bearer {args.admin_key}"} if args.admin_key else {}
     params = {"by": args.by}
     if args.since:
