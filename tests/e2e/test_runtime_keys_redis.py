@@ -12,8 +12,13 @@ from collections.abc import Callable
 
 import openai
 
-from tests.e2e.test_guards_redis import MSG, Gateways, gateways, mock_url  # noqa: F401
+from tests.e2e import test_guards_redis as guards
+from tests.e2e.test_guards_redis import MSG, Gateways
 from tests.e2e.test_stream_cuts import wait_until
+
+# The two-process fixtures of the guards' tests: a mock provider, and `tollway serve`s.
+mock_url = guards.mock_url
+gateways = guards.gateways
 
 STRICT = "identity: {unknown_keys: reject}"
 
