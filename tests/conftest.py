@@ -27,7 +27,7 @@ from tollway.testing import MockProvider, MockSettings
 BASE_CONFIG = """
 server: {{host: 127.0.0.1, port: 0, max_body_mb: 1, drain_timeout_s: 5, admin_key: admin-secret,
           watch_interval_s: 0.1{server_extra}}}
-identity: {{unknown_keys: {unknown_keys}, trust_agent_header: true}}
+identity: {{unknown_keys: {unknown_keys}, trust_agent_header: true{identity_extra}}}
 state: {{backend: {backend},
          redis: {{url: "{redis_url}", timeout_ms: 500{redis_extra}}}{state_extra}}}
 providers:
@@ -83,7 +83,7 @@ class Stack:
                  state_extra: str = "", providers_extra: str = "",
                  config_file: str | None = None, agents_extra: str = "",
                  redis_extra: str = "",
-                 server_extra: str = "") -> None:
+                 server_extra: str = "", identity_extra: str = "") -> None:
         import hashlib
 
         self.loop = loop
@@ -97,6 +97,7 @@ class Stack:
             state_extra=f", {state_extra}" if state_extra else "",
             redis_extra=f", {redis_extra}" if redis_extra else "",
             server_extra=f", {server_extra}" if server_extra else "",
+            identity_extra=f", {identity_extra}" if identity_extra else "",
             research_digest=hashlib.sha256(b"sk-tw-research").hexdigest())
         if config_file is not None:
             with open(config_file, "w") as f:

@@ -49,6 +49,15 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyQuota:
+    """A runtime key's own daily budget and request rate (state/keys.py), which the guard
+    checks besides the config's budgets and rate limits."""
+
+    budget_usd_day: float | None = None
+    rpm: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Caller:
     """Who is calling (identify): the agent and team its key names, and what the key may use.
     Tool calls have one too, resolved the same way."""
@@ -58,6 +67,7 @@ class Caller:
     key_id: str | None = None  # a short digest of the virtual key, never the key
     limits: KeyConfig | None = None  # the key's own models/tools/expiry, if it has any
     tags: tuple[str, ...] = ()
+    quota: KeyQuota | None = None  # a runtime key's own budget and rpm
 
 
 ANONYMOUS = Caller()  # before identify, and for keys that name no agent

@@ -22,6 +22,7 @@ from tollway.observe.metrics import Metrics
 from tollway.observe.otel import Tracing
 from tollway.policy.approvals import ApprovalDesk
 from tollway.policy.identity import Identity
+from tollway.policy.keybook import KeyBook
 from tollway.protocols.base import Endpoint
 from tollway.providers.base import ModelRegistry, Provider
 from tollway.providers.registry import build_providers, build_registry, needs_demo
@@ -92,6 +93,8 @@ class Gateway:
         self.breakers = BreakerBoard(self.state, self.metrics)
         # Red-zone calls held for approval (tool gate, policy stage): outlives reloads.
         self.approvals = ApprovalDesk(self.state, self.metrics)
+        # Runtime keys (admin API): outlive reloads; refreshed from the state while on.
+        self.keys = KeyBook(self.state.keys, config.identity.runtime_keys_refresh_s)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex()
 
@@ -120,7 +123,12 @@ class Gateway:
             demo_url = await self._demo_url()
         providers = build_providers(cfg, demo_url)
         registry = build_registry(cfg, providers)
-        identity = Identity(cfg)
+        keys = None
+        if cfg.identity.runtime_keys:
+            keys = self.keys
+            keys.refresh_s = cfg.identity.runtime_keys_refresh_s
+            await keys.start()  # loads them first (a no-op once running)
+        identity = Identity(cfg, keys)
         tools = None
         if cfg.tools or cfg.mcp_servers:
             tools = ToolPlane(cfg, self.state, self.metrics, self.breakers, identity,
@@ -208,6 +216,7 @@ class Gateway:
             self.wal.close()
         await self.reloader.stop()
         await self.breakers.stop()
+        await self.keys.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.runtime is not None:

@@ -310,8 +310,16 @@ def _decision() -> st.SearchStrategy[bytes]:
     return st.one_of(valid.map(fz.encode), fz.garbage())
 
 
+def _new_key() -> st.SearchStrategy[bytes]:
+    fields = ("expires", "expires_in_s", "models", "tools", "budget_usd_day", "rpm", "label")
+    valid = st.fixed_dictionaries(
+        {"agent": st.one_of(st.sampled_from(["support-bot", "helper"]), fz.wrong)},
+        optional={f: fz.wrong for f in fields})
+    return st.one_of(valid.map(fz.encode), fz.garbage())
+
+
 ADMIN_GETS = ["/admin/approvals", "/admin/breakers", "/admin/flags", "/admin/spend",
-              "/admin/sessions"]
+              "/admin/sessions", "/admin/keys"]
 
 
 @fuzz(120)
@@ -321,7 +329,7 @@ def test_admin_api(fuzzed: Fuzzed, data: st.DataObject) -> None:
         ["by", "since", "limit", "sort", "agent", "status", "scope", "model", "x"]),
         fm.query_values, max_size=3))
     name = quote(data.draw(fm.path_names), safe="")
-    kind = data.draw(st.integers(0, 5))
+    kind = data.draw(st.integers(0, 7))
     if kind == 0:
         r = fuzzed.send("GET", data.draw(st.sampled_from(ADMIN_GETS)), None, ADMIN, query)
     elif kind == 1:
@@ -336,6 +344,13 @@ def test_admin_api(fuzzed: Fuzzed, data: st.DataObject) -> None:
                                                             "resume"]), fm.path_names)), safe="")
         scope = data.draw(st.sampled_from(["sessions", "agents"]))
         r = fuzzed.send("POST", f"/admin/{scope}/fz-{name}/{action}",
+                        data.draw(st.one_of(st.none(), fz.garbage())), ADMIN)
+    elif kind == 6:
+        r = fuzzed.send("POST", "/admin/keys", data.draw(_new_key()), ADMIN)
+    elif kind == 7:
+        method, tail = data.draw(st.sampled_from([("POST", "/rotate"), ("POST", "/revoke"),
+                                                  ("DELETE", ""), ("GET", "")]))
+        r = fuzzed.send(method, f"/admin/keys/{name}{tail}",
                         data.draw(st.one_of(st.none(), fz.garbage())), ADMIN)
     else:
         r = fuzzed.send(data.draw(st.sampled_from(["GET", "POST", "PUT", "DELETE"])),

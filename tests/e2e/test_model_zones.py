@@ -252,13 +252,15 @@ def step_flags(s: Stack, session: str) -> list[str]:
 
 def test_in_the_chain_only_when_needed_and_free_without_tools(
         make_stack: Callable[..., Stack], tmp_path: Path) -> None:
-    """No policies: no policy stage. Zones only: the stage, and a hook only for requests
-    that offer tools (a request without tools pays nothing per chunk)."""
+    """No policies and no runtime keys (which may come with limits at any time): no policy
+    stage. Zones only: the stage, and a hook only for requests that offer tools (a request
+    without tools pays nothing per chunk)."""
     from types import SimpleNamespace
 
     from tollway.exchange import Caller
 
-    assert "policy" not in make_stack().gateway.runtime.chain.names  # type: ignore[union-attr]
+    plain = make_stack(identity_extra="runtime_keys: false")
+    assert "policy" not in plain.gateway.runtime.chain.names  # type: ignore[union-attr]
     policy = tmp_path / "zones.yaml"
     policy.write_text(POLICY)
     s = make_stack(extra=f'policies: ["{policy}"]\n')
@@ -273,6 +275,12 @@ def test_in_the_chain_only_when_needed_and_free_without_tools(
         return ex.hooks
     assert hooks({"messages": MSG}) == []
     assert len(hooks({"messages": MSG, "tools": TOOLS})) == 1
+    # Runtime keys on (the default) put the stage in the chain; a caller whose key has no
+    # limits gets no hook, tools or not.
+    s = make_stack()
+    chain = s.gateway.runtime.chain  # type: ignore[union-attr]
+    stage = chain.stages[chain.names.index("policy")]
+    assert hooks({"messages": MSG}) == [] and hooks({"messages": MSG, "tools": TOOLS}) == []
 
 
 def test_an_unanswered_approval_times_out_as_rejected(make_any_stack: Callable[..., Stack],

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from tollway.admin.auth import AdminGate, admin_error, operator_of, reason_of
 from tollway.admin.decision import read_decision
+from tollway.admin.keys import add_key_routes
 from tollway.errors import GatewayError
 from tollway.ingress.safety import last_resort
 from tollway.state.base import StateUnavailable
@@ -226,6 +227,8 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
 
     # Reads need a viewer, deciding approvals an approver, anything else that changes
     # state an admin.
+    add_key_routes(app, gw, guarded, lambda request, fields: acted(
+        request, fields, (request.query.get("reason") or "")[:500] or None))
     app.router.add_get("/admin/approvals", guarded(approvals))
     app.router.add_post("/admin/approvals/{id}", guarded(decide, "approve"))
     app.router.add_post("/admin/sessions/{name}/{action}", guarded(set_flag, "admin"))

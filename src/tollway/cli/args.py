@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from tollway.cli import audit
+from tollway.cli import audit, keys
 from tollway.cli.check import run_check, run_explain, run_schema
 from tollway.cli.serve import run_serve
 from tollway.cli.spend import run_spend
@@ -67,10 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     spend.add_argument("--json", action="store_true", help="print the raw JSON")
 
     audit.add_parser(sub)
+    keys.add_parser(sub, DEFAULT_CONFIG)
 
     args = parser.parse_args(argv)
     if args.command == "audit":
         return audit.run(args)
+    if args.command == "keys":
+        return keys.run(args)
     if args.command == "serve":
         return run_serve(args)
     if args.command == "check":

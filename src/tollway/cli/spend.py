@@ -6,7 +6,7 @@ import argparse
 import sys
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str | None]:
+def admin_target(args: argparse.Namespace) -> tuple[str, str | None]:
     """The gateway's admin URL and key: the flags, else the config it runs with (the admin
     listener's address, or the main port's when the admin listener is off)."""
     url, key = args.url, args.admin_key
@@ -31,7 +31,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str | None]:
 def run_spend(args: argparse.Namespace) -> int:
     import httpx
 
-    args.url, args.admin_key = _target(args)
+    args.url, args.admin_key = admin_target(args)
     headers = {"Authorization": f"Bearer {args.admin_key}"} if args.admin_key else {}
     params = {"by": args.by}
     if args.since:

@@ -168,3 +168,8 @@ class IdentityConfig(Strict):
     # (digests, never text) lives this long.
     lineage: bool = True
     lineage_window_s: float = Field(3600, gt=0)
+    # Keys made at run time through the admin API (`tollway keys`), shared by every replica
+    # through the state and refreshed in each process every `runtime_keys_refresh_s`. Off:
+    # only the keys of `agents:` are accepted.
+    runtime_keys: bool = True
+    runtime_keys_refresh_s: float = Field(0.25, gt=0, le=1)

@@ -9,6 +9,7 @@ import math
 
 from tollway.config.model import BudgetsConfig
 from tollway.errors import GatewayError
+from tollway.exchange import Caller
 from tollway.observe.metrics import Metrics
 from tollway.state.base import State, StateUnavailable
 from tollway.state.guards import Admission, BudgetCheck, RateCheck, Settlement, Verdict
@@ -17,9 +18,14 @@ _PERIODIC = {"day": "daily", "week": "weekly", "month": "monthly"}
 
 
 def budget_checks(b: BudgetsConfig, agent: str, team: str, session: str, reserve: float,
-                  ) -> list[BudgetCheck]:
-    """Every budget a call of this agent, team and session spends from, reserving `reserve`."""
+                  caller: Caller | None = None) -> list[BudgetCheck]:
+    """Every budget a call of this agent, team and session spends from, reserving `reserve`;
+    with `caller`, its runtime key's own daily budget too (scope "key", named by its id)."""
     checks = []
+    quota = caller.quota if caller is not None else None
+    if quota is not None and quota.budget_usd_day is not None and caller is not None and (
+            caller.key_id is not None):
+        checks.append(BudgetCheck("key", caller.key_id, "day", quota.budget_usd_day, reserve))
     agent_budget = b.agents.get(agent)
     session_usd = (agent_budget.session_usd if agent_budget and agent_budget.session_usd
                    else (b.session.usd if b.session else None))

@@ -3,6 +3,11 @@
 A key may carry less capability than its agent (named models and tools, an expiry), and the
 policies say which models and tools an agent or team may use; both are checked here, for
 model calls by the policy stage and for tool calls by the tool gate.
+
+Keys come from `agents:` (fixed at load) and, unless identity.runtime_keys is off, from the
+key book (policy/keybook.py): keys made through the admin API, held in memory and refreshed
+from the State, so a runtime key costs a dict lookup too. A revoked, rotated-out or expired
+runtime key is a 401 whatever identity.unknown_keys says: it was a key, and it says why.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Mapping
 from tollway.config.model import Config, key_digest
 from tollway.errors import GatewayError, bad_request
 from tollway.exchange import ANONYMOUS, Caller
+from tollway.policy.keybook import BookEntry, KeyBook
 
 
 def denied(message: str) -> GatewayError:
@@ -26,7 +32,8 @@ class Identity:
     """Virtual keys to callers. Plain keys are hashed at load too: one lookup path, and no
     plain key kept in memory beyond the config object itself."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, keys: KeyBook | None = None) -> None:
+        self.keys = keys
         self.reject_unknown = cfg.identity.unknown_keys == "reject"
         self.trust_agent_header = cfg.identity.trust_agent_header
         self.max_tags = cfg.identity.max_tags
@@ -45,7 +52,8 @@ class Identity:
                                     or k.expires is not None) else None
                 self.by_digest[digest] = Caller(agent, a.team, digest[:12], limited)
         # Whether any model call can be refused by a key's limits or a policy.
-        self.restricts = self.policy.restricts or any(
+        # (A runtime key may come with limits at any time.)
+        self.restricts = self.policy.restricts or keys is not None or any(
             c.limits is not None and (c.limits.models is not None or c.limits.tools is not None)
             for c in self.by_digest.values())
 
@@ -60,6 +68,10 @@ class Identity:
         digest = (hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
                   if key else None)
         caller = self.by_digest.get(digest) if digest else None
+        if caller is None and digest and self.keys is not None:
+            entry = self.keys.lookup(digest)
+            if entry is not None:
+                caller = self._runtime(entry)
         if caller is None:
             if self.reject_unknown:
                 raise GatewayError(401, "invalid_api_key",
@@ -83,6 +95,30 @@ class Identity:
             labels = tuple(t.strip()[:64] for t in raw.split(",") if t.strip())[: self.max_tags]
             caller = dataclasses.replace(caller, tags=labels)
         return caller
+
+    def _runtime(self, entry: BookEntry) -> Caller:
+        """The caller of a runtime key's secret, or its 401 (revoked, rotated out, expired,
+        or naming an agent the config no longer has)."""
+        rec = entry.record
+        now = datetime.datetime.now(datetime.UTC)
+        if rec.revoked is not None:
+            raise GatewayError(401, "key_revoked",
+                               f"this virtual key ({rec.id} of agent {rec.agent!r}) was revoked "
+                               f"at {_iso(rec.revoked)}")
+        if entry.until is not None and entry.until <= now.timestamp():
+            raise GatewayError(401, "key_revoked",
+                               f"this secret of virtual key {rec.id} (agent {rec.agent!r}) was "
+                               f"rotated out at {_iso(entry.until)}; use its new secret")
+        if rec.expires is not None and rec.expires <= now.timestamp():
+            raise GatewayError(401, "key_expired",
+                               f"this virtual key ({rec.id} of agent {rec.agent!r}) expired at "
+                               f"{_iso(rec.expires)}")
+        team = self.teams.get(rec.agent)
+        if team is None:
+            raise GatewayError(401, "invalid_api_key",
+                               f"this virtual key ({rec.id}) names agent {rec.agent!r}, which "
+                               "is no longer in the config's agents:")
+        return Caller(rec.agent, team, rec.id, entry.limits, quota=entry.quota)
 
     def check_model(self, caller: Caller, model: str) -> None:
         self._check(caller, "models", "use model", model)
@@ -113,3 +149,7 @@ class Identity:
         """Whether any tool may be refused to this caller (so its model's calls are checked)."""
         limited = caller.limits is not None and caller.limits.tools is not None
         return limited or self.policy.restricts
+
+
+def _iso(epoch: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).isoformat(timespec="seconds")

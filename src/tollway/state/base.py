@@ -10,6 +10,7 @@ A `State` is a backend's lifecycle (`start`, `close`, `ready`) plus one object p
 - `flags`: kill (sessions) and pause (agents) switches, as the admin API sets them.
 - `cache`: stored answers of the exact and semantic caches.
 - `tools`: tool-call repeats and approvals (tollway.state.toolstate).
+- `keys`: runtime virtual keys, made through the admin API (tollway.state.keys).
 
 A backend's facets share its storage (one Redis connection, or the process's memory); the
 split is by job, so that each caller depends on the one it uses.
@@ -22,6 +23,7 @@ from typing import Any
 
 from tollway.state.breakers import BreakerPolicy, BreakerView, Transition
 from tollway.state.guards import Admission, Settlement, Verdict
+from tollway.state.keys import KeyStore
 from tollway.state.lineage import LineageWrite
 from tollway.state.records import SpendRow, StepRecord
 from tollway.state.toolstate import ToolState
@@ -139,6 +141,7 @@ class State(abc.ABC):
     flags: Flags
     cache: Cache
     tools: ToolState  # tool-call repeats and approvals (tollway.state.toolstate)
+    keys: KeyStore  # runtime virtual keys (tollway.state.keys)
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Connect, load scripts."""

@@ -234,8 +234,9 @@ class ToolGate:
 
     async def _admit_state(self, t: Ticket, keys: Sequence[str]) -> None:
         budgets = (budget_checks(self.cfg.budgets, t.caller.agent, t.caller.team, t.session,
-                                 t.tool.cost_usd)
-                   if self.cfg.budgets.any and t.tool.cost_usd else [])
+                                 t.tool.cost_usd, t.caller)
+                   if (self.cfg.budgets.any or t.caller.quota is not None)
+                   and t.tool.cost_usd else [])
         if not (self.cfg.kill_switch or budgets or keys):
             return
         query = None

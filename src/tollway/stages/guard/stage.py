@@ -66,7 +66,7 @@ class Guard(Stage):
         adm = Admission(session=session, agent=caller.agent, request_id=ex.request_id,
                         hold_s=self.budgets.reservation_ttl_s, lineage=ex.run.query)
         self._rate_checks(ex, adm)
-        if self.budgets.any and ex.endpoint.billable:
+        if (self.budgets.any or caller.quota is not None) and ex.endpoint.billable:
             self._budget_checks(ex, adm)
         if self.loops.stateful:
             lc = self.loops
@@ -94,15 +94,20 @@ class Guard(Stage):
 
     def _rate_checks(self, ex: Exchange, adm: Admission) -> None:
         r = self.rates
-        if not r.any:
+        caller = ex.caller
+        own_rpm = caller.quota.rpm if caller.quota is not None else None
+        if not r.any and own_rpm is None:
             return
         tokens = max(1, ex.prompt.counted)
-        caller = ex.caller
         agent = r.agents.get(caller.agent) or r.default_agent
         if agent is not None:
             _add_rates(adm, "agent", caller.agent, agent, tokens)
-        if r.per_key is not None and caller.key_id is not None:
-            _add_rates(adm, "key", caller.key_id, r.per_key, tokens)
+        per_key = r.per_key
+        if own_rpm is not None:  # a runtime key's own rpm replaces rate_limits.per_key's
+            per_key = (per_key.model_copy(update={"rpm": own_rpm}) if per_key is not None
+                       else RateLimit(rpm=own_rpm))
+        if per_key is not None and caller.key_id is not None:
+            _add_rates(adm, "key", caller.key_id, per_key, tokens)
         model = r.models.get(ex.model_name)
         if model is not None:
             _add_rates(adm, "model", ex.model_name, model, tokens)
@@ -114,7 +119,7 @@ class Guard(Stage):
         out_tokens = _max_output(ex.body) or b.default_output_tokens
         reserve = route.cost(ex.prompt.counted, out_tokens, 0, 0)
         adm.budgets += budget_checks(b, ex.caller.agent, ex.caller.team, ex.run.session,
-                                     reserve)
+                                     reserve, ex.caller)
 
     def _refuse(self, ex: Exchange, adm: Admission, v: Verdict) -> None:
         ex.guard.refused_by = (

@@ -1,6 +1,6 @@
 """In-process state: the default, for one process. Bounded so it cannot grow without end.
 
-One object per facet (guards, ledger, breakers, flags, cache, tools), each owning its data.
+One object per facet (guards, ledger, breakers, flags, cache, tools, keys), each owning its data.
 Where one facet acts on another's data it holds a reference to that facet: the guards read
 the flags, and the ledger settles the guards' reservations and the breakers' outcomes.
 """
@@ -12,6 +12,7 @@ from tollway.state.memory.breakers import MemoryBreakers
 from tollway.state.memory.cache import MemoryCache
 from tollway.state.memory.flags import MemoryFlags
 from tollway.state.memory.guards import MemoryGuards
+from tollway.state.memory.keys import MemoryKeys
 from tollway.state.memory.ledger import MemoryLedger
 from tollway.state.memory.lineage import MemoryLineage
 from tollway.state.memory.tools import MemoryToolState
@@ -32,3 +33,4 @@ class MemoryState(State):
                                                  session_steps, max_sessions, retention_hours)
         self.cache: MemoryCache = MemoryCache(cache_entries)
         self.tools: MemoryToolState = MemoryToolState()
+        self.keys: MemoryKeys = MemoryKeys()

@@ -11,7 +11,7 @@ flight.
 
 Modules: `link` (the client, the key prefix, up/down and the background probe, shared by
 every facet), then one per facet: `guards`, `ledger`, `breakers`, `flags`, `cache`,
-`tools`; the scripts are in `lua/`. `connect` builds every Redis client of tollway (this
+`tools`, `keys`; the scripts are in `lua/`. `connect` builds every Redis client of tollway (this
 state's, the audit sink's, the semantic cache feed's) from `state.redis`: one Redis, or a
 Redis Cluster (`cluster: true`) through `cluster.BoundedCluster`; `script` runs a script by
 digest, and by text where a node does not know it.
@@ -39,6 +39,8 @@ one gateway's state lives on one shard; it is small (bounded by TTLs, `max_sessi
     br:all                            set of the targets with a breaker, for breakers.views()
     sessions  unobserved              zsets session -> last activity; unobserved feeds
                                       ledger.idle_sessions(), which pops each session once
+    vk:recs  vk:ver                   runtime keys: hash id -> record JSON (digests, never
+                                      a secret), and the counter every write bumps
 
 Floats are computed in Lua as doubles and stored with 17 significant digits (never with
 HINCRBYFLOAT, whose long double arithmetic differs from Python's), and travel back as
@@ -66,6 +68,7 @@ from tollway.state.redis.breakers import RedisBreakers
 from tollway.state.redis.cache import RedisCache
 from tollway.state.redis.flags import RedisFlags
 from tollway.state.redis.guards import RedisGuards
+from tollway.state.redis.keys import RedisKeys
 from tollway.state.redis.ledger import RedisLedger
 from tollway.state.redis.link import RedisLink
 from tollway.state.redis.tools import RedisToolState
@@ -91,6 +94,7 @@ class RedisState(State):
         self.flags: RedisFlags = RedisFlags(link)
         self.cache: RedisCache = RedisCache(link)
         self.tools: RedisToolState = RedisToolState(link)
+        self.keys: RedisKeys = RedisKeys(link)
 
     async def start(self) -> None:
         """Try once now; if Redis is not there yet, start down and let the probe retry."""
