@@ -216,3 +216,34 @@ def test_overview_agrees_with_the_admin_api_and_every_page_renders(
     assert s.admin.get("/admin/flags").json()["agent"] == ["support-bot"]
     body = json.dumps(s.admin.get("/admin/flags").json())
     no_secrets(body)
+
+
+def test_a_key_created_in_the_console_works_until_revoked(console: Stack, browser: Any) -> None:
+    s = console
+    page = login(browser, s, "admin-secret")
+    page.goto(base(s) + "/console/agents")
+    form = page.get_by_role("form", name="New key")
+    form.get_by_label("Agent").select_option("support-bot")
+    form.get_by_label("Label").fill("ci runner")
+    form.get_by_label("Models (globs, comma-separated)").fill("gpt-4o*")
+    form.get_by_role("button", name="Create key").click()
+    secret = page.get_by_label("Secret").input_value()
+    assert secret.startswith("sk-tw-")
+    shot(page, "key-created")
+    client = openai.OpenAI(base_url=s.url + "/v1", api_key=secret, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}])
+    assert raw.headers["x-tollway-agent"] == "support-bot"
+    with pytest.raises(openai.PermissionDeniedError):  # the key's models only
+        client.chat.completions.create(model="claude-sonnet",
+                                       messages=[{"role": "user", "content": "hello"}])
+    page.goto(base(s) + "/console/agents")
+    assert secret not in page.content()  # shown once, never again
+    row = page.locator("#keys tbody tr", has_text="ci runner")
+    row.get_by_role("button", name="Revoke").click()
+    assert "revoked" in page.locator("#keys tbody tr", has_text="ci runner").inner_text()
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model="gpt-4o-mini",
+                                       messages=[{"role": "user", "content": "hello"}])
+    audit = [r for r in s.admin.get("/admin/keys").json()["keys"]]
+    assert audit and all("secret" not in k and "digest" not in k for k in audit)

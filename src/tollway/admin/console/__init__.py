@@ -34,6 +34,8 @@ def add_console_routes(app: web.Application, gw: Gateway) -> Console:
                c.page(c.decide, "approve"))
     r.add_get("/console/agents", c.page(c.agents))
     r.add_post("/console/agents/{name}/{action:pause|resume}", c.page(c.agent_flag, "admin"))
+    r.add_post("/console/keys", c.page(c.create_key, "admin"))
+    r.add_post("/console/keys/{id}/revoke", c.page(c.revoke_key, "admin"))
     r.add_get("/console/breakers", c.page(c.breakers))
     r.add_get("/console/cache", c.page(c.cache))
     r.add_post("/console/cache/purge", c.page(c.purge, "admin"))

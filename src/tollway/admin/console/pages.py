@@ -9,6 +9,7 @@ a 403 page, never a silent no-op.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from tollway.admin.auth import OPERATOR
 from tollway.admin.console import auth, data
 from tollway.admin.operators import NEEDS, Operator
 from tollway.observe.audit import verify
+from tollway.state.keys import KeyRecord, new_id, new_secret
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway
@@ -47,6 +49,32 @@ def usd(value: float | None) -> str:
     """Dollars as an operator reads them: cents for large sums, micro-dollars for calls."""
     v = value or 0.0
     return f"${v:,.2f}" if abs(v) >= 100 else f"${v:,.6f}"
+
+
+def runtime_key(form: dict[str, str], agents: set[str]) -> KeyRecord:
+    """A key record from the console's form (the secret is added by new_secret_for)."""
+    agent = str(form.get("agent", ""))
+    if agent not in agents:
+        raise ValueError(f"no agent {agent[:64]!r} in the config")
+    days = str(form.get("expires_days", "")).strip()
+    expires = None
+    if days:
+        try:
+            n = float(days)
+        except ValueError:
+            raise ValueError("expires in days is a number") from None
+        if not 0 < n <= 3650:
+            raise ValueError("expires in days is between 0 and 3650")
+        expires = time.time() + n * 86400
+    models = tuple(m.strip() for m in str(form.get("models", "")).split(",") if m.strip())
+    return KeyRecord(id=new_id(), agent=agent, digest="", created=time.time(),
+                     expires=expires, models=models or None,
+                     label=str(form.get("label", ""))[:100].strip())
+
+
+def new_secret_for(rec: KeyRecord) -> tuple[str, KeyRecord]:
+    secret, digest = new_secret()
+    return secret, dataclasses.replace(rec, digest=digest)
 
 
 class Console:
@@ -190,7 +218,34 @@ class Console:
         raise web.HTTPSeeOther("/console/approvals")
 
     async def agents(self, request: web.Request, op: Operator) -> web.StreamResponse:
-        return self.render(request, "agents.html", rows=await data.agents(self.gw))
+        keys = [r.view() for r in await self.gw.state.keys.list(None)]
+        keys.sort(key=lambda k: k["created"], reverse=True)
+        return self.render(request, "agents.html", rows=await data.agents(self.gw),
+                           keys=keys, agent_names=sorted(self.gw.config.agents))
+
+    async def create_key(self, request: web.Request, op: Operator) -> web.StreamResponse:
+        """A runtime key for an agent; its secret is on the answer page, once."""
+        form = request[FORM]
+        try:
+            rec = runtime_key(form, set(self.gw.config.agents))  # type: ignore[arg-type]
+        except ValueError as exc:
+            return self.render(request, "error.html", status=400, message=str(exc))
+        secret, rec = new_secret_for(rec)
+        await self.gw.state.keys.create(rec)
+        await self.gw.keys.refresh()
+        self.audit(op, "key_create", self.reason(request), key=rec.id, agent=rec.agent,
+                   label=rec.label)
+        return self.render(request, "key_created.html", key=rec.view(), secret=secret)
+
+    async def revoke_key(self, request: web.Request, op: Operator) -> web.StreamResponse:
+        key_id = request.match_info["id"]
+        rec = await self.gw.state.keys.revoke(key_id, time.time())
+        if rec is None:
+            return self.render(request, "error.html", status=404,
+                               message=f"no key {key_id[:64]!r}")
+        await self.gw.keys.refresh()
+        self.audit(op, "key_revoke", self.reason(request), key=rec.id, agent=rec.agent)
+        raise web.HTTPSeeOther("/console/agents")
 
     async def agent_flag(self, request: web.Request, op: Operator) -> web.StreamResponse:
         name = request.match_info["name"]
