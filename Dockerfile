@@ -56,7 +56,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 WORKDIR /var/lib/tollway
 
-EXPOSE 4100
+EXPOSE 4100 4101
 
 # The image has no curl: the interpreter asks /healthz itself.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \

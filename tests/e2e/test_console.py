@@ -122,6 +122,8 @@ def test_login_roles_cookie_and_csrf(console: Stack, browser: Any) -> None:
         assert r.status_code == 403 and "needs the admin role" in r.text
         r = h.post("/console/agents/support-bot/pause", data={"csrf": "forged"})
         assert r.status_code == 403 and "CSRF" in r.text
+        r = h.post("/console/approvals/apr_x/approve", data={"csrf": csrf})
+        assert r.status_code == 403 and "needs the approver role" in r.text
     with httpx.Client(base_url=base(s)) as h:  # no cookie at all
         assert h.post("/console/agents/support-bot/pause",
                       headers={"HX-Request": "true"}).status_code == 401

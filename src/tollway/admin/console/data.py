@@ -31,7 +31,7 @@ def metric_totals(gw: Gateway) -> dict[str, Any]:
     """Sums of this process's counters the overview shows (requests, refusals by reason,
     loops, cache savings)."""
     out: dict[str, Any] = {"requests": 0.0, "cost": 0.0, "savings": 0.0, "loops": 0.0,
-                           "refusals": {}}
+                           "refusals": {}, "cache": {}}
     by_status: dict[str, float] = {}
     for family in gw.metrics.registry.collect():
         for s in family.samples:
@@ -48,6 +48,10 @@ def metric_totals(gw: Gateway) -> dict[str, Any]:
                 out["savings"] += s.value
             elif s.name == "tollway_loops_detected_total":
                 out["loops"] += s.value
+            elif s.name == "tollway_cache_requests_total":
+                kind = out["cache"].setdefault(s.labels.get("kind", ""), {})
+                result = s.labels.get("result", "")
+                kind[result] = kind.get(result, 0.0) + s.value
     out["refusals"] = dict(sorted(by_status.items()))
     return out
 
