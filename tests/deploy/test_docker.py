@@ -161,8 +161,8 @@ def test_runs_as_a_non_root_user(runtime: Stage) -> None:
     assert "useradd" in created and "--uid 10001" in created
 
 
-def test_exposes_4100_and_serves_the_documented_config(runtime: Stage) -> None:
-    assert [i.args for i in runtime.all("EXPOSE")] == ["4100"]
+def test_exposes_4100_and_4101_and_serves_the_documented_config(runtime: Stage) -> None:
+    assert [i.args for i in runtime.all("EXPOSE")] == ["4100 4101"]  # agents; the admin listener
     entry = runtime.all("ENTRYPOINT")[-1].exec_form() or []
     cmd = runtime.all("CMD")[-1].exec_form() or []
     assert entry + cmd == ["tollway", "serve", "-c", CONFIG_PATH]
