@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from aiohttp import web
 
+from tollway.admin.bodies import read_object
 from tollway.config.server import ServerConfig
 from tollway.errors import GatewayError
-from tollway.ingress.body import read_body
-from tollway.protocols.inputs import MAX_DEPTH, too_deep, wrong_type
+from tollway.protocols.inputs import wrong_type
 
 USAGE = '{"decision": "approve"|"reject", "reason": "...", "by": "..."}'
 
@@ -22,15 +21,7 @@ def _bad(message: str, param: str | None = None) -> GatewayError:
 
 async def read_decision(request: web.Request, server: ServerConfig) -> dict[str, Any]:
     """{"decision", "reason", "by"} with their types checked; GatewayError otherwise."""
-    raw = await read_body(request, int(server.max_body_mb * 2**20))
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise _bad(f"the body must be JSON: {USAGE}") from exc
-    if not isinstance(body, dict):
-        raise _bad(f"the body must be a JSON object: {USAGE}")
-    if too_deep(body, MAX_DEPTH):
-        raise _bad(f"the body is nested deeper than {MAX_DEPTH} levels")
+    body = await read_object(request, server, USAGE, _bad)
     if body.get("decision") not in ("approve", "reject"):
         raise _bad('decision must be "approve" or "reject"', "decision")
     for key in ("reason", "by"):

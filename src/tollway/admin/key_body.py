@@ -10,13 +10,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from aiohttp import web
 
+from tollway.admin.bodies import read_object
 from tollway.config.server import ServerConfig
 from tollway.errors import GatewayError
-from tollway.ingress.body import read_body
-from tollway.protocols.inputs import MAX_DEPTH, kind_of, too_deep
+from tollway.protocols.inputs import kind_of
 
 CREATE_USAGE = ('{"agent": "<name>", "expires_in_s": 86400 | "expires": <epoch or ISO-8601>, '
                 '"models": ["gpt-4o*"], "tools": ["weather"], "budget_usd_day": 5, '
@@ -43,18 +42,7 @@ def bad(message: str, param: str | None = None) -> GatewayError:
 
 async def _object(request: web.Request, server: ServerConfig, usage: str,
                   empty_ok: bool = False) -> dict[str, Any]:
-    raw = await read_body(request, int(server.max_body_mb * 2**20))
-    if empty_ok and not raw.strip():
-        return {}
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise bad(f"the body must be JSON: {usage}") from exc
-    if not isinstance(body, dict):
-        raise bad(f"the body must be a JSON object: {usage}")
-    if too_deep(body, MAX_DEPTH):
-        raise bad(f"the body is nested deeper than {MAX_DEPTH} levels")
-    return body
+    return await read_object(request, server, usage, bad, empty_ok)
 
 
 def _unknown(body: dict[str, Any], known: tuple[str, ...], usage: str) -> None:

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from tollway.cli.spend import admin_target
+from tollway.cli.spend import admin_target, failed
 
 
 def add_parser(sub: Any, default_config: str) -> None:
@@ -95,12 +95,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"tollway: cannot reach {url}: {exc}", file=sys.stderr)
         return 2
     if r.status_code >= 300:
-        try:
-            message = r.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = r.text[:200]
-        print(f"tollway: {r.status_code}: {message}", file=sys.stderr)
-        return 1
+        return failed(r)
     data = r.json()
     if args.json:
         print(r.text)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def admin_target(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -43,12 +47,7 @@ def run_spend(args: argparse.Namespace) -> int:
         print(f"tollway: cannot reach {args.url}: {exc}", file=sys.stderr)
         return 2
     if r.status_code != 200:
-        try:
-            message = r.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = r.text[:200]
-        print(f"tollway: {r.status_code}: {message}", file=sys.stderr)
-        return 1
+        return failed(r)
     data = r.json()
     if args.json:
         print(r.text)
@@ -76,3 +75,13 @@ def _table(data: dict) -> str:
     lines += [fmt(r) for r in rows[:-1]]
     lines += [fmt(["-" * w for w in widths]), fmt(rows[-1])]
     return "\n".join(lines)
+
+
+def failed(r: httpx.Response) -> int:
+    """Say what the admin API refused, in its own words; the exit code of a refusal."""
+    try:
+        message = r.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = r.text[:200]
+    print(f"tollway: {r.status_code}: {message}", file=sys.stderr)
+    return 1
