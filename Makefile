@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench redis-server chromium tools clean
+.PHONY: run test lint bench redis-server chromium wrk tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,16 @@ test: $(STAMP) redis-server chromium tools lint
 	$(BIN)/tollway check -c gateway.yaml
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-bench: $(STAMP) redis-server
+# wrk, the load for bench/wrk.py (a C load generator keeps the target's core saturated).
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "installing wrk"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
+
+bench: $(STAMP) redis-server wrk
+	cd bench && ../$(BIN)/python wrk.py
 	$(BIN)/python bench/run.py
 
 clean:
