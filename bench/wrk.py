@@ -103,8 +103,8 @@ def start_default(children: Children, upstream: str, config: Path) -> tuple[obje
 
 def run_wrk(base: str, script: Path, duration: float, connections: int) -> dict[str, float]:
     out = subprocess.run(
-        ["taskset", "-c", str(LOAD_CORE), "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s",
-         "--latency", "-s", str(script), base],
+        ["taskset", "-c", str(LOAD_CORE), "wrk", "-t1", f"-c{connections}",
+         f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), base],
         capture_output=True, text=True, check=True).stdout
     done = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
