@@ -45,10 +45,22 @@ class Script:
             client.scripts.add(self)
             return client.evalsha(self.sha, len(keys), *keys, *args)
         target = self._client if client is None else client
+        # As bytes: redis-py then packs each argument without its type checks and str
+        # encoding (a state call carries ~75 of them: 42.6 -> 28 us to pack).
+        packed = [_bytes(v) for v in (*keys, *args)]
         try:
-            return await target.evalsha(self.sha, len(keys), *keys, *args)
+            return await target.evalsha(self.sha, len(keys), *packed)
         except NoScriptError:
-            return await target.eval(self.script, len(keys), *keys, *args)
+            return await target.eval(self.script, len(keys), *packed)
+
+
+def _bytes(v: Any) -> Any:
+    t = type(v)
+    if t is str:
+        return v.encode("utf-8", "surrogateescape")
+    if t is int or t is float:
+        return repr(v).encode()
+    return v  # bytes, or what redis-py itself must refuse (a bool, None)
 
 
 class SyncScript:
