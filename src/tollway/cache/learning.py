@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tollway.cache.semantic.evidence import Decision, EntryEvidence, Pool, decide
+from tollway.cache.semantic.evidence import (
+    EXPLORE_C,
+    Decision,
+    EntryEvidence,
+    Pool,
+    decide,
+    explore_rate,
+)
 from tollway.cache.semantic.judge import exact, judge_payload, judge_reply
 from tollway.protocols.openai import CHAT
 from tollway.state.records import StepRecord
@@ -58,12 +65,12 @@ class Learner:
         if self.cfg.threshold is not None:  # a fixed threshold: the matcher already held to it
             return Decision("hit", 1.0, self.cfg.threshold)
         d = decide(self.pool(model), self.entries.get(key), similarity, delta,
-                   self.rng.random(), explore_min=self.cfg.explore_min)
+                   self.rng.random(), EXPLORE_C, self.cfg.explore_min)
         if d.action == "explore" and d.threshold is not None and similarity < d.threshold \
                 and self.cfg.judge.kind == "model":
             # Below the threshold an exploration costs a judge call: sampled like the rest.
             n = sum(self.pool(model).above(d.threshold))
-            if self.rng.random() >= max(self.cfg.explore_min, min(1.0, 3 / (n + 1) ** 0.5)):
+            if self.rng.random() >= explore_rate(n, EXPLORE_C, self.cfg.explore_min):
                 d = Decision("miss", d.confidence, d.threshold)
         self.metrics.child(self.metrics.semantic_decisions, model, d.action).inc()
         return d

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from tollway.protocols.sse import data_of, event_data, events
+from tollway.protocols.sse import event_data, events
 
 TOOL_MARKERS = (b'"tool_use"', b'"function"', b'"function_call"')
 NAME_MARKER = b'"name"'  # in every event that starts a tool call, in every dialect
@@ -53,19 +53,7 @@ def stream_tool_calls(out: bytes) -> list[ToolCall]:
 
 def stream_tool_names(out: bytes) -> list[str]:
     """Names of the tool calls that start in these SSE events (any dialect)."""
-    return list(dict.fromkeys(name for name, _ in stream_calls(out)))
-
-
-def stream_calls(out: bytes) -> list[tuple[str, str | None]]:
-    """(name, call id) of the tool calls that start in these SSE events (any dialect)."""
-    if not any(m in out for m in TOOL_MARKERS):
-        return []
-    calls: list[tuple[str, str | None]] = []
-    for marker in TOOL_MARKERS:
-        if marker in out:
-            for event in data_of(out, marker):
-                calls += [(name, cid) for name, cid, _ in _stream_calls(event)]
-    return list(dict.fromkeys(calls))
+    return list(dict.fromkeys(c.name for c in stream_tool_calls(out)))
 
 
 def response_text(body: dict[str, Any]) -> str:

@@ -171,15 +171,27 @@ def _keys(texts: list[str], call_ids: list[str]) -> list[str]:
     return keys
 
 
+def _assistant(m: Any) -> bool:
+    return isinstance(m, dict) and m.get("role") == "assistant"
+
+
+def _responses_turn(it: Any) -> bool:
+    return isinstance(it, dict) and (it.get("type") == "function_call"
+                                     or it.get("role") == "assistant")
+
+
+def _last(items: list[Any], is_turn: Any) -> int | None:
+    """The index of the last assistant turn (the answer the request continues), if any."""
+    for i in range(len(items) - 1, -1, -1):
+        if is_turn(items[i]):
+            return i
+    return None
+
+
 def _chat(messages: Any) -> Conversation:
     if not isinstance(messages, list):
         return Conversation()
-    last = None
-    for i in range(len(messages) - 1, -1, -1):
-        m = messages[i]
-        if isinstance(m, dict) and m.get("role") == "assistant":
-            last = i
-            break
+    last = _last(messages, _assistant)
     if last is None:  # an opening: all of it is new
         return Conversation(opening=_canonical(messages), new_text=[
             t for n in messages if isinstance(n, dict) and n.get("role") != "system"
@@ -194,12 +206,7 @@ def _chat(messages: Any) -> Conversation:
 def _messages(messages: Any, system: Any) -> Conversation:
     if not isinstance(messages, list):
         return Conversation()
-    last = None
-    for i in range(len(messages) - 1, -1, -1):
-        m = messages[i]
-        if isinstance(m, dict) and m.get("role") == "assistant":
-            last = i
-            break
+    last = _last(messages, _assistant)
     if last is None:  # an opening: all of it is new
         return Conversation(opening=_canonical([system, messages]), new_text=[
             t for n in messages if isinstance(n, dict) for t in _texts(n.get("content"))])
@@ -223,13 +230,7 @@ def _responses(body: dict[str, Any]) -> Conversation:
                                                                   items]))
     if not isinstance(items, list):
         return Conversation(previous_response=prev)
-    last = None  # the last assistant turn: an assistant message or a function call
-    for i in range(len(items) - 1, -1, -1):
-        it = items[i]
-        if isinstance(it, dict) and (it.get("type") == "function_call"
-                                     or it.get("role") == "assistant"):
-            last = i
-            break
+    last = _last(items, _responses_turn)  # an assistant message or a function call
     if last is None:
         conv = Conversation(opening=None if prev else _canonical([body.get("instructions"),
                                                                   items]))
@@ -238,9 +239,7 @@ def _responses(body: dict[str, Any]) -> Conversation:
                          for t in _texts(it.get("content") or it.get("output"))]
         return conv
     start = last
-    while start > 0 and isinstance(items[start - 1], dict) and (
-            items[start - 1].get("type") == "function_call"
-            or items[start - 1].get("role") == "assistant"):
+    while start > 0 and _responses_turn(items[start - 1]):
         start -= 1
     turn = items[start:last + 1]
     calls = [it.get("call_id") for it in turn if it.get("type") == "function_call"]

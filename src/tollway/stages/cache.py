@@ -156,7 +156,8 @@ class Cache(Stage):
             self.metrics.child(self.metrics.cache_requests, "semantic", result).inc()
             return None
         self.metrics.child(self.metrics.cache_requests, "semantic", "hit").inc()
-        ex.response_headers["x-tollway-cache-confidence"] = f"{decision.confidence:.4f}"
+        if self.sem_cfg.threshold is None:  # a fixed threshold bounds nothing
+            ex.response_headers["x-tollway-cache-confidence"] = f"{decision.confidence:.4f}"
         return await self._serve(ex, entry, "semantic", found.similarity)
 
     def _bound(self, ex: Exchange) -> float:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import aiohttp
 import orjson
@@ -154,11 +155,8 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
                 data = translator.feed(data)
             if hooks:
                 chunk.data = data
-                for on_chunk in hooks:
-                    if (held := on_chunk(ex, chunk)) is not None and not await _wait(
-                            ex, held, chunk, response, observer):
-                        out.client_disconnected = True
-                        break
+                if not await _hooked(ex, hooks, chunk, response, observer):
+                    out.client_disconnected = True
                 if out.client_disconnected:
                     await _drain_received(upstream, splitter, observer)
                     break
@@ -174,11 +172,8 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
             tail = translator.finish() if translator is not None else b""
             if hooks and tail:
                 chunk.data = tail
-                for on_chunk in hooks:
-                    if (held := on_chunk(ex, chunk)) is not None and not await _wait(
-                            ex, held, chunk, response, observer):
-                        out.client_disconnected = True
-                        break
+                if not await _hooked(ex, hooks, chunk, response, observer):
+                    out.client_disconnected = True
                 tail = chunk.data if not out.client_disconnected else b""
             if tail and not await write_client(response, tail):
                 out.client_disconnected = True
@@ -233,6 +228,17 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
         except ConnectionError:
             out.client_disconnected = True
     return response
+
+
+async def _hooked(ex: Exchange, hooks: Sequence[Callable[..., Any]], chunk: Chunk,
+                  response: web.StreamResponse, observer: StreamObserver) -> bool:
+    """Pass a group of events through the response hooks (a plain call each; one may hold
+    the stream). False when the client left while a hook held it."""
+    for on_chunk in hooks:
+        held = on_chunk(ex, chunk)
+        if held is not None and not await _wait(ex, held, chunk, response, observer):
+            return False
+    return True
 
 
 async def _wait(ex: Exchange, held: Awaitable[None], chunk: Chunk,

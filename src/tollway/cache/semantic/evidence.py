@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 BINS = 400  # similarity in [0, 1] in steps of 0.0025
 Z = 2.326  # one-sided 99%: the threshold is the lowest of many candidates, so 95% was optimistic
 ENTRY_KEEP = 16  # observations kept per entry
+EXPLORE_C = 3.0  # would-be hits explored: EXPLORE_C / sqrt(n) after n verdicts
 
 
 def _bin(s: float) -> int:
@@ -113,7 +114,7 @@ def explore_rate(n: int, c: float, floor: float) -> float:
 
 
 def decide(pool: Pool, entry: EntryEvidence | None, similarity: float, delta: float,
-           draw: float, explore_c: float = 3.0, explore_min: float = 0.02) -> Decision:
+           draw: float, explore_c: float = EXPLORE_C, explore_min: float = 0.02) -> Decision:
     """Serve, explore or miss a candidate at this similarity. `draw`: uniform in [0, 1)."""
     base = pool.threshold(delta)
     t = base
