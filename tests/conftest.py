@@ -59,7 +59,22 @@ class Loop:
         self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            self.dump()
+            raise
+
+    def dump(self) -> None:
+        """Where every task on the loop and every thread stands: a call that timed out
+        says what it waited for."""
+        import faulthandler
+        import sys
+
+        for task in asyncio.all_tasks(self.loop):
+            task.print_stack(file=sys.stderr)
+        faulthandler.dump_traceback(sys.stderr)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -35,6 +35,7 @@ from tollway.tokens.encodings import get_encoding
 from tollway.tools.plane import ToolPlane
 
 log = logging.getLogger("tollway")
+STOP_PART_S = 5.0
 
 
 @dataclass
@@ -212,24 +213,33 @@ class Gateway:
         return await self.reloader.reload(trigger)
 
     async def stop(self) -> None:
+        """Each part gets STOP_PART_S to close: a stalled Redis or a stuck upstream
+        connection must not hold the process past its orchestrator's grace period (what
+        did not close in time is logged and left to the process exit)."""
         if self.wal is not None:
             self.wal.close()
-        await self.reloader.stop()
-        await self.breakers.stop()
-        await self.keys.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        parts = [("reloader", self.reloader.stop()), ("breakers", self.breakers.stop()),
+                 ("keys", self.keys.stop())]
         if self.runtime is not None:
-            await self.runtime.close()
+            parts.append(("providers", self.runtime.close()))
         if self.semantic is not None:
-            await self.semantic.stop()
+            parts.append(("semantic cache", self.semantic.stop()))
         if self.audit is not None:
-            await self.audit.close()
+            parts.append(("audit", self.audit.close()))
         if self.tracing is not None:
-            await self.tracing.shutdown()
+            parts.append(("tracing", self.tracing.shutdown()))
         if self.demo is not None:
-            await self.demo.stop()
-        await self.state.close()
+            parts.append(("demo provider", self.demo.stop()))
+        parts.append(("state", self.state.close()))
+        for name, closing in parts:
+            try:
+                async with asyncio.timeout(STOP_PART_S):
+                    await closing
+            except TimeoutError:
+                log.warning("shutdown: the %s did not close within %.0fs; left to exit",
+                            name, STOP_PART_S)
 
     async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         rt = self.runtime
