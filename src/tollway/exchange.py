@@ -96,12 +96,50 @@ class Target:
     fallbacks: Sequence[ModelRoute] = ()  # tried in order when it fails
 
 
-@dataclass(slots=True)
 class Prompt:
-    """The prompt's tokens as counted before forwarding (meter)."""
+    """The prompt's tokens, counted by the meter's recipe the first time anything asks.
 
-    counted: int = 0
-    raw: int = 0  # before the estimate factor (models with no public tokenizer)
+    Budgets, token rate limits, routing on prompt size, estimated models and an answer
+    with no usage need the count; a request that needs none of these (the upstream
+    reports usage) is never tokenised: on a 2,000-token agent step that is the largest
+    single cost the gateway adds."""
+
+    __slots__ = ("_count", "_counted", "_raw")
+
+    def __init__(self) -> None:
+        self._count: Callable[[], tuple[int, int]] | None = None
+        self._counted = 0
+        self._raw = 0
+
+    def defer(self, count: Callable[[], tuple[int, int]]) -> None:
+        """`count()` gives (counted, raw); called at most once, when first needed."""
+        self._count = count
+
+    def set(self, counted: int, raw: int) -> None:
+        self._count, self._counted, self._raw = None, counted, raw
+
+    def _resolve(self) -> None:
+        count, self._count = self._count, None
+        if count is not None:
+            self._counted, self._raw = count()
+
+    @property
+    def counted(self) -> int:
+        if self._count is not None:
+            self._resolve()
+        return self._counted
+
+    @property
+    def raw(self) -> int:
+        """Before the estimate factor (models with no public tokenizer)."""
+        if self._count is not None:
+            self._resolve()
+        return self._raw
+
+    @property
+    def known(self) -> int:
+        """The count if something needed it, else 0 (never counts)."""
+        return 0 if self._count is not None else self._counted
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import Stack
 from tests.e2e.test_stream_cuts import wait_until
+from tollway.tokens.encodings import get_encoding
 
 MSG = [{"role": "user", "content": "Summarise the quarterly report"}]
 TOOLS = [{"type": "function", "function": {
@@ -78,6 +79,18 @@ def test_session_budget_refuses_with_402_and_tells_remaining(make_guarded) -> No
     # another session is not affected
     oa(s, **{"x-tollway-session": "job-2"}).chat.completions.create(
         model="gpt-4o-mini", messages=MSG, max_tokens=1000)
+
+
+def test_prompt_is_counted_before_forwarding_when_a_budget_needs_it(make_guarded) -> None:  # type: ignore[no-untyped-def]
+    s = make_guarded(extra="budgets: {agents: {support-bot: {usd: 10, period: day}}}")
+    text = "count these words " * 50
+    oa(s).chat.completions.create(model="gpt-4o-mini", max_tokens=5,
+                                  messages=[{"role": "user", "content": text}])
+    rows = s.admin.get("/admin/sessions").json()["sessions"]
+    steps = s.admin.get(f"/admin/sessions/{rows[0]['session']}").json()["steps"]
+    # The text's o200k tokens, plus the message's and the reply's framing (3 + 3)
+    expected = len(get_encoding("o200k_base").encode_ordinary(text)) + 6
+    assert steps[0]["prompt_tokens_counted"] == expected
 
 
 def test_concurrent_requests_cannot_overshoot(make_guarded) -> None:  # type: ignore[no-untyped-def]

@@ -130,7 +130,7 @@ class Account(Stage):
             status=out.status, tags=caller.tags, rule=t.rule, cache=ex.cache.served,
             stream=ex.stream, error_code=out.error_code, input_tokens=u.input,
             output_tokens=u.output, cached_tokens=u.cached, cache_write_tokens=u.cache_write,
-            prompt_tokens_counted=ex.prompt.counted, usage_source=out.usage_source,
+            prompt_tokens_counted=ex.prompt.known, usage_source=out.usage_source,
             cost_usd=out.cost_usd, latency_s=round(total, 6),
             ttft_s=round(first - ex.started, 6) if first else None,
             flags=tuple(ex.flags), guard=ex.guard.refused_by, tool_calls=tuple(out.tool_calls),

@@ -19,6 +19,8 @@ from tollway.tokens.encodings import get_encoding
 
 PER_MESSAGE = 3  # role and separators, as in OpenAI's chat format
 REPLY_PRIMING = 3
+SAMPLE_FIRST = 32
+SAMPLE_EVERY = 16
 IMAGE_TOKENS = 765  # one high-detail 512px tile plus the base; an estimate
 
 
@@ -27,6 +29,7 @@ class TokenCounter:
         self._memo: OrderedDict[tuple[str, Any], int] = OrderedDict()
         self._memo_size = memo_size
         self._factors: dict[str, float] = {}
+        self._seen: dict[str, int] = {}  # answers per estimated model, for sample()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -100,6 +103,13 @@ class TokenCounter:
     # --- estimates for models without a public tokenizer -------------------------------
     def factor(self, model: str, seed: float) -> float:
         return self._factors.get(model, seed)
+
+    def sample(self, model: str) -> bool:
+        """Whether this answer should calibrate the model's factor though nothing else
+        needed its prompt counted: the first SAMPLE_FIRST, then one in SAMPLE_EVERY."""
+        n = self._seen.get(model, 0) + 1
+        self._seen[model] = n
+        return n <= SAMPLE_FIRST or n % SAMPLE_EVERY == 0
 
     def estimate(self, model: str, seed: float, raw_count: int) -> int:
         return math.ceil(round(raw_count * self.factor(model, seed), 6))
