@@ -40,7 +40,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tollway.state.base import StateUnavailable
 from tollway.state.redis.cluster import BoundedCluster
-from tollway.state.redis.connect import async_client
+from tollway.state.redis.connect import async_client, wait_s
+from tollway.state.redis.lane import Lane
 from tollway.state.redis.script import Script
 
 if TYPE_CHECKING:
@@ -82,6 +83,11 @@ class RedisLink:
         # failed call fails fast and the probe takes over.
         self.redis: Redis | BoundedCluster = async_client(
             rc, socket_timeout=rc.timeout_ms / 1000, decode_responses=True, bounded=True)
+        # Script calls (every request's admit and record) take the lean lane on a single
+        # Redis: a pool of their own, as bounded as the client's.
+        self.lane = None if isinstance(self.redis, BoundedCluster) else Lane(
+            self.redis.connection_pool, max_connections=rc.max_connections,
+            wait_s=wait_s(rc), timeout_s=rc.timeout_ms / 1000)
         self._told_moved = False
         self._up = False  # until the probe answers
         self._down = asyncio.Event()
@@ -96,11 +102,11 @@ class RedisLink:
 
     def script(self, name: str) -> Script:
         """A script of tollway/state/redis/lua, run with EVALSHA (EVAL where unknown)."""
-        return Script(self.redis, _lua(name))
+        return Script(self.redis, _lua(name), self.lane)
 
     def inline_script(self, text: str) -> Script:
         """A script given as its text (the tool state's small ones), run the same way."""
-        return Script(self.redis, text)
+        return Script(self.redis, text, self.lane)
 
     def key(self, *parts: str) -> str:
         return self._p + ":".join(parts)
@@ -135,6 +141,8 @@ class RedisLink:
             self._probe_task = None
 
     async def aclose(self) -> None:
+        if self.lane is not None:
+            await self.lane.aclose()
         await self.redis.aclose()
 
     async def _probe(self) -> None:

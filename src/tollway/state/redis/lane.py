@@ -1,0 +1,101 @@
+"""Script calls on a lean path: one packed EVALSHA on a connection of our own small pool.
+
+Every request makes one or two script calls (admit before, record after). Through
+redis-py's general client each one also pays for what a script call does not need: its
+blocking pool (a condition, a lock, a timeout scope and three observability records per
+checkout), a retry wrapper, a per-command observability hook, packing argument by argument
+in Python, and a write under `asyncio.wait_for`, which runs the write as a task of its own
+(one more event-loop pass per call). Measured on the guards-on-Redis bench row (instructions
+per request, bench/instructions.py): see the README's Benchmark section.
+
+The lane keeps what matters: connections are redis-py's own (`connection_class` and the
+keyword arguments of the client's pool, so URL, auth, TLS, database and RESP version are
+the same), at most `max_connections` of them in use (a caller waits up to `wait_s` for a
+turn, then fails as the client would, "No connection available"), and every call answers
+within `timeout_s` or fails with redis-py's TimeoutError. A connection whose call did not
+end with a whole reply (a timeout, a cancelled request, a broken socket) is closed before
+it goes back to the pool, so the next call never reads another call's answer. A reply
+that is an error (NOSCRIPT, a script's own error) was read whole: the connection is kept.
+
+Only a single Redis takes the lane; a cluster keeps its client (which routes by slot and
+follows redirections).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import hiredis
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+
+class Lane:
+    def __init__(self, pool: ConnectionPool, *, max_connections: int, wait_s: float,
+                 timeout_s: float) -> None:
+        # socket_timeout None: the lane's own timeout scope bounds the write and the read
+        # together (redis-py would run the write under wait_for, a task per call).
+        self._kwargs = {**pool.connection_kwargs, "socket_timeout": None}
+        self._cls = pool.connection_class
+        self._idle: list[AbstractConnection] = []
+        self._all: list[AbstractConnection] = []
+        self._turns = asyncio.Semaphore(max_connections)
+        self._wait_s = wait_s
+        self._timeout_s = timeout_s
+
+    async def call(self, *args: Any) -> Any:
+        """Run one command (its arguments bytes, str, or int) and return its reply."""
+        packed = hiredis.pack_command(args)
+        turns = self._turns
+        if turns.locked():
+            try:
+                async with asyncio.timeout(self._wait_s):
+                    await turns.acquire()
+            except TimeoutError as exc:
+                raise RedisConnectionError("No connection available.") from exc
+        else:
+            await turns.acquire()
+        try:
+            conn = self._idle.pop() if self._idle else self._new()
+            try:
+                if not conn.is_connected:
+                    await self._connect(conn)
+                try:
+                    async with asyncio.timeout(self._timeout_s):
+                        await conn.send_packed_command(packed, check_health=False)
+                        return await conn.read_response()
+                except TimeoutError as exc:
+                    raise RedisTimeoutError("Timeout reading from Redis") from exc
+            except ResponseError:
+                raise  # a whole reply: the connection is in step
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                raise
+            finally:
+                self._idle.append(conn)
+        finally:
+            turns.release()
+
+    async def _connect(self, conn: AbstractConnection) -> None:
+        """Connect and hand-shake (redis-py sends its client name and version, and AUTH and
+        SELECT when the URL asks): a Redis that accepts connections but does not answer
+        (frozen, overloaded) must fail here too, within `wait_s`."""
+        try:
+            async with asyncio.timeout(self._wait_s):
+                await conn.connect()
+        except TimeoutError as exc:
+            raise RedisConnectionError("Timeout connecting to Redis") from exc
+
+    def _new(self) -> AbstractConnection:
+        conn = self._cls(**self._kwargs)
+        self._all.append(conn)
+        return conn
+
+    async def aclose(self) -> None:
+        for conn in self._all:
+            await conn.disconnect(nowait=True)
+        self._idle.clear()
+        self._all.clear()
