@@ -13,7 +13,11 @@ from typing import Any
 import pytest
 
 from tollway.loops.results import NORMALISED_MAX, fingerprint, normalise
-from tollway.stages.guard.loops import no_progress
+from tollway.stages.guard import loops
+
+
+def no_progress(endpoint: str, body: dict[str, Any], threshold: int) -> loops.NoProgress | None:
+    return loops.no_progress(loops.answered(endpoint, body), threshold)
 
 _rng = random.Random(7)
 

@@ -150,12 +150,6 @@ def answered(endpoint: str, body: dict[str, Any]) -> list[Answered]:
     return out
 
 
-def tool_calls(endpoint: str, body: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(tool, canonical arguments, result) for every answered tool call, in order."""
-    return [(a.tool, _canonical_args(a.arguments), _text(a.result))
-            for a in answered(endpoint, body)]
-
-
 def _id(value: Any) -> str | None:
     """A call's id as a key: "" for none; an answer's id that is not a string matches no
     call (the None key is never stored)."""
@@ -166,11 +160,19 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def repeated_call(endpoint: str, body: dict[str, Any], threshold: int) -> RepeatedCall | None:
-    """The most repeated identical (tool, arguments, result), if it reached the threshold."""
+def repeated_call(found: list[Answered], threshold: int) -> RepeatedCall | None:
+    """The most repeated identical (tool, arguments, result) among the conversation's
+    answered calls (`answered()`), if it reached the threshold. Only a tool answered at
+    least `threshold` times can repeat, so only its calls are canonicalised."""
+    per_tool: dict[str, int] = {}
+    for a in found:
+        per_tool[a.tool] = per_tool.get(a.tool, 0) + 1
     counts: dict[tuple[str, str, str], int] = {}
     worst: tuple[str, str, str] | None = None
-    for call in tool_calls(endpoint, body):
+    for a in found:
+        if per_tool[a.tool] < threshold:
+            continue
+        call = (a.tool, _canonical_args(a.arguments), _text(a.result))
         n = counts[call] = counts.get(call, 0) + 1
         if worst is None or n > counts[worst]:
             worst = call
@@ -179,12 +181,12 @@ def repeated_call(endpoint: str, body: dict[str, Any], threshold: int) -> Repeat
     return RepeatedCall(worst[0], worst[1], worst[2], counts[worst])
 
 
-def no_progress(endpoint: str, body: dict[str, Any], threshold: int) -> NoProgress | None:
+def no_progress(found: list[Answered], threshold: int) -> NoProgress | None:
     """A run of one normalised result at the end of the history of a tool answered in the
-    newest turn, if it reached the threshold (counted up to the threshold). Walked newest
-    first and only until the run ends: told apart by their plain words first, results are
-    normalised only when they may be the same, so an agent making progress costs little."""
-    found = answered(endpoint, body)
+    newest turn (among `answered()`), if it reached the threshold (counted up to the
+    threshold). Walked newest first and only until the run ends: told apart by their plain
+    words first, results are normalised only when they may be the same, so an agent making
+    progress costs little."""
     if len(found) < threshold:
         return None
     newest = found[-1].turn

@@ -53,16 +53,17 @@ class Guard(Stage):
     async def on_request(self, ex: Exchange) -> None:
         assert ex.target.route is not None
         caller, session = ex.caller, ex.run.session
-        if self.loops.repeated_tool_call is not None:
-            rc = self.loops.repeated_tool_call
-            found = loops.repeated_call(ex.endpoint.name, ex.body, rc.threshold)
-            if found is not None:
-                self._loop(ex, "repeated_tool_call", rc.action, found.evidence())
-        if self.loops.no_progress is not None:
-            np = self.loops.no_progress
-            stuck = loops.no_progress(ex.endpoint.name, ex.body, np.threshold)
-            if stuck is not None:
-                self._loop(ex, "no_progress", np.action, stuck.evidence())
+        rc, np = self.loops.repeated_tool_call, self.loops.no_progress
+        if rc is not None or np is not None:
+            answered = loops.answered(ex.endpoint.name, ex.body)  # once, for both
+            if rc is not None:
+                found = loops.repeated_call(answered, rc.threshold)
+                if found is not None:
+                    self._loop(ex, "repeated_tool_call", rc.action, found.evidence())
+            if np is not None:
+                stuck = loops.no_progress(answered, np.threshold)
+                if stuck is not None:
+                    self._loop(ex, "no_progress", np.action, stuck.evidence())
         adm = Admission(session=session, agent=caller.agent, request_id=ex.request_id,
                         hold_s=self.budgets.reservation_ttl_s, lineage=ex.run.query)
         self._rate_checks(ex, adm)
@@ -72,7 +73,7 @@ class Guard(Stage):
             lc = self.loops
             adm.loop = LoopCheck(
                 session=session, agent=caller.agent,
-                fingerprint=hashlib.blake2b(ex.raw, digest_size=8).hexdigest()
+                fingerprint=hashlib.sha256(ex.raw).hexdigest()[:16]
                 if lc.repeated_request else None,
                 fp_window_s=lc.repeated_request.window_s if lc.repeated_request else 0,
                 steps=bool(lc.max_steps or lc.max_duration),
