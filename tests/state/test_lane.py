@@ -18,7 +18,7 @@ from tests.conftest import RedisServer
 
 from tollway.config.model import StateConfig
 from tollway.observe.metrics import Metrics
-from tollway.state.redis.lane import Lane
+from tollway.state.redis.lane import Lane, pack
 from tollway.state.redis.link import RedisLink
 
 _ECHO = "return ARGV[1]"
@@ -139,3 +139,15 @@ async def test_stalled_connections_hold_their_turns(lane: Lane, redis_server: Re
     assert sum(isinstance(r, RedisConnectionError) and "No connection available" in str(r)
                for r in results) == 1
     assert await lane.call(b"EVAL", _ECHO, 0, b"ok") == "ok"
+
+
+async def test_arguments_go_as_redis_py_would_send_them(lane: Lane) -> None:
+    from redis.exceptions import DataError
+
+    echo_all = "return ARGV"
+    got = await lane.call(b"EVAL", echo_all, 0, "é", 3, 0.1, 1e-7, b"raw")
+    assert got == ["é", "3", "0.1", "1e-07", "raw"]
+    assert pack((b"X", "a\udcffb")) == b"*2\r\n$1\r\nX\r\n$3\r\na\xffb\r\n"
+    with pytest.raises(DataError):
+        await lane.call(b"EVAL", echo_all, 0, None)
+    assert await lane.call(b"EVAL", _ECHO, 0, b"still") == "still"

@@ -58,7 +58,7 @@ class WriteAhead:
 
     def append(self, step: StepRecord, settle: Settlement | None) -> None:
         """Before the answer goes out: the step (and its settlement) as one line."""
-        entry = orjson.dumps({"id": step.request_id, "step": step.to_dict(),
+        entry = orjson.dumps({"id": step.request_id, "step": step,
                               "settle": _settlement(settle) if settle is not None else None})
         if self._marks:
             entry = b"".join(self._marks) + entry

@@ -29,8 +29,21 @@ from typing import Any
 import hiredis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import DataError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+
+def pack(args: tuple[Any, ...]) -> bytes:
+    """RESP in one C call. A str that is not valid UTF-8 (a lone surrogate from a header)
+    goes as its bytes, as redis-py's encoder sends it; what Redis cannot take (None, a
+    bool) is refused as redis-py refuses it."""
+    try:
+        return hiredis.pack_command(args)
+    except UnicodeEncodeError:
+        return hiredis.pack_command(tuple(
+            a.encode("utf-8", "surrogateescape") if type(a) is str else a for a in args))
+    except TypeError as exc:
+        raise DataError(f"a Redis argument must be bytes, str, int or float: {exc}") from exc
 
 
 class Lane:
@@ -47,8 +60,8 @@ class Lane:
         self._timeout_s = timeout_s
 
     async def call(self, *args: Any) -> Any:
-        """Run one command (its arguments bytes, str, or int) and return its reply."""
-        packed = hiredis.pack_command(args)
+        """Run one command (its arguments bytes, str, int or float) and return its reply."""
+        packed = pack(args)
         turns = self._turns
         if turns.locked():
             try:

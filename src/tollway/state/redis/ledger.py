@@ -168,7 +168,7 @@ class RedisLedger(Ledger):
                      *(k("sp", dim, h) for dim in _BUCKET_DIMS)]
             args += [
                 sid, self._retention, self._session_steps, self._max_sessions, hour,
-                orjson.dumps(step.to_dict()).decode(), step.agent, step.team, step.model,
+                orjson.dumps(step), step.agent, step.team, step.model,
                 step.provider, num(step.time), step.input_tokens, step.output_tokens,
                 step.cached_tokens, step.cache_write_tokens, num(step.cost_usd),
                 len(step.tags), *step.tags]
