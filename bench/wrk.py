@@ -127,6 +127,8 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--seed", type=int, default=16)
+    ap.add_argument("--out", default=None, help="file name under bench/results "
+                    "(default wrk-<date>.md)")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
@@ -177,7 +179,7 @@ def main() -> int:
     report = table(rows, targets, args)
     print(report)
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"wrk-{dt.date.today().isoformat()}.md"
+    out = RESULTS / (args.out or f"wrk-{dt.date.today().isoformat()}.md")
     out.write_text(report + "\n")
     print(f"written to {out}", file=sys.stderr)
     return 0
