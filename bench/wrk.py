@@ -56,12 +56,16 @@ LUA = """
 local prefix = [=====[{prefix}]=====]
 local suffix = [=====[{suffix}]=====]
 local n = 0
+-- a new seed per wrk run: the targets live through every round, and a body sent again
+-- in a later round would count as a repeated request (and be refused as a loop)
+math.randomseed(os.time())
+local run = math.random(1e9)
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-tw-bench"
 request = function()
   n = n + 1
-  local turn = {repeat} and "repeat" or (n .. "-" .. math.random(1e9))
+  local turn = {repeat} and "repeat" or (run .. "-" .. n .. "-" .. math.random(1e9))
   local body = prefix .. turn .. suffix
   return wrk.format(nil, "/v1/chat/completions", nil, body)
 end

@@ -24,11 +24,23 @@ from tollway.state.redis.link import RedisLink
 _ECHO = "return ARGV[1]"
 
 
+async def apart(lane: Lane, n: int) -> list[object]:
+    """n calls made in n passes of the event loop: n batches, each wanting a connection."""
+    tasks = []
+    for _ in range(n):
+        tasks.append(asyncio.create_task(lane.call(b"EVAL", _ECHO, 0, b"x")))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
 @pytest.fixture
 async def lane(redis_server: RedisServer) -> AsyncIterator[Lane]:
     pool = BlockingConnectionPool.from_url(redis_server.url, decode_responses=True,
                                            protocol=2)
-    made = Lane(pool, max_connections=2, wait_s=0.3, timeout_s=0.3)
+    # A call may wait 0.3 s for a turn, and a stalled call holds its turn for 0.6 s: a
+    # third caller behind two stalled ones gives up before they do.
+    made = Lane(pool, max_connections=2, wait_s=0.3, timeout_s=0.6)
     yield made
     await made.aclose()
     await pool.aclose()
@@ -80,6 +92,7 @@ async def test_a_cancelled_call_leaves_no_reply_for_the_next(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert len(lane._all) == 1
     for i in range(5):
         assert await lane.call(b"EVAL", _ECHO, 0, f"fresh-{i}".encode()) == f"fresh-{i}"
 
@@ -92,7 +105,7 @@ async def test_a_frozen_redis_fails_within_the_timeout_and_the_lane_recovers(
         started = time.monotonic()
         with pytest.raises(RedisTimeoutError):
             await lane.call(b"EVAL", _ECHO, 0, b"lost")
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 1.5
     finally:
         os.kill(redis_server.proc.pid, signal.SIGCONT)
     # The frozen call's reply arrives late on a connection that was closed: never read.
@@ -104,16 +117,14 @@ async def test_the_pool_is_bounded_and_a_waiter_gives_up(
         lane: Lane, redis_server: RedisServer) -> None:
     os.kill(redis_server.proc.pid, signal.SIGSTOP)
     try:
-        results = await asyncio.gather(
-            *(lane.call(b"EVAL", _ECHO, 0, b"x") for _ in range(3)), return_exceptions=True)
+        results = await apart(lane, 3)
     finally:
         os.kill(redis_server.proc.pid, signal.SIGCONT)
     # Two connections opened to a Redis that does not answer: their hand-shake fails within
-    # wait_s; the third call waited for a turn (0.3 s) and was told there was none, as
-    # redis-py's own bounded pool says it.
+    # wait_s; the third call waited for a turn meanwhile (and then for a hand-shake of its
+    # own, or gave up waiting: the two deadlines are equal). None hangs, none gets an answer.
     assert all(isinstance(r, RedisConnectionError) for r in results)
-    assert sum("No connection available" in str(r) for r in results) == 1
-    assert sum("Timeout connecting" in str(r) for r in results) == 2
+    assert sum("Timeout connecting" in str(r) for r in results) >= 2
     assert len(lane._all) <= 2
     assert await lane.call(b"EVAL", _ECHO, 0, b"ok") == "ok"
 
@@ -128,11 +139,10 @@ async def test_script_errors_keep_the_connection(lane: Lane) -> None:
 
 
 async def test_stalled_connections_hold_their_turns(lane: Lane, redis_server: RedisServer) -> None:
-    await asyncio.gather(*(lane.call(b"PING") for _ in range(2)))  # two connections open
+    await apart(lane, 2)  # two connections open
     os.kill(redis_server.proc.pid, signal.SIGSTOP)
     try:
-        results = await asyncio.gather(
-            *(lane.call(b"EVAL", _ECHO, 0, b"x") for _ in range(3)), return_exceptions=True)
+        results = await apart(lane, 3)
     finally:
         os.kill(redis_server.proc.pid, signal.SIGCONT)
     assert sum(isinstance(r, RedisTimeoutError) for r in results) == 2
@@ -151,3 +161,28 @@ async def test_arguments_go_as_redis_py_would_send_them(lane: Lane) -> None:
     with pytest.raises(DataError):
         await lane.call(b"EVAL", echo_all, 0, None)
     assert await lane.call(b"EVAL", _ECHO, 0, b"still") == "still"
+
+
+async def test_calls_of_one_loop_pass_share_a_write_and_get_their_own_replies(
+        lane: Lane) -> None:
+    conn_writes = 0
+    results = await asyncio.gather(*(lane.call(b"EVAL", _ECHO, 0, f"n{i}".encode())
+                                     for i in range(200)))
+    assert results == [f"n{i}" for i in range(200)]
+    assert len(lane._all) == 1  # one batch, one connection
+    for conn in lane._all:
+        real = conn.send_packed_command
+
+        async def counted(*a: object, _real: object = real, **kw: object) -> object:
+            nonlocal conn_writes
+            conn_writes += 1
+            return await _real(*a, **kw)  # type: ignore[operator]
+        conn.send_packed_command = counted  # type: ignore[method-assign]
+    from redis.exceptions import ResponseError
+
+    mixed = await asyncio.gather(
+        lane.call(b"EVAL", _ECHO, 0, b"a"),
+        lane.call(b"EVAL", "return redis.error_reply('no')", 0),
+        lane.call(b"EVAL", _ECHO, 0, b"c"), return_exceptions=True)
+    assert mixed[0] == "a" and isinstance(mixed[1], ResponseError) and mixed[2] == "c"
+    assert conn_writes == 1
