@@ -380,3 +380,36 @@ async def test_starts_down_and_bounds_the_queue(redis_server: RedisServer,
 
     await until(ready, "the state to come up")
     assert [r.cost_usd for r in await st.ledger.spend("agent")] == [5.0]  # the two newest
+
+
+async def test_spend_written_before_counters_were_packed_still_adds_up(
+        make_shared_state: MakeState) -> None:
+    """A gateway upgraded in the middle of an hour and of a session: the hour bucket and the
+    session summary hold counters one field each (the layout before); new records pack them,
+    and every reader adds both."""
+    st = await make_shared_state()
+    link = st._link  # type: ignore[attr-defined]
+    now = time.time()
+    hour = str(int(now // 3600))
+    await st.ledger.record(step(1, cost=0.5, t=now))  # a session and an hour exist
+    r = link.redis
+    old = {"requests": 3, "input": 30, "output": 15, "cached": 6, "cache_write": 3}
+    await r.hset(link.key("sp", "agent", hour), mapping={
+        **{f"old-agent|{k}": v for k, v in old.items()}, "old-agent|cost": "0.25"})
+    await r.zadd(link.key("sessions"), {"s-old": now})
+    await r.hset(link.key("se", "s-old"), mapping={
+        "agent": "old-agent", "team": "t", "first": repr(now - 60), "last": repr(now - 1),
+        "steps": 4, **old, "cost": "0.25"})
+    await st.ledger.record(step(2, agent="old-agent", session="s-old", cost=1.0, t=now))
+    await st.ledger.record(step(3, agent="old-agent", session="s-old", cost=2.0, t=now))
+    rows = {x.key: x for x in await st.ledger.spend("agent")}
+    assert rows["old-agent"].to_dict() == {
+        "key": "old-agent", "requests": 5, "input_tokens": 50, "output_tokens": 25,
+        "cached_tokens": 10, "cache_write_tokens": 5, "cost_usd": 3.25}
+    assert rows["a"].cost_usd == 0.5
+    view = await st.ledger.session("s-old")
+    assert view is not None and [x["step"] for x in view["steps"]] == [5, 6]
+    sessions = {x.key: x for x in await st.ledger.spend("session")}
+    assert sessions["s-old"].cost_usd == 3.25 and sessions["s-old"].requests == 5
+    fields = await r.hgetall(link.key("se", "s-old"))
+    assert "cost" not in fields and fields["n"].split()[:2] == ["6", "5"]

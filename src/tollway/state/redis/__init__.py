@@ -30,9 +30,12 @@ one gateway's state lives on one shard; it is small (bounded by TTLs, `max_sessi
     ix:st  ix:ch                      zsets bounding those two to max_sessions, as memory
     rl:<rate key>                     GCRA theoretical arrival time (µs), PX until it + 1 s
     bu:<scope>:<name>:<period>        hash spent, reserved; expires with its period
-    sp:<dim>:<hour>                   hash "<key>|requests|input|output|cached|cache_write|cost"
+    sp:<dim>:<hour>                   hash <key> -> "requests input output cached
+                                      cache_write cost" (before: "<key>|<counter>" each)
     sp:hours                          zset of hours with spend (spend(since=) reads these)
-    se:<session>  sl:<session>        summary hash and list of step JSON (last session_steps)
+    se:<session>  sl:<session>        summary hash (agent team first last, and n: "steps
+                                      requests input output cached cache_write cost")
+                                      and list of step JSON (last session_steps)
     br:<target>                       hash state, until, failures, window_start,
                                       window_requests, window_failures, probes (no TTL:
                                       targets are the configured deployments)

@@ -240,8 +240,10 @@ class RedisLedger(Ledger):
             keys=[link.key("unobserved")], args=[num(cutoff), limit]))
         if not ids:
             return []
-        costs = await link.pipelined("idle", [("hget", link.key("se", s), "cost") for s in ids])
-        return [float(c) for c in costs if c is not None]
+        got = await link.pipelined("idle", [("hmget", link.key("se", s), "n", "cost")
+                                            for s in ids])
+        return [float(n.rsplit(" ", 1)[1] if n else cost) for n, cost in got
+                if n is not None or cost is not None]
 
     async def _listed(self, since: float | None) -> list[str]:
         """Sessions least recently active first, as the memory ledger keeps them."""
@@ -269,11 +271,9 @@ class RedisLedger(Ledger):
         return out
 
     def _session_of(self, h: dict[str, str], steps: list[StepRecord]) -> Session:
-        totals = SpendRow("", requests=int(h["requests"]), input_tokens=int(h["input"]),
-                          output_tokens=int(h["output"]), cached_tokens=int(h["cached"]),
-                          cache_write_tokens=int(h["cache_write"]), cost_usd=float(h["cost"]))
+        count, totals = _counters(h)
         return Session(h["agent"], h["team"], float(h["first"]), float(h["last"]),
-                       deque(steps, maxlen=self._session_steps), totals, int(h["steps"]))
+                       deque(steps, maxlen=self._session_steps), totals, count)
 
     async def spend(self, by: str, since: float | None = None) -> list[SpendRow]:
         if by == "session":
@@ -343,14 +343,41 @@ def _step(js: str) -> StepRecord:
 
 
 def _bucket_rows(bucket: dict[str, str]) -> dict[str, SpendRow]:
+    """An hour bucket's rows: "<key>" -> "requests input output cached cache_write cost"
+    (record.lua), or, written before counters were packed, "<key>|<counter>" -> one
+    number (an hour that spans the upgrade has both: they add up)."""
     rows: dict[str, SpendRow] = {}
     for name, value in bucket.items():
-        key, _, kind = name.rpartition("|")
+        if " " in value:
+            key, kind = name, ""
+        else:
+            key, _, kind = name.rpartition("|")
         row = rows.get(key)
         if row is None:
             row = rows[key] = SpendRow(key)
-        if kind == "cost":
-            row.cost_usd = float(value)
+        if not kind:
+            r, i, o, c, w, cost = value.split()
+            row.requests += int(r)
+            row.input_tokens += int(i)
+            row.output_tokens += int(o)
+            row.cached_tokens += int(c)
+            row.cache_write_tokens += int(w)
+            row.cost_usd += float(cost)
+        elif kind == "cost":
+            row.cost_usd += float(value)
         elif kind in _FIELDS:
-            setattr(row, _FIELDS[kind], int(value))
+            setattr(row, _FIELDS[kind], getattr(row, _FIELDS[kind]) + int(value))
     return rows
+
+
+def _counters(h: dict[str, str]) -> tuple[int, SpendRow]:
+    """A session summary's steps and totals: packed in "n" (steps requests input output
+    cached cache_write cost), or one field each as written before."""
+    if "n" in h:
+        steps, r, i, o, c, w, cost = h["n"].split()
+    else:
+        steps, r, i, o, c, w, cost = (h["steps"], h["requests"], h["input"], h["output"],
+                                      h["cached"], h["cache_write"], h["cost"])
+    return int(steps), SpendRow("", requests=int(r), input_tokens=int(i),
+                                output_tokens=int(o), cached_tokens=int(c),
+                                cache_write_tokens=int(w), cost_usd=float(cost))

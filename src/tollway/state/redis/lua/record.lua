@@ -197,73 +197,93 @@ local step_json, agent, team, model, provider = arg(), arg(), arg(), arg(), arg(
 local step_time = arg()
 local input, output, cached, cache_write = arg(), arg(), arg(), arg()
 local cost = tonumber(arg())
+input, output = tonumber(input), tonumber(output)
+cached, cache_write = tonumber(cached), tonumber(cache_write)
 local ntags = tonumber(arg())
 
--- hourly spend per dimension (the session dimension is the session summary)
-local function attribute(k, name)
-  redis.call('HINCRBY', k, name .. '|requests', 1)
-  redis.call('HINCRBY', k, name .. '|input', input)
-  redis.call('HINCRBY', k, name .. '|output', output)
-  redis.call('HINCRBY', k, name .. '|cached', cached)
-  redis.call('HINCRBY', k, name .. '|cache_write', cache_write)
-  addf(k, name .. '|cost', cost)
+-- Counters travel packed: one field "requests input output cached cache_write cost" per
+-- name (a dimension's name in an hour bucket; "n" in a session summary, with steps first),
+-- read and written whole (two commands instead of seven); the readers also take the
+-- one-field-per-counter layout written before (ledger.py _bucket_rows, _counters).
+local function unpacked(v)
+  local out = {}
+  if v then for x in string.gmatch(v, '%S+') do out[#out + 1] = tonumber(x) end end
+  return out
 end
+local function add_to(cur, first)
+  local c = unpacked(cur)
+  local i = first
+  local n = {(c[i] or 0) + 1, (c[i + 1] or 0) + input, (c[i + 2] or 0) + output,
+             (c[i + 3] or 0) + cached, (c[i + 4] or 0) + cache_write}
+  return string.format('%d %d %d %d %d ', n[1], n[2], n[3], n[4], n[5])
+      .. f((c[i + 5] or 0) + cost), c
+end
+
+-- hourly spend per dimension (the session dimension is the session summary); a key gets
+-- its expiry when a field is first written in it (a new hour, a new name)
 local expire_at = (hour + retention_h + 1) * 3600
+local function attribute(k, name)
+  local packed = add_to(redis.call('HGET', k, name), 1)
+  if redis.call('HSET', k, name, packed) == 1 then redis.call('EXPIREAT', k, expire_at) end
+end
 attribute(k_dims[1], agent)
 attribute(k_dims[2], team)
 attribute(k_dims[3], model)
 attribute(k_dims[4], provider)
 for _ = 1, ntags do attribute(k_dims[5], arg()) end
-for i = 1, 5 do redis.call('EXPIREAT', k_dims[i], expire_at) end
-redis.call('ZADD', k_hours, hour, hour)
-redis.call('ZREMRANGEBYSCORE', k_hours, '-inf', '(' .. (hour - retention_h))
-redis.call('EXPIRE', k_hours, retention_s + 3600)
+if redis.call('ZADD', k_hours, hour, hour) == 1 then
+  redis.call('ZREMRANGEBYSCORE', k_hours, '-inf', '(' .. (hour - retention_h))
+  redis.call('EXPIRE', k_hours, retention_s + 3600)
+end
 
 -- the session: a session that is not listed (new, dropped or expired) starts afresh
-local new = not redis.call('ZSCORE', k_sessions, sid)
-    or redis.call('EXISTS', k_summary) == 0
+local listed = redis.call('ZSCORE', k_sessions, sid)
+local cur = redis.call('HMGET', k_summary, 'last', 'n', 'agent')
+local new = not listed or not cur[3]
 local last
 if new then
   redis.call('DEL', k_summary, k_steps)
-  redis.call('HSET', k_summary, 'agent', agent, 'team', team, 'first', step_time,
-             'steps', 0, 'requests', 0, 'input', 0, 'output', 0, 'cached', 0,
-             'cache_write', 0, 'cost', '0')
+  redis.call('HSET', k_summary, 'agent', agent, 'team', team, 'first', step_time)
+  cur = {false, false}
   last = tonumber(step_time)
 else
-  last = tonumber(redis.call('HGET', k_summary, 'last')) or tonumber(step_time)
+  last = tonumber(cur[1]) or tonumber(step_time)
 end
 if now > last then last = now end
-redis.call('HSET', k_summary, 'last', f(last))
-redis.call('HINCRBY', k_summary, 'steps', 1)
-redis.call('HINCRBY', k_summary, 'requests', 1)
-redis.call('HINCRBY', k_summary, 'input', input)
-redis.call('HINCRBY', k_summary, 'output', output)
-redis.call('HINCRBY', k_summary, 'cached', cached)
-redis.call('HINCRBY', k_summary, 'cache_write', cache_write)
-addf(k_summary, 'cost', cost)
+local counted = cur[2]
+if not new and not counted then  -- a summary written before counters were packed
+  local old = redis.call('HMGET', k_summary, 'steps', 'requests', 'input', 'output',
+                         'cached', 'cache_write', 'cost')
+  counted = table.concat({old[1] or 0, old[2] or 0, old[3] or 0, old[4] or 0, old[5] or 0,
+                          old[6] or 0, old[7] or '0'}, ' ')
+  redis.call('HDEL', k_summary, 'steps', 'requests', 'input', 'output', 'cached',
+             'cache_write', 'cost')
+end
+local packed, c = add_to(counted, 2)
+redis.call('HSET', k_summary, 'last', f(last), 'n', ((c[1] or 0) + 1) .. ' ' .. packed)
 redis.call('RPUSH', k_steps, step_json)
 redis.call('LTRIM', k_steps, -session_steps, -1)
 redis.call('EXPIRE', k_summary, retention_s)
 redis.call('EXPIRE', k_steps, retention_s)
 
 redis.call('ZADD', k_sessions, f(last), sid)
+local dropped = {}
 if new then
   redis.call('ZADD', k_unobserved, f(last), sid)
+  -- only a new session makes the list grow: then forget sessions past retention (their
+  -- keys are gone) and keep max_sessions, dropping the least recently active
+  local horizon = '(' .. f(now - retention_s)
+  redis.call('ZREMRANGEBYSCORE', k_sessions, '-inf', horizon)
+  redis.call('ZREMRANGEBYSCORE', k_unobserved, '-inf', horizon)
+  local over = redis.call('ZCARD', k_sessions) - max_sessions
+  if over > 0 then
+    dropped = redis.call('ZRANGE', k_sessions, 0, over - 1)
+    redis.call('ZREMRANGEBYRANK', k_sessions, 0, over - 1)
+    for i = 1, #dropped do redis.call('ZREM', k_unobserved, dropped[i]) end
+  end
+  redis.call('EXPIRE', k_sessions, retention_s)
+  redis.call('EXPIRE', k_unobserved, retention_s)
 else
   redis.call('ZADD', k_unobserved, 'XX', f(last), sid)
 end
--- sessions past retention have lost their keys: forget them
-local horizon = '(' .. f(now - retention_s)
-redis.call('ZREMRANGEBYSCORE', k_sessions, '-inf', horizon)
-redis.call('ZREMRANGEBYSCORE', k_unobserved, '-inf', horizon)
--- keep max_sessions, dropping the least recently active
-local dropped = {}
-local over = redis.call('ZCARD', k_sessions) - max_sessions
-if over > 0 then
-  dropped = redis.call('ZRANGE', k_sessions, 0, over - 1)
-  redis.call('ZREMRANGEBYRANK', k_sessions, 0, over - 1)
-  for i = 1, #dropped do redis.call('ZREM', k_unobserved, dropped[i]) end
-end
-redis.call('EXPIRE', k_sessions, retention_s)
-redis.call('EXPIRE', k_unobserved, retention_s)
 return {dropped, transitions, 1}
