@@ -235,7 +235,7 @@ local function lapse(bu, bx)
   if reserved < 1e-12 then reserved = 0 end
   redis.call('HSET', bu, 'reserved', f(reserved))
 end
-local out_budgets = {}
+local out_budgets, read = {}, {}
 local ba = 12 + nr * 3
 for j = 1, nb do
   local a = ba + (j - 1) * 4
@@ -244,6 +244,7 @@ for j = 1, nb do
   lapse(bu, bx)
   local cur = redis.call('HMGET', bu, 'spent', 'reserved', holder)
   if cur[3] then return reply('0', 'stale', j, '0', {}) end
+  read[j] = cur  -- applied below from what was read here (nothing runs in between)
   local spent, reserved = tonumber(cur[1]) or 0, tonumber(cur[2]) or 0
   out_budgets[#out_budgets + 1] = f(spent)
   out_budgets[#out_budgets + 1] = f(reserved)
@@ -261,12 +262,14 @@ for j = 1, nb do
   local a = ba + (j - 1) * 4
   local reserve, ttl = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local bu, bx = budget_keys[j][1], budget_keys[j][2]
-  local cur = redis.call('HMGET', bu, 'spent', 'reserved')
+  local cur = read[j]
   redis.call('HSET', bu, 'spent', f(tonumber(cur[1]) or 0),
              'reserved', f((tonumber(cur[2]) or 0) + reserve), holder, f(reserve))
   redis.call('ZADD', bx, now_ms + hold_ms, ARGV[11])
   if ttl > 0 then
-    redis.call('EXPIRE', bu, ttl, 'NX')
+    -- a budget hash that existed has its period's expiry (set when it was made); the
+    -- holders' zset may have emptied (and gone) since: NX sets it only when it has none
+    if not cur[1] and not cur[2] then redis.call('EXPIRE', bu, ttl, 'NX') end
     redis.call('EXPIRE', bx, ttl, 'NX')
   end
 end

@@ -104,13 +104,12 @@ for _ = 1, nb do
     elseif not cur[3] then
       redis.call('HSET', k, 'r:' .. holder, 'x')
       redis.call('ZADD', kx, now_ms + dedupe_s * 1000, holder)
+      if ttl > 0 then redis.call('EXPIRE', kx, ttl, 'NX') end
     end
   end
   redis.call('HSET', k, 'spent', f((tonumber(cur[1]) or 0) + actual), 'reserved', f(reserved))
-  if ttl > 0 then
-    redis.call('EXPIRE', k, ttl, 'NX')
-    redis.call('EXPIRE', kx, ttl, 'NX')
-  end
+  -- a hash that existed has its period's expiry already (set when it was made)
+  if ttl > 0 and not cur[1] and not cur[2] then redis.call('EXPIRE', k, ttl, 'NX') end
 end
 
 -- token buckets: move the TAT by (real - estimated) tokens; a bucket that already drained
