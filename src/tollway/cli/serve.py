@@ -88,6 +88,7 @@ async def _run(cfg: object, config_path: str, host: str, port: int,
 
     from tollway.app import GATEWAY, build_app
     from tollway.config.model import Config
+    from tollway.ingress import heap
     from tollway.ingress.server import GatewayRunner
 
     assert isinstance(cfg, Config)
@@ -106,6 +107,7 @@ async def _run(cfg: object, config_path: str, host: str, port: int,
     site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True,
                        reuse_port=True if worker_of else None)
     await site.start()
+    heap.settle()  # after start-up, before the first request (ingress/heap.py)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     if worker_of:
