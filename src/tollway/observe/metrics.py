@@ -179,6 +179,7 @@ class Metrics:
             "counts (negative, not a number, cached beyond the prompt): priced from the "
             "gateway's own count instead.", ["provider"], registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._per_request: dict[tuple[Any, ...], _Children] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
         """A labelled child, cached: cheaper than metric.labels() on the hot path."""
@@ -193,26 +194,63 @@ class Metrics:
         model = ex.model_name if route else "none"
         provider = up.provider or (route.provider.name if route else "none")
         endpoint = ex.endpoint.name
-        self.child(self.requests, endpoint, caller.agent, caller.team, model, provider,
-                   str(out.status)).inc()
-        self.child(self.duration, endpoint, model).observe(total_s)
+        # Every child a request touches, looked up once per label set (a request's labels
+        # repeat: the same agent, model and outcome, request after request).
+        labels = (endpoint, caller.agent, caller.team, model, provider, out.status)
+        kids = self._per_request.get(labels)
+        if kids is None:
+            kids = self._per_request[labels] = _Children(self, *labels)
+        kids.requests.inc()
+        kids.duration.observe(total_s)
         upstream_s = up.seconds
         if up.started:
-            self.child(self.upstream, provider, model).observe(upstream_s)
-        self.child(self.overhead, endpoint).observe(max(0.0, total_s - upstream_s))
+            kids.get(_UPSTREAM).observe(upstream_s)
+        kids.overhead.observe(max(0.0, total_s - upstream_s))
         if up.first_token_at:
-            self.child(self.ttft, model).observe(up.first_token_at - ex.started)
+            kids.get(_TTFT).observe(up.first_token_at - ex.started)
         u = out.usage
         if u is not None and ex.endpoint.billable:
-            for kind, n in (("input", u.input), ("output", u.output), ("cached", u.cached),
-                            ("cache_write", u.cache_write)):
+            for i, n in enumerate((u.input, u.output, u.cached, u.cache_write)):
                 if n > 0:
-                    self.child(self.tokens, caller.agent, caller.team, model, kind).inc(n)
+                    kids.get(i).inc(n)
             if out.cost_usd > 0:
-                self.child(self.cost, caller.agent, caller.team, model).inc(out.cost_usd)
+                kids.get(_COST).inc(out.cost_usd)
 
     def exposition(self) -> bytes:
         """The text format: this process's registry, or every worker's files merged."""
         if self._merged is not None:
             return generate_latest(self._merged)
         return generate_latest(self.registry)
+
+
+_KINDS = ("input", "output", "cached", "cache_write")
+_UPSTREAM, _TTFT, _COST = 4, 5, 6
+
+
+class _Children:
+    """The labelled children one request's observation touches, for one label set; those
+    a request may not touch (upstream time, TTFT, each token type, cost) are made when
+    first observed, so /metrics shows no series that never had a sample."""
+
+    __slots__ = ("_labels", "_lazy", "_m", "duration", "overhead", "requests")
+
+    def __init__(self, m: Metrics, endpoint: str, agent: str, team: str, model: str,
+                 provider: str, status: int) -> None:
+        self._m = m
+        self._labels = (agent, team, model, provider)
+        self.requests = m.child(m.requests, endpoint, agent, team, model, provider, str(status))
+        self.duration = m.child(m.duration, endpoint, model)
+        self.overhead = m.child(m.overhead, endpoint)
+        self._lazy: list[Any] = [None] * 7
+
+    def get(self, i: int) -> Any:
+        child = self._lazy[i]
+        if child is None:
+            m = self._m
+            agent, team, model, provider = self._labels
+            child = self._lazy[i] = (
+                m.child(m.tokens, agent, team, model, _KINDS[i]) if i < 4 else
+                m.child(m.upstream, provider, model) if i == _UPSTREAM else
+                m.child(m.ttft, model) if i == _TTFT else
+                m.child(m.cost, agent, team, model))
+        return child

@@ -62,9 +62,12 @@ class TextCapture:
     __slots__ = ("_pattern", "nbytes", "pieces")
 
     def __init__(self, fields: tuple[str, ...]) -> None:
-        names = "|".join(re.escape(f) for f in fields)
-        self._pattern = _patterns.get(names) or _patterns.setdefault(names, re.compile(
-            rb'"(?:' + names.encode() + rb')":\s*"([^"\\]*(?:\\.[^"\\]*)*)"'))
+        pattern = _patterns.get(fields)
+        if pattern is None:  # once per set of fields, not per stream
+            names = "|".join(re.escape(f) for f in fields)
+            pattern = _patterns[fields] = re.compile(
+                rb'"(?:' + names.encode() + rb')":\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
+        self._pattern = pattern
         self.pieces: list[bytes] = []
         self.nbytes = 0
 
@@ -86,7 +89,7 @@ class TextCapture:
             return raw.decode("utf-8", "replace")
 
 
-_patterns: dict[str, re.Pattern[bytes]] = {}
+_patterns: dict[tuple[str, ...], re.Pattern[bytes]] = {}
 
 
 def data_of(blob: bytes, marker: bytes) -> list[Any]:
