@@ -12,6 +12,9 @@ redis-server's CPU per request is reported beside the guards-on-Redis row.
 
     .venv/bin/python bench/wrk.py [--rounds 3] [--duration 10] [--connections 50]
 
+With --baseline REV every row but the relay also runs from that revision (a git worktree),
+as <row>@base, in the same rounds: before and after measured side by side.
+
 Targets: relay (bench/relay.py, the floor for a Python proxy), tollway (bench's core
 config), default (the repository's gateway.yaml, its OpenAI provider pointed at the mock),
 guards-mem, guards-redis, cache-hit (the same request again and again). Needs wrk
@@ -37,11 +40,14 @@ from conversation import body_template
 from run import (
     BENCH,
     LOAD_CORE,
+    PYTHON,
     RESULTS,
     TARGET_CORE,
     TOLLWAY,
     BenchError,
     Children,
+    base_name,
+    checkout,
     cpu_seconds,
     free_port,
     start_mock,
@@ -80,10 +86,10 @@ def lua_script(stream: bool, repeat: bool, where: Path) -> Path:
     return path
 
 
-def default_config(upstream: str, where: Path) -> Path:
+def default_config(upstream: str, where: Path, tree: Path = BENCH.parent) -> Path:
     """The repository's gateway.yaml as users run it, its OpenAI provider sent to the mock
     (edited as text: a YAML round trip would turn `on:` keys into booleans)."""
-    text = (BENCH.parent / "gateway.yaml").read_text()
+    text = (tree / "gateway.yaml").read_text()
     text = text.replace("base_url: https://api.openai.com/v1", f"base_url: {upstream}/v1", 1)
     text = text.replace("api_key: ${OPENAI_API_KEY:-}", "api_key: sk-bench", 1)
     text = re.sub(r"admin: \{enabled: true, host: 127.0.0.1, port: 4101\}",
@@ -91,17 +97,22 @@ def default_config(upstream: str, where: Path) -> Path:
     text = re.sub(r"log_level: info", "log_level: warning", text, count=1)
     if f"{upstream}/v1" not in text or "port: 0}" not in text:
         raise BenchError("gateway.yaml changed shape: edit default_config")
-    path = where / "gateway.default.yaml"
+    path = where / f"gateway.default{'' if tree == BENCH.parent else '.base'}.yaml"
     path.write_text(text)
     return path
 
 
-def start_default(children: Children, upstream: str, config: Path) -> tuple[object, str]:
+def start_default(children: Children, upstream: str, config: Path,
+                  baseline: Path | None = None) -> tuple[object, str]:
+    """The default row; with `baseline`, that checkout's code (its own gateway.yaml)."""
     port = free_port()
-    proc = children.start("default", TARGET_CORE, [TOLLWAY, "serve", "-c", str(config),
-                                                   "--host", "127.0.0.1", "--port", str(port)])
+    name = "default" if baseline is None else "default@base"
+    argv = [TOLLWAY] if baseline is None else [PYTHON, "-m", "tollway"]
+    env = {} if baseline is None else {"PYTHONPATH": str(baseline / "src")}
+    proc = children.start(name, TARGET_CORE, [*argv, "serve", "-c", str(config), "--host",
+                                              "127.0.0.1", "--port", str(port)], env=env)
     base = f"http://127.0.0.1:{port}"
-    wait_healthy(base + "/healthz", proc, children, "default", 30.0)
+    wait_healthy(base + "/healthz", proc, children, name, 30.0)
     return proc, base
 
 
@@ -133,25 +144,35 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--out", default=None, help="file name under bench/results "
                     "(default wrk-<date>.md)")
+    ap.add_argument("--baseline", metavar="REV", default=None,
+                    help="also run every row but the relay on this revision (<row>@base), "
+                         "interleaved with the rest: before and after in one run")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install wrk)")
     targets = [t for t in args.targets.split(",") if t]
     tmp = Path(tempfile.mkdtemp(prefix="tollway-wrk-"))
+    baseline = checkout(args.baseline, tmp / "base") if args.baseline else None
+    if baseline is not None:
+        targets += [f"{t}@base" for t in targets if t != "relay"]
     children = Children(tmp)
     rows: dict[tuple[str, str], list[dict[str, float]]] = {}
     try:
         mock, upstream = start_mock(children, 0.0)
-        redis_proc, redis_url = start_redis(children) if "guards-redis" in targets else (None, None)
+        redis: dict[str, tuple[object, str]] = {}  # a redis-server of its own per Redis row
         procs: dict[str, tuple[object, str]] = {}
         for t in targets:
-            if t == "default":
-                procs[t] = start_default(children, upstream, default_config(upstream, tmp))
-            elif t == "cache-hit":
-                procs[t] = start_target(children, t, upstream)
+            row = base_name(t)
+            if row == "default":
+                procs[t] = start_default(
+                    children, upstream, default_config(upstream, tmp, baseline or BENCH.parent)
+                    if row != t else default_config(upstream, tmp),
+                    baseline if row != t else None)
+            elif row == "guards-redis":
+                redis[t] = start_redis(children)
+                procs[t] = start_target(children, t, upstream, redis[t][1], baseline=baseline)
             else:
-                procs[t] = start_target(children, t, upstream,
-                                        redis_url if t == "guards-redis" else None)
+                procs[t] = start_target(children, t, upstream, baseline=baseline)
         scripts = {(m, rep): lua_script(m == "stream", rep, tmp) for m in MODES
                    for rep in (False, True)}
         rng = random.Random(args.seed)
@@ -161,14 +182,15 @@ def main() -> int:
             for mode in MODES:
                 for t in order:
                     proc, base = procs[t]
-                    script = scripts[(mode, t == "cache-hit")]
+                    script = scripts[(mode, base_name(t) == "cache-hit")]
+                    redis_proc = redis[t][0] if t in redis else None
                     run_wrk(base, script, 2.0, args.connections)  # warm: caches, pools, JIT-less
                     pid = proc.pid  # type: ignore[attr-defined]
                     c0 = cpu_seconds(pid)
-                    r0 = cpu_seconds(redis_proc.pid) if t == "guards-redis" else 0.0  # type: ignore[union-attr]
+                    r0 = cpu_seconds(redis_proc.pid) if redis_proc else 0.0  # type: ignore[attr-defined]
                     res = run_wrk(base, script, args.duration, args.connections)
                     res["cpu_us"] = (cpu_seconds(pid) - c0) * 1e6 / max(1.0, res["requests"])
-                    if t == "guards-redis":
+                    if redis_proc is not None:
                         res["redis_us"] = ((cpu_seconds(redis_proc.pid) - r0)  # type: ignore[union-attr]
                                            * 1e6 / max(1.0, res["requests"]))
                     res["round"] = rnd
@@ -180,6 +202,9 @@ def main() -> int:
         _ = mock
     finally:
         children.stop_all()
+        if baseline is not None:
+            subprocess.run(["git", "-C", str(BENCH.parent), "worktree", "remove", "--force",
+                            str(baseline)], capture_output=True)
     report = table(rows, targets, args)
     print(report)
     RESULTS.mkdir(exist_ok=True)
@@ -195,7 +220,8 @@ def table(rows: dict[tuple[str, str], list[dict[str, float]]], targets: list[str
              f"(targets in a new random order each round), target on core {TARGET_CORE} "
              f"alone; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
              f"{os.cpu_count()} cores. Medians over the rounds; x relay taken within each "
-             "round.", "",
+             "round." + (f" <row>@base: {args.baseline}, interleaved with the rest."
+                         if args.baseline else ""), "",
              "| target | mode | CPU µs/req | x relay | req/s | p50 ms | p99 ms | "
              "redis-server µs/req | errors |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for mode in MODES:
@@ -208,7 +234,7 @@ def table(rows: dict[tuple[str, str], list[dict[str, float]]], targets: list[str
             med = {k: statistics.median(c[k] for c in cells)
                    for k in ("cpu_us", "requests", "p50_ms", "p99_ms", "errors")}
             redis = (f"{statistics.median(c['redis_us'] for c in cells):.0f}"
-                     if t == "guards-redis" else "")
+                     if "redis_us" in cells[0] else "")
             lines.append(
                 f"| {t} | {mode} | {med['cpu_us']:.0f} | "
                 f"{statistics.median(ratios):.2f} | {med['requests'] / args.duration:.0f} | "
