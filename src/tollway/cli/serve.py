@@ -104,19 +104,10 @@ async def _run(cfg: object, config_path: str, host: str, port: int,
         log.error("cannot start: %s", exc.strerror or exc)
         await runner.cleanup()
         return 1
-    site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True,
-                       reuse_port=True if worker_of else None)
-    await site.start()
-    heap.settle()  # after start-up, before the first request (ingress/heap.py)
+    # Signals are handled before the port opens: a SIGHUP (a reload) or SIGTERM sent to a
+    # worker the moment it is seen listening must not find the default action (exit).
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    if worker_of:
-        log.info("tollway worker %d (pid %d) listening on http://%s:%d (config %s)",
-                 worker_index, os.getpid(), host, port, config_path)
-        if lifeline is not None:
-            _watch_supervisor(loop, lifeline, worker_of, stop)
-    else:
-        log.info("tollway listening on http://%s:%d (config %s)", host, port, config_path)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     gateway = app[GATEWAY]
@@ -128,6 +119,17 @@ async def _run(cfg: object, config_path: str, host: str, port: int,
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    heap.settle()  # after start-up, before the first request (ingress/heap.py)
+    site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True,
+                       reuse_port=True if worker_of else None)
+    await site.start()
+    if worker_of:
+        log.info("tollway worker %d (pid %d) listening on http://%s:%d (config %s)",
+                 worker_index, os.getpid(), host, port, config_path)
+        if lifeline is not None:
+            _watch_supervisor(loop, lifeline, worker_of, stop)
+    else:
+        log.info("tollway listening on http://%s:%d (config %s)", host, port, config_path)
     await stop.wait()
     log.info("draining in-flight requests (up to %.0fs)", cfg.server.drain_timeout_s)
     await runner.cleanup()
