@@ -18,7 +18,7 @@ from urllib.parse import quote
 import httpx
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Loop, Stack
@@ -295,6 +295,7 @@ def test_mcp(fuzzed: Fuzzed, body: bytes, server: str, session: str | None) -> N
 
 @fuzz(20)
 @given(body=st.one_of(fm.mcp_bodies(), st.just(b"")))
+@example(body=b'{"method": "tools/call", "params": 1.5}')  # found by the fuzzer once
 def test_mcp_delete(fuzzed: Fuzzed, body: bytes) -> None:
     r = fuzzed.send("DELETE", "/mcp/files", body, {**MCP_HEADERS, "Mcp-Session-Id": "nope"})
     if r.status_code >= 400 and r.content:

@@ -219,7 +219,9 @@ class MockMcpServer:
             headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
             requests.append(RecordedMcpRequest(scope["method"], headers, body))
             if isinstance(body, dict) and body.get("method") == "tools/call":
-                tool = (body.get("params") or {}).get("name")
+                params = body.get("params")
+                # malformed params are the real server's to refuse (the fuzzer sends them)
+                tool = params.get("name") if isinstance(params, dict) else None
                 status = settings.http_status.get(tool)
                 if status:
                     await send({"type": "http.response.start", "status": status,
