@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tollway.aio import cancel
 from tollway.cache.embedders import EmbedError, ModelEmbedder
 from tollway.cache.feed import FeedRecord, RedisFeed
 from tollway.cache.learning import Learner
@@ -120,11 +121,7 @@ class SemanticCache:
         self._tasks.append(asyncio.create_task(self._sweep_forever()))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(*self._tasks)
         if self._model_embedder is not None:
             await self._model_embedder.close()
         if self.feed is not None:

@@ -22,7 +22,6 @@ in tests/e2e/test_ingress.py are what would notice a change in them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -30,6 +29,7 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
+from tollway.aio import cancel
 from tollway.config.server import ServerConfig
 from tollway.ingress.body import BodyTimeout
 from tollway.ingress.protocol_log import ProtocolLog
@@ -161,8 +161,5 @@ class GatewayRunner(web.AppRunner):
         return built
 
     async def _cleanup_server(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        await cancel(self._watcher)
         await super()._cleanup_server()

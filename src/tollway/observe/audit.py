@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from tollway.aio import cancel
+
 if TYPE_CHECKING:
     from tollway.config.model import RedisConfig
     from tollway.state.redis.script import SyncScript
@@ -218,10 +220,7 @@ class Audit:
             self._queue[:0] = batch[: self._max_queue]
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
         await self.flush()
         self.sink.close()
 

@@ -11,11 +11,11 @@ what it had: revocations cannot be made then either, since they are writes to th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 from dataclasses import dataclass
 
+from tollway.aio import cancel
 from tollway.config.tools import KeyConfig
 from tollway.exchange import KeyQuota
 from tollway.state.base import StateUnavailable
@@ -79,11 +79,8 @@ class KeyBook:
         self._task = asyncio.create_task(self._run(), name="tollway-key-book")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

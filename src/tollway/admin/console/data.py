@@ -4,11 +4,12 @@ the admin API answers from, so the two never disagree."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from tollway.aio import cancel
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway
@@ -71,11 +72,8 @@ class Sampler:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     def sample(self) -> None:
         t = metric_totals(self.gw)

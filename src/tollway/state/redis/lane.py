@@ -36,6 +36,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tollway.aio import cancel
+
 
 def pack(args: tuple[Any, ...]) -> bytes:
     """RESP in one C call. A str that is not valid UTF-8 (a lone surrogate from a header)
@@ -154,8 +156,7 @@ class Lane:
         return conn
 
     async def aclose(self) -> None:
-        for task in list(self._running):
-            task.cancel()
+        await cancel(*self._running)
         for conn in self._all:
             await conn.disconnect(nowait=True)
         self._idle.clear()

@@ -17,7 +17,6 @@ then, at the time they were recorded, and the transitions they cause are only lo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -28,6 +27,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 
+from tollway.aio import cancel
 from tollway.state.base import Ledger
 from tollway.state.breakers import Transition
 from tollway.state.guards import Settlement
@@ -191,10 +191,7 @@ class RedisLedger(Ledger):
             self._replay = asyncio.create_task(self._drain(), name="tollway-redis-replay")
 
     async def stop(self) -> None:
-        if self._replay is not None:
-            self._replay.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._replay
+        await cancel(self._replay)
 
     @property
     def replaying(self) -> bool:

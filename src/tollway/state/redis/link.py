@@ -22,7 +22,6 @@ every command as refused and dropping the spend.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from importlib import resources
@@ -38,6 +37,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tollway.aio import cancel
 from tollway.state.base import StateUnavailable
 from tollway.state.redis.cluster import BoundedCluster
 from tollway.state.redis.connect import async_client, wait_s
@@ -134,11 +134,8 @@ class RedisLink:
         self._probe_task = asyncio.create_task(self._probe(), name="tollway-redis-probe")
 
     async def stop_probe(self) -> None:
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe_task
-            self._probe_task = None
+        await cancel(self._probe_task)
+        self._probe_task = None
 
     async def aclose(self) -> None:
         if self.lane is not None:
