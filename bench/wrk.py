@@ -17,7 +17,9 @@ as <row>@base, in the same rounds: before and after measured side by side.
 
 Targets: relay (bench/relay.py, the floor for a Python proxy), tollway (bench's core
 config), default (the repository's gateway.yaml, its OpenAI provider pointed at the mock),
-guards-mem, guards-redis, cache-hit (the same request again and again). Needs wrk
+guards-mem, guards-redis, cache-hit (the same request again and again: an exact-cache hit),
+semantic-hit (the same again with the exact cache off: the local embedder runs on every
+request, the index answers at similarity 1.0, which costs what any semantic hit costs). Needs wrk
 (Debian package `wrk`; `make bench` installs it) and taskset.
 """
 
@@ -56,7 +58,9 @@ from run import (
     wait_healthy,
 )
 
-TARGETS = ("relay", "tollway", "default", "guards-mem", "guards-redis", "cache-hit")
+TARGETS = ("relay", "tollway", "default", "guards-mem", "guards-redis", "cache-hit",
+           "semantic-hit")
+REPEAT = ("cache-hit", "semantic-hit")  # rows that send the same request again and again
 MODES = ("non-stream", "stream")
 LUA = """
 local prefix = [=====[{prefix}]=====]
@@ -182,7 +186,7 @@ def main() -> int:
             for mode in MODES:
                 for t in order:
                     proc, base = procs[t]
-                    script = scripts[(mode, base_name(t) == "cache-hit")]
+                    script = scripts[(mode, base_name(t) in REPEAT)]
                     redis_proc = redis[t][0] if t in redis else None
                     run_wrk(base, script, 2.0, args.connections)  # warm: caches, pools, JIT-less
                     pid = proc.pid  # type: ignore[attr-defined]

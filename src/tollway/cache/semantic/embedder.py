@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from .words import WordIds
+
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
@@ -46,9 +48,15 @@ def normalize_rows(matrix: npt.NDArray[Any]) -> FloatMatrix:
     out = np.asarray(matrix, dtype=np.float32)
     if out.ndim == 1:
         out = out[None, :]
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    norms = row_norms(out)
     np.maximum(norms, np.float32(1e-12), out=norms)
     return np.ascontiguousarray(out / norms, dtype=np.float32)
+
+
+def row_norms(m: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """np.linalg.norm(m, axis=1, keepdims=True), the same sums, without its ~8 us wrapper
+    (it ran four times per semantic lookup)."""
+    return np.sqrt(np.add.reduce(m * m, axis=1, keepdims=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -58,11 +66,12 @@ def normalize_rows(matrix: npt.NDArray[Any]) -> FloatMatrix:
 class _WordLlamaModel:
     """The parts of a loaded WordLlama model that embedding needs, read-only once built."""
 
-    __slots__ = ("matrix", "tokenizer")
+    __slots__ = ("matrix", "tokenizer", "words")
 
     def __init__(self, matrix: FloatMatrix, tokenizer: Tokenizer) -> None:
         self.matrix = matrix
         self.tokenizer = tokenizer
+        self.words = WordIds.for_tokenizer(tokenizer)  # None: encode each text whole
 
 
 _MODELS: dict[int, _WordLlamaModel] = {}
@@ -128,15 +137,19 @@ class WordLlamaEmbedder:
         model = _load_wordllama(self.dim)
         matrix, vocab = model.matrix, model.matrix.shape[0]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if len(texts) <= _BATCH_FROM:  # encode_batch's thread pool costs ~100 us a call
-            encodings = [model.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        words = model.words
+        if words is not None:
+            encodings: list[list[int]] = [words.ids(t) for t in texts]
+        elif len(texts) <= _BATCH_FROM:  # encode_batch's thread pool costs ~100 us a call
+            encodings = [model.tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
         else:
-            encodings = model.tokenizer.encode_batch(texts, add_special_tokens=False)
+            encodings = [e.ids for e in model.tokenizer.encode_batch(
+                texts, add_special_tokens=False)]
         for row, encoding in enumerate(encodings):
-            ids = np.asarray(encoding.ids, dtype=np.int64)
+            ids = np.asarray(encoding, dtype=np.int64)
             if ids.size == 0:
                 continue
-            np.clip(ids, 0, vocab - 1, out=ids)
+            np.minimum(ids, vocab - 1, out=ids)  # ids are never negative
             acc = out[row]
             for start in range(0, ids.size, _TOKEN_CHUNK):
                 acc += matrix[ids[start : start + _TOKEN_CHUNK]].sum(axis=0, dtype=np.float32)
