@@ -20,6 +20,7 @@ from tollway.stages.base import Chain, Stage
 from tollway.stages.cache import Cache
 from tollway.stages.forward import Forward
 from tollway.stages.guard import Guard
+from tollway.stages.guardrail import Guardrail
 from tollway.stages.identify import Identify
 from tollway.stages.meter import Meter
 from tollway.stages.parse import Parse
@@ -32,6 +33,7 @@ from tollway.state.memory import MemoryState
 from tollway.state.wal import WriteAhead
 
 if TYPE_CHECKING:
+    from tollway.guardrails.engine import Guardrails
     from tollway.gateway import Gateway
 
 
@@ -72,7 +74,7 @@ def build_audit(cfg: Config) -> Audit | None:
 
 
 def build_chain(gw: Gateway, cfg: Config, registry: ModelRegistry, identity: Identity,
-                ) -> Chain:
+                guardrails: Guardrails | None = None) -> Chain:
     """Only what the config switches on is in the chain. Its order is the request's way
     through; answers come back through the response hooks in the reverse order."""
     account = Account if gw.wal is None else WriteAheadAccount
@@ -85,6 +87,10 @@ def build_chain(gw: Gateway, cfg: Config, registry: ModelRegistry, identity: Ide
     ]
     if identity.restricts or cfg.policy.zones:
         stages.append(Policy(identity, gw.metrics, cfg.policy.model_tool_calls, gw.approvals))
+    if guardrails is not None and guardrails.rules.places() & {"prompt", "answer",
+                                                                "tool_results"}:
+        stages.append(Guardrail(guardrails, gw.approvals, gw.audit,
+                                cfg.policy.approval_timeout_s))
     stages += [Session(cfg, gw.state, resolve=not cfg.guarded), Meter(gw.counter)]
     if cfg.guarded:
         stages.append(Guard(cfg, gw.state, gw.metrics, gw.counter))

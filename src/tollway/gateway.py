@@ -20,6 +20,7 @@ from tollway.exchange import Exchange
 from tollway.observe.audit import Audit
 from tollway.observe.metrics import Metrics
 from tollway.observe.otel import Tracing
+from tollway.guardrails.engine import Guardrails
 from tollway.policy.approvals import ApprovalDesk
 from tollway.policy.identity import Identity
 from tollway.policy.keybook import KeyBook
@@ -86,6 +87,7 @@ class Gateway:
         self.audit: Audit | None = build_audit(config)
         self.tracing: Tracing | None = None  # built by build_runtime from config.otel
         self.runtime: Runtime | None = None
+        self.guardrails: Guardrails | None = None  # built with the runtime, when rules ask
         self.draining = False
         # The admin listener's bound port once it listens (None: no admin listener).
         self.admin_port: int | None = None
@@ -130,12 +132,28 @@ class Gateway:
             keys.refresh_s = cfg.identity.runtime_keys_refresh_s
             await keys.start()  # loads them first (a no-op once running)
         identity = Identity(cfg, keys)
+        guardrails = await self._guardrails_for(cfg)
         tools = None
         if cfg.tools or cfg.mcp_servers:
             tools = ToolPlane(cfg, self.state, self.metrics, self.breakers, identity,
-                              self.approvals)
-        return Runtime(cfg, providers, registry, build_chain(self, cfg, registry, identity),
-                       tools)
+                              self.approvals, guardrails, self.audit)
+        return Runtime(cfg, providers, registry,
+                       build_chain(self, cfg, registry, identity, guardrails), tools)
+
+    async def _guardrails_for(self, cfg: Config) -> Guardrails | None:
+        """Detectors outlive reloads that leave them alone (Presidio takes a second or two
+        to build: off the event loop)."""
+        rules = cfg.policy.guardrails
+        if not rules:
+            self.guardrails = None
+            return None
+        g = self.guardrails
+        if g is not None and g.cfg == cfg.guardrails and g.rules.rules == rules:
+            return g
+        loop = asyncio.get_running_loop()
+        self.guardrails = await loop.run_in_executor(
+            None, lambda: Guardrails(cfg.guardrails, rules, self.metrics))
+        return self.guardrails
 
     async def _recover_written_ahead(self, wal: WriteAhead) -> None:
         """Record what a worker in this slot wrote ahead and was killed before recording."""

@@ -25,6 +25,7 @@ from tollway.config.agents import (
 )
 from tollway.config.base import Strict
 from tollway.config.cache import CacheConfig, ExactCacheConfig, SemanticCacheConfig
+from tollway.config.guardrails import GuardrailsConfig
 from tollway.config.loops import (
     LoopAction,
     LoopsConfig,
@@ -140,6 +141,9 @@ class Config(Strict):
     retries: RetryConfig = Field(default_factory=RetryConfig)
     breakers: BreakerConfig | None = None  # the default breaker of every model deployment
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    # Detectors' settings; what they look at and what is done is in the policies'
+    # `guardrails:` rules (tollway.policy.guardrails).
+    guardrails: GuardrailsConfig = Field(default_factory=GuardrailsConfig)
     # HTTP tools behind /tools/<name>/..., MCP servers behind /mcp/<name>.
     tools: dict[str, HttpToolConfig] = Field(default_factory=dict)
     mcp_servers: dict[str, McpServerConfig] = Field(default_factory=dict)

@@ -178,6 +178,12 @@ class Metrics:
             "tollway_upstream_usage_invalid", "Answers whose usage was not a set of token "
             "counts (negative, not a number, cached beyond the prompt): priced from the "
             "gateway's own count instead.", ["provider"], registry=r)
+        self.guardrail_checks = Counter(
+            "tollway_guardrail_checks", "Texts a guardrail detector looked at, by what came "
+            "of it: pass, flag, redact, block, hold.", ["detector", "action"], registry=r)
+        self.guardrail_seconds = Histogram(
+            "tollway_guardrail_seconds", "Time a detector took on one place of a request "
+            "(all its texts).", ["detector"], buckets=OVERHEAD_BUCKETS, registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
         self._per_request: dict[tuple[Any, ...], _Children] = {}
 

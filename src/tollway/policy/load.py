@@ -36,12 +36,13 @@ def load_policies(patterns: list[str], base: Path,
             problems += exc.problems
     if problems:
         raise ConfigError(problems)
-    names: dict[str, str] = {}
-    for file, pf in files:
-        for rule in pf.rules:
-            if rule.name in names:
-                raise ConfigError([Problem(file, None, f"rules.{rule.name}",
-                                           f"another rule is already named {rule.name!r} "
-                                           f"(in {names[rule.name]})")])
-            names[rule.name] = file
+    for kind in ("rules", "guardrails"):
+        names: dict[str, str] = {}
+        for file, pf in files:
+            for rule in getattr(pf, kind):
+                if rule.name in names:
+                    raise ConfigError([Problem(file, None, f"{kind}.{rule.name}",
+                                               f"another rule is already named {rule.name!r} "
+                                               f"(in {names[rule.name]})")])
+                names[rule.name] = file
     return PolicySet.merge(files)

@@ -15,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tollway.policy.guardrails import GuardrailRule
+
 Zone = Literal["green", "yellow", "red"]
 _SEVERITY = {"green": 0, "yellow": 1, "red": 2}
 _MODEL_CALLS = {"off": 0, "flag": 1, "block": 2}
@@ -54,6 +56,7 @@ class PolicyFile(_Strict):
     # A model's response that names a tool the agent may not use: block (replace the call
     # with an error the agent can read), flag (pass it, count and log it), off.
     model_tool_calls: Literal["block", "flag", "off"] | None = None
+    guardrails: list[GuardrailRule] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,7 @@ class PolicySet:
     approval_timeout_s: float = 300.0
     model_tool_calls: str = "block"
     files: list[str] = field(default_factory=list)
+    guardrails: list[GuardrailRule] = field(default_factory=list)
     _memo: dict[tuple[str, str, str, str], Decision] = field(default_factory=dict)
 
     @classmethod
@@ -86,6 +90,7 @@ class PolicySet:
         calls = []
         for _, pf in files:
             ps.rules += pf.rules
+            ps.guardrails += pf.guardrails
             for zone, globs in (("red", pf.zones.red), ("yellow", pf.zones.yellow)):
                 for g in globs:
                     if _SEVERITY[zone] > _SEVERITY[zones.get(g, "green")]:

@@ -109,6 +109,9 @@ async def whole(ex: Exchange, upstream: aiohttp.ClientResponse, ctype: str,
         answer_body = Body(status, payload)
         await ex.pass_body(answer_body)
         payload = answer_body.payload
+        if answer_body.status != status:  # a hook refused the answer (a guardrail's block)
+            status = out.status = answer_body.status
+            ctype = "application/json"
     headers = passed_headers(upstream, provider)
     headers.update(tollway_headers(ex))
     return web.Response(status=status, body=payload, headers=headers,

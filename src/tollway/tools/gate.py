@@ -27,6 +27,7 @@ from tollway.config.model import Config
 from tollway.config.tools import ToolBreakerConfig
 from tollway.errors import GatewayError
 from tollway.exchange import Caller
+from tollway.guardrails.tools import ToolGuardrails
 from tollway.loops.results import fingerprint
 from tollway.observe.metrics import Metrics
 from tollway.policy.admission import admit, budget_checks, refusal
@@ -83,6 +84,7 @@ class Ticket:
     started: float = field(default_factory=time.perf_counter)
     wall_start: float = field(default_factory=time.time)
     settled: bool = False
+    flags: list[str] = field(default_factory=list)  # guardrails', for the step
 
 
 def call_digest(tool: str, *parts: bytes) -> str:
@@ -111,8 +113,10 @@ class ToolResult:
 
 class ToolGate:
     def __init__(self, cfg: Config, state: State, metrics: Metrics, board: BreakerBoard,
-                 identity: Identity, desk: ApprovalDesk) -> None:
+                 identity: Identity, desk: ApprovalDesk,
+                 guardrails: ToolGuardrails | None = None) -> None:
         self.cfg = cfg
+        self.guardrails = guardrails  # arguments and results, when policies ask
         self.state = state
         self.metrics = metrics
         self.board = board
@@ -308,7 +312,8 @@ class ToolGate:
             provider=tool.server, status=status, cost_usd=cost, latency_s=round(latency, 6),
             error_code=None if outcome == OK else outcome, usage_source="tool",
             flags=tuple(f for f in (f"zone:{t.zone}" if t.zone != "green" else "",
-                                    f"approved:{t.approval}" if t.approval else "") if f))
+                                    f"approved:{t.approval}" if t.approval else "",
+                                    *t.flags) if f))
         if cost:
             self.metrics.child(self.metrics.cost, t.caller.agent, t.caller.team,
                                tool.name).inc(cost)

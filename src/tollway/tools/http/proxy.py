@@ -94,14 +94,34 @@ class HttpTools:
                                "'..' segments")
         body = await _read_body(request, tool)
         session = self.gate.session(request.headers, caller)
+        flags: list[str] = []
+        found = await self._guard_args(caller, session, request_id, tool, body, flags)
         keys = self.gate.call_keys(request.headers, tool.name, call_arguments(body, query))
         summary = f"{method} {tail or '/'}" + (f"?{query}" if query else "")
         if body.data:  # what the approver needs to see: the call's arguments
             summary += " " + body.data[:400].decode("utf-8", "replace")
         ticket, used, src = await self._admit(caller, session, tool, method, tail, query, body,
                                               request_id, summary, keys)
-        return await self._call(request, ticket, used, src, method, tail, query, body,
-                                request_id)
+        ticket.flags += flags
+        response = await self._call(request, ticket, used, src, method, tail, query, body,
+                                    request_id)
+        if found and not response.prepared:  # a streamed answer's headers are gone
+            response.headers["x-tollway-guardrail"] = found
+        return response
+
+    async def _guard_args(self, caller: Caller, session: str, request_id: str,
+                          tool: HttpTool, body: _Body, flags: list[str]) -> str:
+        """The call's arguments through the guardrails before it is admitted: a block costs
+        nothing and counts nothing; a redaction is what the tool receives."""
+        checks = self.gate.guardrails
+        if checks is None or not checks.applies("tool_args", caller, tool.name):
+            return ""
+        if body.data is None:  # streamed up as it arrives: not looked at
+            flags.append("guardrail:unscanned")
+            return ""
+        body.data, found = await checks.check_bytes("tool_args", caller, session, request_id,
+                                                    tool.name, body.data, flags)
+        return found
 
     async def _admit(self, caller: Caller, session: str, tool: HttpTool, method: str, tail: str,
                      query: str, body: _Body, request_id: str, summary: str,

@@ -32,6 +32,11 @@ async def relay(gate: ToolGate, request: web.Request, ticket: Ticket, tool: Http
     headers.update(ours)
     length = upstream.content_length
     head = request.method.upper() == "HEAD"
+    checks = gate.guardrails
+    if checks is not None and not checks.applies("tool_results", ticket.caller, tool.name):
+        checks = None
+    if checks is not None and length is None and not head:
+        length = 0  # chunked: read whole (up to the tool's limit) so it can be checked
     if head or (length is not None and length <= DIGEST_MAX):
         return await _whole(gate, ticket, tool, upstream, headers, outcome, retry_after,
                             request_id, head)
@@ -115,8 +120,23 @@ async def _whole(gate: ToolGate, ticket: Ticket, tool: HttpTool,
                               {k: v for k, v in headers.items() if k.startswith("x-tollway")})
     finally:
         upstream.release()
+    blocked: GatewayError | None = None
+    checks = gate.guardrails
+    if payload and checks is not None and checks.applies("tool_results", ticket.caller,
+                                                         tool.name):
+        try:
+            payload, found = await checks.check_bytes("tool_results", ticket.caller,
+                                                      ticket.session, request_id, tool.name,
+                                                      payload, ticket.flags)
+        except GatewayError as err:  # the call was made (and is charged); its answer is not
+            blocked, found = err, ""
+        if found:
+            headers["x-tollway-guardrail"] = found
     await gate.settle(ticket, upstream.status, outcome, ToolResult(payload),
                       retry_after_s=retry_after if outcome == FAILURE else None)
+    if blocked is not None:
+        return error_response(blocked, request_id, tool.name,
+                              {k: v for k, v in headers.items() if k.startswith("x-tollway")})
     if head and upstream.content_length is not None:
         headers["Content-Length"] = str(upstream.content_length)  # what a GET would get
     response = web.Response(status=upstream.status, reason=upstream.reason,

@@ -145,9 +145,22 @@ class McpProxy:
         target = self.target(ledger.server, ledger.srv, tool)
         summary = f"{target.name} {canon[:_SUMMARY_CHARS].decode('utf-8', 'replace')}"
         keys = self.gate.call_keys(headers, tool, args)  # the model names it as MCP does
+        flags: list[str] = []
+        checks = self.gate.guardrails
+        if checks is not None and checks.applies("tool_args", caller, target.name):
+            try:
+                checked = await checks.check("tool_args", caller, session, rid, target.name,
+                                             args, flags)
+            except GatewayError as err:
+                return None, rpc_error(rpc_id, err, target.name)
+            if checked.changed:  # the server gets the redacted arguments
+                args = checked.value
+                msg["params"] = params = {**params, "arguments": args}
+                canon = _dumps(args if args is not None else {}, canonical=True)
         try:
             ticket = await self.gate.admit(caller, session, target,
                                            call_digest(target.name, canon), rid, summary, keys)
+            ticket.flags += flags
             return ticket, None
         except GatewayError as err:
             if err.code != "breaker_open" or not target.fallback:
@@ -161,6 +174,7 @@ class McpProxy:
             refused.message += (f"; its fallback {fb.name!r} was refused too: "
                                 f"{err.message}")
             return None, rpc_error(rpc_id, refused, target.name)
+        ticket.flags += flags
         msg["params"] = {**params, "name": target.fallback}  # type: ignore[dict-item]
         log.info("MCP tool call sent to its fallback", extra={"fields": {
             "tool": target.name, "fallback": fb.name, "agent": caller.agent,
@@ -192,8 +206,11 @@ class McpProxy:
                         continue
                     asked = (m.get("params") or {}).get("name") if isinstance(
                         m.get("params"), dict) else None
+                    params_before = m.get("params")
                     ticket, refusal = await self._admit(ledger, m, caller, session, rid,
                                                         request.headers)
+                    if m.get("params") is not params_before:  # redacted arguments
+                        changed = True
                     if ticket is None:
                         ledger.refusals.append(refusal)  # type: ignore[arg-type]
                         changed = True

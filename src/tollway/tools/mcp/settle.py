@@ -5,6 +5,7 @@ answer (the server failed, the client went away) are settled too."""
 from __future__ import annotations
 
 import asyncio
+import copy
 from dataclasses import replace
 from typing import Any
 
@@ -86,6 +87,21 @@ class Settler:
             raw = _dumps({"error": error}, canonical=True)
             await self.gate.settle(ticket, status, TOOL_ERROR, ToolResult(raw), charged=False)
 
+    async def _guard_result(self, p: _Pending, msg: dict[str, Any]) -> dict[str, Any]:
+        """A call's result through the guardrails: the message to pass on (a redacted copy,
+        or a JSON-RPC error when a rule blocks it; the call was made and is charged)."""
+        checks, ticket = self.gate.guardrails, p.ticket
+        if checks is None or ticket is None or "result" not in msg \
+                or not checks.applies("tool_results", p.caller, ticket.tool.name):
+            return msg
+        try:
+            checked = await checks.check("tool_results", p.caller, ticket.session,
+                                         ticket.request_id, ticket.tool.name,
+                                         copy.deepcopy(msg["result"]), ticket.flags)
+        except GatewayError as err:
+            return rpc_error(msg["id"], err, ticket.tool.name)
+        return {**msg, "result": checked.value} if checked.changed else msg
+
     async def on_messages(self, ledger: _RpcLedger, msgs: list[Any], status: int,
                           ) -> list[Any] | None:
         """Settle the calls these messages answer, filter the tool lists; the messages to
@@ -98,7 +114,11 @@ class Settler:
             if p is None:
                 continue
             if p.kind == "call":
-                await self._settle_answer(p, m, status)
+                checked = await self._guard_result(p, m)
+                await self._settle_answer(p, checked if "result" in checked else m, status)
+                if checked is not m:
+                    out = out if out is not None else list(msgs)
+                    out[i] = checked
                 continue
             new = self._filter_tools(p, m)
             if new is not None:

@@ -1,0 +1,155 @@
+"""Guardrails on model traffic: the prompt (and the tool results inside it) before it goes
+upstream, the answer on its way back, streamed or not (guardrails/stream.py).
+
+The stage is in the chain only when some policy has guardrail rules for prompts, answers or
+tool results; a request none of them applies to costs one memoised lookup. A redacted
+prompt is what goes upstream, what the cache keys on and what is metered; with `restore`,
+the answer gets the original values back in place of their placeholders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Any
+
+import orjson
+
+from tollway.errors import GatewayError
+from tollway.exchange import Body, Chunk, Exchange
+from tollway.guardrails.act import Context, blocked, enforce
+from tollway.guardrails.engine import Guardrails
+from tollway.guardrails.redact import Redactor
+from tollway.guardrails.slots import answer_slots, request_slots
+from tollway.guardrails.stream import Holdback
+from tollway.policy.guardrails import Applicable
+from tollway.stages.base import Stage
+
+
+class Guardrail(Stage):
+    name = "guardrail"
+
+    def __init__(self, guardrails: Guardrails, desk: Any, audit: Any,
+                 hold_timeout_s: float) -> None:
+        self.g = guardrails
+        self.desk = desk
+        self.audit = audit
+        self.hold_timeout_s = hold_timeout_s
+
+    def _context(self, ex: Exchange, where: str) -> Context:
+        return Context(ex.caller, ex.run.session, ex.request_id, where, ex.model_name,
+                       ex.flags)
+
+    async def on_request(self, ex: Exchange) -> None:
+        caller, g = ex.caller, self.g
+        model = ex.target.requested or (ex.target.route.name if ex.target.route else "")
+        prompt = g.applicable("prompt", caller.agent, caller.team, model)
+        results = g.applicable("tool_results", caller.agent, caller.team, model)
+        answer = g.applicable("answer", caller.agent, caller.team, model)
+        redactor = Redactor()
+        if prompt or results:
+            slots = request_slots(ex.body)
+            verdict = g.check(slots, {"prompt": prompt, "tool_results": results})
+            taken = await enforce(verdict, slots, redactor, self._context(ex, "prompt"),
+                                  self.desk, self.audit, self.hold_timeout_s)
+            if taken is not None:
+                _header(ex, verdict.summary())
+            if redactor.placeholders:
+                ex.raw = orjson.dumps(ex.body)
+                ex.upstream.body_changed = True
+        if answer or redactor.restorable:
+            ex.hooks.append(_AnswerGuard(self, answer, redactor))
+
+
+class _AnswerGuard:
+    __slots__ = ("answer", "hold", "redactor", "seen", "stage")
+
+    def __init__(self, stage: Guardrail, answer: Applicable, redactor: Redactor) -> None:
+        self.stage = stage
+        self.answer = answer
+        self.redactor = redactor
+        self.hold: Holdback | None = None
+        self.seen: set[tuple[int, str, str]] = set()
+
+    def _new(self, hb: Holdback, h: Any) -> bool:
+        key = (hb.released + h.finding.start, h.finding.entity, h.rule.name)
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+    async def on_body(self, ex: Exchange, body: Body) -> None:
+        if body.status >= 300:
+            return
+        parsed = body.json()
+        if parsed is None:
+            return
+        slots = answer_slots(parsed)
+        if self.answer:
+            verdict = self.stage.g.check(slots, {"answer": self.answer})
+            try:
+                taken = await enforce(verdict, slots, self.redactor,
+                                      self.stage._context(ex, "answer"), self.stage.desk,
+                                      self.stage.audit, self.stage.hold_timeout_s)
+            except GatewayError as err:
+                body.status = err.status
+                body.payload = ex.endpoint.dialect.error_body(err)
+                body._parsed = None
+                ex.outcome.error_code = err.code
+                return
+            if taken is not None:
+                _header(ex, verdict.summary())
+            if taken == "redact" or any(h.rule.action == "redact" for h in verdict.hits):
+                body.replace(parsed)
+        if self.redactor.restorable and slots:
+            for slot in slots:
+                slot.set(self.redactor.restore(slot.text))
+            body.replace(parsed)
+
+    def on_chunk(self, ex: Exchange, chunk: Chunk) -> Awaitable[None] | None:
+        hb = self.hold
+        if hb is None:
+            hb = self.hold = Holdback(ex.endpoint.name, self.stage.g.cfg.stream_window)
+        hb.add(chunk.data)
+        done = chunk.observer is None or chunk.observer.finished
+        if self.answer:
+            slot = hb.slot()
+            verdict = self.stage.g.check([slot], {"answer": self.answer})
+            # the held text is scanned again as it grows: act on each finding once
+            verdict.hits = [h for h in verdict.hits if self._new(hb, h)]
+            action = verdict.action
+            if action is not None:
+                ctx = self.stage._context(ex, "answer")
+                if action == "block":
+                    from tollway.guardrails.act import note
+
+                    note(verdict, ctx, self.stage.audit)
+                    raise blocked(verdict, ctx)
+                if action == "hold":
+                    return self._held(ex, chunk, verdict, done)
+                from tollway.guardrails.act import note
+
+                note(verdict, ctx, self.stage.audit)
+                self.redactor.apply([slot], verdict.hits)
+        chunk.data = self._release(hb, done)
+        return None
+
+    def _release(self, hb: Holdback, done: bool) -> bytes:
+        r = self.redactor
+        return hb.release(done, r.restore if r.restorable else None, r.answer_values)
+
+    async def _held(self, ex: Exchange, chunk: Chunk, verdict: Any, done: bool) -> None:
+        """A hold in a stream: what was already clear of the window goes out, then nothing
+        more until the approval is decided."""
+        assert self.hold is not None
+        ctx = self.stage._context(ex, "answer")
+        chunk.data = b""
+        await enforce(verdict, [self.hold.slot()], self.redactor, ctx, self.stage.desk,
+                      self.stage.audit, self.stage.hold_timeout_s)
+        chunk.data = self._release(self.hold, done)
+
+
+def _header(ex: Exchange, summary: str) -> None:
+    if ex.stream:
+        return  # a stream's headers are gone by the answer; the step has the flags
+    prev = ex.response_headers.get("x-tollway-guardrail")
+    ex.response_headers["x-tollway-guardrail"] = f"{prev}, {summary}" if prev else summary
