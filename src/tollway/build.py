@@ -33,8 +33,8 @@ from tollway.state.memory import MemoryState
 from tollway.state.wal import WriteAhead
 
 if TYPE_CHECKING:
-    from tollway.guardrails.engine import Guardrails
     from tollway.gateway import Gateway
+    from tollway.guardrails.engine import Guardrails
 
 
 def build_state(cfg: Config, metrics: Metrics) -> State:

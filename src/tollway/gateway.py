@@ -17,10 +17,10 @@ from tollway.build import build_audit, build_chain, build_state, build_wal
 from tollway.cache.semantic_cache import SemanticCache
 from tollway.config.model import Config
 from tollway.exchange import Exchange
+from tollway.guardrails.engine import Guardrails
 from tollway.observe.audit import Audit
 from tollway.observe.metrics import Metrics
 from tollway.observe.otel import Tracing
-from tollway.guardrails.engine import Guardrails
 from tollway.policy.approvals import ApprovalDesk
 from tollway.policy.identity import Identity
 from tollway.policy.keybook import KeyBook
