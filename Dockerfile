@@ -30,7 +30,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 # Not editable and without the [test] extra: only what the gateway needs at run time.
-RUN pip install --no-cache-dir /src
+# --build-arg EXTRAS=guardrails adds the guardrails' detectors (Presidio, detect-secrets).
+ARG EXTRAS=""
+RUN pip install --no-cache-dir "/src${EXTRAS:+[$EXTRAS]}"
 
 # --- runtime: slim Python, the virtualenv, a default config, an unprivileged user ----------
 FROM ${PYTHON_IMAGE} AS runtime

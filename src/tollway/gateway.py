@@ -15,6 +15,7 @@ from aiohttp import web
 
 from tollway.build import build_audit, build_chain, build_state, build_wal
 from tollway.cache.semantic_cache import SemanticCache
+from tollway.config.load import ConfigError, Problem
 from tollway.config.model import Config
 from tollway.exchange import Exchange
 from tollway.guardrails.engine import Guardrails
@@ -151,8 +152,11 @@ class Gateway:
         if g is not None and g.cfg == cfg.guardrails and g.rules.rules == rules:
             return g
         loop = asyncio.get_running_loop()
-        self.guardrails = await loop.run_in_executor(
-            None, lambda: Guardrails(cfg.guardrails, rules, self.metrics))
+        try:
+            self.guardrails = await loop.run_in_executor(
+                None, lambda: Guardrails(cfg.guardrails, rules, self.metrics))
+        except (ValueError, ImportError) as exc:  # the config names what cannot be built
+            raise ConfigError([Problem("guardrails", None, "guardrails", str(exc))]) from None
         return self.guardrails
 
     async def _recover_written_ahead(self, wal: WriteAhead) -> None:

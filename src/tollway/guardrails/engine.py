@@ -89,6 +89,12 @@ class Guardrails:
                  metrics: Metrics | None = None) -> None:
         self.cfg = cfg
         self.rules = GuardrailRules(list(rules))
+        for r in rules:
+            if "pii" in r.detectors and r.detectors == ["pii"] and r.entities:
+                off = [e for e in r.entities if e not in cfg.pii.entities]
+                if off:
+                    raise ValueError(f"rule {r.name!r} acts on {', '.join(off)}, which "
+                                     "guardrails.pii.entities does not look for")
         self.detectors = build_detectors(cfg, self.rules.detectors)
         self.metrics = metrics
         self._new: dict[tuple[str, str], tuple[Finding, ...]] = {}
