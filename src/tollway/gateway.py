@@ -19,6 +19,7 @@ from tollway.config.load import ConfigError, Problem
 from tollway.config.model import Config
 from tollway.exchange import Exchange
 from tollway.guardrails.engine import Guardrails
+from tollway.guardrails.judge import InjectionJudge
 from tollway.observe.audit import Audit
 from tollway.observe.metrics import Metrics
 from tollway.observe.otel import Tracing
@@ -157,6 +158,12 @@ class Gateway:
                 None, lambda: Guardrails(cfg.guardrails, rules, self.metrics))
         except (ValueError, ImportError) as exc:  # the config names what cannot be built
             raise ConfigError([Problem("guardrails", None, "guardrails", str(exc))]) from None
+        inj = cfg.guardrails.injection
+        if inj.judge:
+            self.guardrails.judge = InjectionJudge(
+                inj.judge, inj.judge_timeout_ms / 1000,
+                lambda n: self.runtime.registry.routes.get(n) if self.runtime else None,
+                self.state)
         return self.guardrails
 
     async def _recover_written_ahead(self, wal: WriteAhead) -> None:

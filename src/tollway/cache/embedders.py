@@ -21,6 +21,7 @@ import orjson
 
 from tollway.cache.semantic import normalize_rows
 from tollway.protocols.openai import EMBEDDINGS
+from tollway.providers.own_call import SELF_AGENT
 from tollway.state.records import StepRecord
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SELF_AGENT = "tollway"  # whose spend the cache's own embedding calls are
 
 
 class EmbedError(Exception):

@@ -10,13 +10,10 @@ decides on all of the evidence.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-
-import orjson
 
 from tollway.cache.semantic.evidence import (
     EXPLORE_C,
@@ -27,8 +24,7 @@ from tollway.cache.semantic.evidence import (
     explore_rate,
 )
 from tollway.cache.semantic.judge import exact, judge_payload, judge_reply
-from tollway.protocols.openai import CHAT
-from tollway.state.records import StepRecord
+from tollway.providers.own_call import ask, record_own
 
 if TYPE_CHECKING:
     from tollway.config.model import SemanticCacheConfig
@@ -37,7 +33,6 @@ if TYPE_CHECKING:
     from tollway.state.base import State
 
 log = logging.getLogger(__name__)
-SELF_AGENT = "tollway"
 MAX_ENTRIES = 200_000  # entries with evidence kept; the oldest go first
 EmbedPair = Callable[[str, str], Awaitable[float]]  # cosine of two texts' raw embeddings
 
@@ -92,40 +87,13 @@ class Learner:
         route = self.resolve(self.cfg.judge.model or "") if self.resolve else None
         if route is None:
             return None
-        dep = route.deployments[0]
-        payload = judge_payload(dep.upstream_model, question, cached, fresh)
         started = time.time()
-        try:
-            async with dep.provider.session.post(
-                    dep.provider.url(CHAT, dep.upstream_model), data=orjson.dumps(payload),
-                    headers=dep.provider.request_headers({}), timeout=30) as resp:
-                body = await resp.read()
-                if resp.status != 200:
-                    return None
-            data = orjson.loads(body)
-        except (TimeoutError, OSError, orjson.JSONDecodeError) as exc:
-            log.warning("semantic cache judge %s failed: %s", route.name, exc)
+        data = await ask(route, judge_payload("", question, cached, fresh), 30.0)
+        if data is None:
             return None
-        if not isinstance(data, dict):
-            return None
-        await self._record(route, data.get("usage") or {}, started)
+        await record_own(self.state, route, data.get("usage") or {}, started,
+                         "semantic-cache")
         return judge_reply(data)
-
-    async def _record(self, route: ModelRoute, usage: Any, started: float) -> None:
-        if self.state is None or not isinstance(usage, dict):
-            return
-        tin = int(usage.get("prompt_tokens") or 0)
-        tout = int(usage.get("completion_tokens") or 0)
-        step = StepRecord(
-            request_id=f"judge_{os.urandom(6).hex()}", time=started, agent=SELF_AGENT,
-            team=SELF_AGENT, session="semantic-cache", endpoint="chat", model=route.name,
-            requested_model=route.name, provider=route.provider.name, status=200,
-            input_tokens=tin, output_tokens=tout, usage_source="upstream",
-            cost_usd=route.cost(tin, tout, 0, 0), latency_s=round(time.time() - started, 6))
-        try:
-            await self.state.ledger.record(step)
-        except Exception:
-            log.exception("could not record the semantic cache judge's spend")
 
     # --- evidence ------------------------------------------------------------------------
     async def note(self, model: str, key: int, similarity: float, ok: bool | None) -> None:

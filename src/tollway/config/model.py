@@ -207,6 +207,11 @@ class Config(Strict):
                                           f"rule {rule.name!r} sends to model {target!r}, "
                                           f"which is not under models: (known: "
                                           f"{', '.join(sorted(self.models)) or 'none'})")
+        judge = self.guardrails.injection.judge
+        if judge is not None and judge not in self.models:
+            raise ReferenceError_(("guardrails", "injection", "judge"),
+                                  f"judge {judge!r} is not a model under models: (known: "
+                                  f"{', '.join(sorted(self.models)) or 'none'})")
         sem = self.cache.semantic
         if sem.enabled and sem.embedder != "local" and sem.embedder not in self.models:
             raise ReferenceError_(("cache", "semantic", "embedder"),

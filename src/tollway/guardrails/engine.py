@@ -18,6 +18,7 @@ from tollway.observe.metrics import Metrics
 from tollway.policy.guardrails import NONE, SEVERITY, Applicable, GuardrailRule, GuardrailRules
 
 from .base import Detector, Finding
+from .judge import InjectionJudge
 from .slots import Slot
 
 PLACES = {"prompt": "the prompt", "answer": "the answer", "tool_args": "the arguments",
@@ -97,6 +98,7 @@ class Guardrails:
                                      "guardrails.pii.entities does not look for")
         self.detectors = build_detectors(cfg, self.rules.detectors)
         self.metrics = metrics
+        self.judge: InjectionJudge | None = None  # set by the gateway when configured
         self._new: dict[tuple[str, str], tuple[Finding, ...]] = {}
         self._old: dict[tuple[str, str], tuple[Finding, ...]] = {}
         self._chars = 0
@@ -135,6 +137,27 @@ class Guardrails:
                 m = self.metrics
                 m.child(m.guardrail_seconds, det_name).observe(time.perf_counter() - started)
                 m.child(m.guardrail_checks, det_name, acted or "pass").inc()
+        return verdict
+
+    async def check_judged(self, slots: Sequence[Slot], by_kind: Mapping[str, Applicable],
+                           ) -> Verdict:
+        """check(), then the injection judge on the texts injection rules apply to that the
+        heuristics found nothing in."""
+        verdict = self.check(slots, by_kind)
+        if self.judge is None:
+            return verdict
+        flagged = {h.slot for h in verdict.hits if h.finding.detector == "injection"}
+        asked = [i for i, s in enumerate(slots) if i not in flagged
+                 and (app := by_kind.get(s.kind)) and "injection" in app.detectors
+                 and len(s.text) <= self.cfg.max_chars]
+        if not asked:
+            return verdict
+        for i, f in zip(asked, await self.judge.findings([slots[i].text for i in asked]),
+                        strict=True):
+            if f is not None:
+                rule = _acting(by_kind[slots[i].kind].rules, "injection", f)
+                if rule is not None:
+                    verdict.hits.append(Hit(i, f, rule, slots[i].kind))
         return verdict
 
     def _scan(self, detector: Detector, name: str, text: str) -> tuple[Finding, ...]:

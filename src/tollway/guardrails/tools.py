@@ -48,7 +48,7 @@ class ToolGuardrails:
             return Checked(value, False, "")
         holder = [value]
         slots = strings(holder, where, [])
-        verdict = self.g.check(slots, {where: app})
+        verdict = await self.g.check_judged(slots, {where: app})
         redactor = Redactor()
         ctx = Context(caller, session, request_id, where, tool, flags)
         taken = await enforce(verdict, slots, redactor, ctx, self.desk, self.audit,

@@ -48,7 +48,7 @@ class Guardrail(Stage):
         redactor = Redactor()
         if prompt or results:
             slots = request_slots(ex.body)
-            verdict = g.check(slots, {"prompt": prompt, "tool_results": results})
+            verdict = await g.check_judged(slots, {"prompt": prompt, "tool_results": results})
             taken = await enforce(verdict, slots, redactor, self._context(ex, "prompt"),
                                   self.desk, self.audit, self.hold_timeout_s)
             if taken is not None:
@@ -85,7 +85,7 @@ class _AnswerGuard:
             return
         slots = answer_slots(parsed)
         if self.answer:
-            verdict = self.stage.g.check(slots, {"answer": self.answer})
+            verdict = await self.stage.g.check_judged(slots, {"answer": self.answer})
             try:
                 taken = await enforce(verdict, slots, self.redactor,
                                       self.stage._context(ex, "answer"), self.stage.desk,

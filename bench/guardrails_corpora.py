@@ -1,0 +1,177 @@
+"""How the labelled corpora under bench/data/guardrails/ were built from public sources.
+
+bench/guardrails_eval.py reads the committed jsonl files; this script is the record of how
+the injection and PII files were made, so that anyone can rebuild and check them (the secrets
+file was copied case by case from public test suites: see bench/data/guardrails/SOURCES.md).
+Nothing here writes a text of its own: every item is a public text, or a public benign text
+with a public attack string put into it by the rule its benchmark publishes.
+
+    python -m venv /tmp/ad && /tmp/ad/bin/pip install agentdojo==0.1.35
+    pip download --no-deps --no-binary :all: presidio-evaluator==0.3.2 spikee==0.9.2
+    (unpack both; BIPIA's files are benchmark/email/test.jsonl and
+     benchmark/text_attack_test.json of github.com/microsoft/BIPIA)
+    /tmp/ad/bin/python bench/guardrails_corpora.py --bipia DIR --spikee-seeds DIR \
+        --presidio-synth FILE
+
+Needs agentdojo only for the injection corpus (not a dependency of tollway).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).parent / "data" / "guardrails"
+AGENTDOJO_VERSION = "v1.2.2"  # the benchmark version inside agentdojo 0.1.35
+# AgentDojo's fixed-template attacks (agentdojo/attacks/*.py); tool_knowledge also spells
+# out the tool calls of the injection task.
+AGENTDOJO_ATTACKS = ["important_instructions", "important_instructions_no_names",
+                     "ignore_previous", "injecagent", "direct", "system_message",
+                     "tool_knowledge"]
+MIN_CHARS = 16  # tool results shorter than this ("None", "2") are not documents
+BIPIA_ATTACKS_PER_SLOT = 4  # attacks put into each (email, position): 88 slots x 4
+PII_ENTITIES = {"EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN",
+                "IP_ADDRESS", "CRYPTO"}
+
+
+def agentdojo_items() -> list[dict[str, Any]]:
+    """Tool results an agent sees while solving AgentDojo's user tasks (its ground-truth
+    tool calls, run on its environments): with the default (benign) values of the
+    injection vectors they are negatives; with an attack's text in the vectors, the
+    results that carry it are positives. The user tasks' prompts are negatives too."""
+    from agentdojo.agent_pipeline.base_pipeline_element import BasePipelineElement
+    from agentdojo.agent_pipeline.ground_truth_pipeline import GroundTruthPipeline
+    from agentdojo.attacks.attack_registry import load_attack
+    from agentdojo.functions_runtime import FunctionsRuntime
+    from agentdojo.task_suite.load_suites import get_suites
+    from agentdojo.types import get_text_content_as_str
+
+    class Target(BasePipelineElement):  # only its name is read: the attacks' model name
+        name = "gpt-4o-2024-05-13"
+
+        def query(self, *args: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError
+
+    def results(suite: Any, task: Any, injections: dict[str, str]) -> list[str]:
+        env = suite.load_and_inject_default_environment(injections)
+        _, _, _, messages, _ = GroundTruthPipeline(task).query(
+            task.PROMPT, FunctionsRuntime(suite.tools), env)
+        return [get_text_content_as_str(m["content"]) for m in messages
+                if m["role"] == "tool" and m["content"]]
+
+    items: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def add(text: str, label: int, source: str, **meta: Any) -> None:
+        if len(text) >= MIN_CHARS and text not in seen:
+            seen.add(text)
+            items.append({"text": text, "label": label, "source": source, **meta})
+
+    for suite_name, suite in sorted(get_suites(AGENTDOJO_VERSION).items()):
+        goals = sorted(suite.injection_tasks.items())
+        attacks = [load_attack(a, suite, Target()) for a in AGENTDOJO_ATTACKS]
+        for i, (task_id, task) in enumerate(sorted(suite.user_tasks.items())):
+            add(task.PROMPT, 0, "agentdojo-user-prompt", suite=suite_name, task=task_id)
+            for text in results(suite, task, {}):
+                add(text, 0, "agentdojo-tool-result", suite=suite_name, task=task_id)
+            for j, attack in enumerate(attacks):
+                goal_id, goal = goals[(i + j) % len(goals)]
+                injections = attack.attack(task, goal)
+                payloads = set(injections.values())
+                for text in results(suite, task, injections):
+                    if any(p.strip() and p.strip() in text for p in payloads):
+                        add(text, 1, "agentdojo-tool-result", suite=suite_name, task=task_id,
+                            attack=attack.name, goal=goal_id)
+    return items
+
+
+def bipia_items(folder: Path) -> list[dict[str, Any]]:
+    """BIPIA's EmailQA test contexts (negatives) and the same emails with one of BIPIA's
+    text attacks put at the start or the end, joined by a newline as BIPIA's
+    insert_start / insert_end do (positives). Each (email, position) gets 4 attacks in
+    turn, so that every attack is used about as often."""
+    contexts: list[str] = []
+    for line in (folder / "email_test.jsonl").read_text().splitlines():
+        context = json.loads(line)["context"]
+        if context not in contexts:
+            contexts.append(context)
+    by_kind = json.loads((folder / "text_attack_test.json").read_text())
+    attacks = [(kind, a) for kind, texts in by_kind.items() for a in texts]
+    items: list[dict[str, Any]] = [
+        {"text": c, "label": 0, "source": "bipia-email"} for c in contexts]
+    slot = 0
+    for c in contexts:
+        for position in ("start", "end"):
+            for k in range(BIPIA_ATTACKS_PER_SLOT):
+                kind, attack = attacks[(slot * BIPIA_ATTACKS_PER_SLOT + k) % len(attacks)]
+                text = "\n".join([attack, c] if position == "start" else [c, attack])
+                items.append({"text": text, "label": 1, "source": "bipia-email",
+                              "attack": kind, "position": position})
+            slot += 1
+    return items
+
+
+def spikee_items(seeds: Path) -> list[dict[str, Any]]:
+    """Spikee's seeds-cybersec-2026-01 as `spikee generate --languages en` builds it for its
+    email document: every English jailbreak with every English instruction
+    (<INSTRUCTION> replaced), put at the end with the default delimiter
+    "\\nINJECTION_PAYLOAD\\n". The bare email is the negative."""
+    def rows(name: str) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in (seeds / name).read_text().splitlines() if x.strip()]
+
+    docs = [d for d in rows("base_user_inputs.jsonl") if not d.get("placeholder")]
+    jailbreaks = [j for j in rows("jailbreaks.jsonl") if j.get("lang", "en") == "en"]
+    instructions = [i for i in rows("instructions.jsonl") if i.get("lang", "en") == "en"]
+    items: list[dict[str, Any]] = []
+    for doc in docs:
+        items.append({"text": doc["document"], "label": 0, "source": "spikee"})
+        for jb in jailbreaks:
+            for ins in instructions:
+                payload = jb["text"].replace("<INSTRUCTION>", ins["instruction"])
+                items.append({"text": doc["document"] + "\n" + payload + "\n", "label": 1,
+                              "source": "spikee", "attack": jb["jailbreak_type"],
+                              "instruction": ins["instruction_type"]})
+    return items
+
+
+def presidio_items(path: Path) -> list[dict[str, Any]]:
+    """presidio-research's synthetic sentences with their labelled spans; an item is
+    positive when it has a span of an entity that tollway's pattern recognizers cover."""
+    items = []
+    for row in json.loads(path.read_text()):
+        spans = sorted([s["start_position"], s["end_position"], s["entity_type"]]
+                       for s in row["spans"] if s["entity_type"] in PII_ENTITIES)
+        items.append({"text": row["full_text"], "label": int(bool(spans)),
+                      "entity": sorted({s[2] for s in spans}), "spans": spans,
+                      "source": "presidio-research-synth-v2",
+                      "template": row["template_id"]})
+    return items
+
+
+def write(name: str, items: list[dict[str, Any]]) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    with (OUT / name).open("w") as f:
+        for item in items:
+            f.write(json.dumps(item, ensure_ascii=False) + "\n")
+    pos = sum(i["label"] for i in items)
+    print(f"{name}: {len(items)} items, {pos} positive")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bipia", type=Path, required=True,
+                    help="folder with BIPIA's email_test.jsonl and text_attack_test.json")
+    ap.add_argument("--spikee-seeds", type=Path, required=True,
+                    help="spikee's datasets/seeds-cybersec-2026-01 folder")
+    ap.add_argument("--presidio-synth", type=Path, required=True,
+                    help="presidio-evaluator's data/synth_dataset_v2.json")
+    args = ap.parse_args()
+    write("injection.jsonl", agentdojo_items() + bipia_items(args.bipia)
+          + spikee_items(args.spikee_seeds))
+    write("pii.jsonl", presidio_items(args.presidio_synth))
+
+
+if __name__ == "__main__":
+    main()
