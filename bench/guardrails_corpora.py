@@ -74,14 +74,15 @@ def agentdojo_items() -> list[dict[str, Any]]:
         attacks = [load_attack(a, suite, Target()) for a in AGENTDOJO_ATTACKS]
         for i, (task_id, task) in enumerate(sorted(suite.user_tasks.items())):
             add(task.PROMPT, 0, "agentdojo-user-prompt", suite=suite_name, task=task_id)
-            for text in results(suite, task, {}):
+            benign = results(suite, task, {})
+            for text in benign:
                 add(text, 0, "agentdojo-tool-result", suite=suite_name, task=task_id)
             for j, attack in enumerate(attacks):
                 goal_id, goal = goals[(i + j) % len(goals)]
-                injections = attack.attack(task, goal)
-                payloads = set(injections.values())
-                for text in results(suite, task, injections):
-                    if any(p.strip() and p.strip() in text for p in payloads):
+                # the results that changed are the ones carrying the attack (a result
+                # shows the injected string YAML-quoted, so it is not searched for)
+                for text in results(suite, task, attack.attack(task, goal)):
+                    if text not in benign:
                         add(text, 1, "agentdojo-tool-result", suite=suite_name, task=task_id,
                             attack=attack.name, goal=goal_id)
     return items

@@ -87,11 +87,15 @@ def build_chain(gw: Gateway, cfg: Config, registry: ModelRegistry, identity: Ide
     ]
     if identity.restricts or cfg.policy.zones:
         stages.append(Policy(identity, gw.metrics, cfg.policy.model_tool_calls, gw.approvals))
+    # the session first: lineage reads the conversation as the agent sent it (a redacted
+    # history would no longer match the answers it continues); metering after: the
+    # redacted prompt is what goes upstream
+    stages.append(Session(cfg, gw.state, resolve=not cfg.guarded))
     if guardrails is not None and guardrails.rules.places() & {"prompt", "answer",
                                                                 "tool_results"}:
         stages.append(Guardrail(guardrails, gw.approvals, gw.audit,
                                 cfg.policy.approval_timeout_s))
-    stages += [Session(cfg, gw.state, resolve=not cfg.guarded), Meter(gw.counter)]
+    stages.append(Meter(gw.counter))
     if cfg.guarded:
         stages.append(Guard(cfg, gw.state, gw.metrics, gw.counter))
     fallbacks = {n: m.fallbacks for n, m in cfg.models.items() if m.fallbacks}

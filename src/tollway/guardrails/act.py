@@ -42,7 +42,7 @@ class Context:
 
 async def enforce(verdict: Verdict, slots: Sequence[Slot], redactor: Redactor, ctx: Context,
                   desk: Any = None, audit: Any = None, hold_timeout_s: float = 300.0,
-                  ) -> str | None:
+                  recent: Any = None) -> str | None:
     """Act on `verdict`; returns the action taken (None: nothing found). Raises
     GatewayError(403, "guardrail") for a block or a hold that is not approved."""
     if verdict.unscanned and "guardrail:unscanned" not in ctx.flags:
@@ -50,7 +50,7 @@ async def enforce(verdict: Verdict, slots: Sequence[Slot], redactor: Redactor, c
     action = verdict.action
     if action is None:
         return None
-    note(verdict, ctx, audit)
+    note(verdict, ctx, audit, recent)
     if action == "block":
         raise blocked(verdict, ctx)
     if action == "hold":
@@ -86,20 +86,23 @@ async def hold(verdict: Verdict, ctx: Context, desk: Any, timeout_s: float) -> N
                                              f"for approval; {d.why()}")
 
 
-def note(verdict: Verdict, ctx: Context, audit: Any) -> None:
+def note(verdict: Verdict, ctx: Context, audit: Any, recent: Any = None) -> None:
     seen: set[str] = set()
+    now = time.time()
     for h in verdict.hits:
         flag = f"guardrail:{h.rule.action}:{h.rule.name}:{h.finding.entity}"
         if flag not in seen and flag not in ctx.flags:
             ctx.flags.append(flag)
         seen.add(flag)
+        event = {"rule": h.rule.name, "action": h.rule.action, "detector": h.finding.detector,
+                 "entity": h.finding.entity, "where": h.kind, "name": ctx.name,
+                 "start": h.finding.start, "end": h.finding.end, "text": h.slot,
+                 "agent": ctx.caller.agent, "session": ctx.session,
+                 "request_id": ctx.request_id}
         if audit is not None:
-            audit.append("guardrail", {
-                "rule": h.rule.name, "action": h.rule.action, "detector": h.finding.detector,
-                "entity": h.finding.entity, "where": ctx.where, "name": ctx.name,
-                "start": h.finding.start, "end": h.finding.end, "text": h.slot,
-                "agent": ctx.caller.agent, "session": ctx.session,
-                "request_id": ctx.request_id})
+            audit.append("guardrail", event)
+        if recent is not None:
+            recent.append({**event, "time": now})
     log.warning("guardrail %s", verdict.action, extra={"fields": {
         "rules": verdict.summary(), "where": ctx.where, "name": ctx.name,
         "agent": ctx.caller.agent, "session": ctx.session, "request_id": ctx.request_id}})

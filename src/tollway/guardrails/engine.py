@@ -10,8 +10,10 @@ again whole at every step, so what a detector found in a text is remembered by t
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from tollway.config.guardrails import GuardrailsConfig
 from tollway.observe.metrics import Metrics
@@ -23,6 +25,7 @@ from .slots import Slot
 
 PLACES = {"prompt": "the prompt", "answer": "the answer", "tool_args": "the arguments",
           "tool_results": "a tool result"}
+RECENT = 500  # events the console lists
 _MEMO_CHARS = 16_000_000  # per generation: what a detector found, by text
 
 
@@ -99,6 +102,8 @@ class Guardrails:
         self.detectors = build_detectors(cfg, self.rules.detectors)
         self.metrics = metrics
         self.judge: InjectionJudge | None = None  # set by the gateway when configured
+        # what the guardrails found lately in this process, for the console (no values)
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self._new: dict[tuple[str, str], tuple[Finding, ...]] = {}
         self._old: dict[tuple[str, str], tuple[Finding, ...]] = {}
         self._chars = 0

@@ -52,7 +52,7 @@ class ToolGuardrails:
         redactor = Redactor()
         ctx = Context(caller, session, request_id, where, tool, flags)
         taken = await enforce(verdict, slots, redactor, ctx, self.desk, self.audit,
-                              self.hold_timeout_s)
+                              self.hold_timeout_s, self.g.recent)
         return Checked(holder[0], bool(redactor.placeholders), verdict.summary()
                        if taken is not None else "")
 

@@ -50,7 +50,7 @@ class Guardrail(Stage):
             slots = request_slots(ex.body)
             verdict = await g.check_judged(slots, {"prompt": prompt, "tool_results": results})
             taken = await enforce(verdict, slots, redactor, self._context(ex, "prompt"),
-                                  self.desk, self.audit, self.hold_timeout_s)
+                                  self.desk, self.audit, self.hold_timeout_s, g.recent)
             if taken is not None:
                 _header(ex, verdict.summary())
             if redactor.placeholders:
@@ -89,7 +89,8 @@ class _AnswerGuard:
             try:
                 taken = await enforce(verdict, slots, self.redactor,
                                       self.stage._context(ex, "answer"), self.stage.desk,
-                                      self.stage.audit, self.stage.hold_timeout_s)
+                                      self.stage.audit, self.stage.hold_timeout_s,
+                                      self.stage.g.recent)
             except GatewayError as err:
                 body.status = err.status
                 body.payload = ex.endpoint.dialect.error_body(err)
@@ -122,13 +123,13 @@ class _AnswerGuard:
                 if action == "block":
                     from tollway.guardrails.act import note
 
-                    note(verdict, ctx, self.stage.audit)
+                    note(verdict, ctx, self.stage.audit, self.stage.g.recent)
                     raise blocked(verdict, ctx)
                 if action == "hold":
                     return self._held(ex, chunk, verdict, done)
                 from tollway.guardrails.act import note
 
-                note(verdict, ctx, self.stage.audit)
+                note(verdict, ctx, self.stage.audit, self.stage.g.recent)
                 self.redactor.apply([slot], verdict.hits)
         chunk.data = self._release(hb, done)
         return None
@@ -144,7 +145,7 @@ class _AnswerGuard:
         ctx = self.stage._context(ex, "answer")
         chunk.data = b""
         await enforce(verdict, [self.hold.slot()], self.redactor, ctx, self.stage.desk,
-                      self.stage.audit, self.stage.hold_timeout_s)
+                      self.stage.audit, self.stage.hold_timeout_s, self.stage.g.recent)
         chunk.data = self._release(self.hold, done)
 
 

@@ -39,6 +39,7 @@ def add_console_routes(app: web.Application, gw: Gateway) -> Console:
     r.add_get("/console/breakers", c.page(c.breakers))
     r.add_get("/console/cache", c.page(c.cache))
     r.add_post("/console/cache/purge", c.page(c.purge, "admin"))
+    r.add_get("/console/guardrails", c.page(c.guardrails))
     r.add_get("/console/config", c.page(c.config))
     r.add_post("/console/config/reload", c.page(c.reload, "admin"))
     r.add_get("/console/audit", c.page(c.audit_page))

@@ -36,7 +36,8 @@ FORM = web.RequestKey("form", object)
 NAV = [("overview", "/console/"), ("sessions", "/console/sessions"),
        ("approvals", "/console/approvals"), ("agents", "/console/agents"),
        ("breakers", "/console/breakers"), ("cache", "/console/cache"),
-       ("config", "/console/config"), ("audit", "/console/audit")]
+       ("guardrails", "/console/guardrails"), ("config", "/console/config"),
+       ("audit", "/console/audit")]
 
 
 def _ts(value: float | None) -> str:
@@ -265,6 +266,19 @@ class Console:
                            semantic=sem.learner.summary() if sem is not None else None,
                            size=await self.gw.state.cache.size(),
                            semantic_size=sem.size if sem is not None else 0)
+
+    async def guardrails(self, request: web.Request, op: Operator) -> web.StreamResponse:
+        """The rules in force and what they found lately (this process; kinds and
+        positions, never values), filtered by action, detector, place or agent."""
+        g = self.gw.guardrails
+        keys = ("action", "detector", "where", "agent")
+        chosen = {k: request.query.get(k, "") for k in keys}
+        events = list(reversed(g.recent)) if g is not None else []
+        options = {k: sorted({str(e[k]) for e in events}) for k in keys}
+        shown = [e for e in events if all(not v or str(e[k]) == v for k, v in chosen.items())]
+        return self.render(request, "guardrails.html", rules=self.gw.config.policy.guardrails,
+                           events=shown[:200], total=len(events), chosen=chosen,
+                           options=options)
 
     async def purge(self, request: web.Request, op: Operator) -> web.StreamResponse:
         gone = await self.gw.state.cache.purge("c:*")
