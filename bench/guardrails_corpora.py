@@ -30,6 +30,7 @@ AGENTDOJO_VERSION = "v1.2.2"  # the benchmark version inside agentdojo 0.1.35
 AGENTDOJO_ATTACKS = ["important_instructions", "important_instructions_no_names",
                      "ignore_previous", "injecagent", "direct", "system_message",
                      "tool_knowledge"]
+ATTACKS_PER_TASK = 2  # of the seven, for each user task
 MIN_CHARS = 16  # tool results shorter than this ("None", "2") are not documents
 BIPIA_ATTACKS_PER_SLOT = 4  # attacks put into each (email, position): 88 slots x 4
 PII_ENTITIES = {"EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN",
@@ -77,15 +78,30 @@ def agentdojo_items() -> list[dict[str, Any]]:
             benign = results(suite, task, {})
             for text in benign:
                 add(text, 0, "agentdojo-tool-result", suite=suite_name, task=task_id)
-            for j, attack in enumerate(attacks):
-                goal_id, goal = goals[(i + j) % len(goals)]
+            for j in range(ATTACKS_PER_TASK):  # attacks and goals in turn
+                attack = attacks[(i * ATTACKS_PER_TASK + j) % len(attacks)]
+                goal_id, goal = goals[(i * ATTACKS_PER_TASK + j) % len(goals)]
                 # the results that changed are the ones carrying the attack (a result
                 # shows the injected string YAML-quoted, so it is not searched for)
-                for text in results(suite, task, attack.attack(task, goal)):
-                    if text not in benign:
+                attacked = results(suite, task, attack.attack(task, goal))
+                for before, text in zip(benign, attacked, strict=True):
+                    if text != before:
                         add(text, 1, "agentdojo-tool-result", suite=suite_name, task=task_id,
-                            attack=attack.name, goal=goal_id)
+                            attack=attack.name, goal=goal_id, inserted=changed(before, text))
     return items
+
+
+def changed(before: str, after: str) -> list[int]:
+    """Where `after` differs from `before`: [start, end) in `after` (the inserted text,
+    give or take the quoting around it)."""
+    start = 0
+    while start < min(len(before), len(after)) and before[start] == after[start]:
+        start += 1
+    end = 0
+    while (end < min(len(before), len(after)) - start
+           and before[-1 - end] == after[-1 - end]):
+        end += 1
+    return [start, len(after) - end]
 
 
 def bipia_items(folder: Path) -> list[dict[str, Any]]:
@@ -108,8 +124,10 @@ def bipia_items(folder: Path) -> list[dict[str, Any]]:
             for k in range(BIPIA_ATTACKS_PER_SLOT):
                 kind, attack = attacks[(slot * BIPIA_ATTACKS_PER_SLOT + k) % len(attacks)]
                 text = "\n".join([attack, c] if position == "start" else [c, attack])
+                at = 0 if position == "start" else len(c) + 1
                 items.append({"text": text, "label": 1, "source": "bipia-email",
-                              "attack": kind, "position": position})
+                              "attack": kind, "position": position,
+                              "inserted": [at, at + len(attack)]})
             slot += 1
     return items
 
@@ -131,10 +149,20 @@ def spikee_items(seeds: Path) -> list[dict[str, Any]]:
         for jb in jailbreaks:
             for ins in instructions:
                 payload = jb["text"].replace("<INSTRUCTION>", ins["instruction"])
+                at = len(doc["document"]) + 1
                 items.append({"text": doc["document"] + "\n" + payload + "\n", "label": 1,
                               "source": "spikee", "attack": jb["jailbreak_type"],
-                              "instruction": ins["instruction_type"]})
+                              "instruction": ins["instruction_type"],
+                              "inserted": [at, at + len(payload)]})
     return items
+
+
+def spikee_fp_items(seeds: Path) -> list[dict[str, Any]]:
+    """Spikee's seeds-investment-advice-fp: benign user questions it ships to measure
+    false positives (negatives)."""
+    rows = [json.loads(x) for x in (seeds / "standalone_user_inputs.jsonl").read_text()
+            .splitlines() if x.strip()]
+    return [{"text": r["text"], "label": 0, "source": "spikee-fp"} for r in rows]
 
 
 def presidio_items(path: Path) -> list[dict[str, Any]]:
@@ -166,11 +194,13 @@ def main() -> None:
                     help="folder with BIPIA's email_test.jsonl and text_attack_test.json")
     ap.add_argument("--spikee-seeds", type=Path, required=True,
                     help="spikee's datasets/seeds-cybersec-2026-01 folder")
+    ap.add_argument("--spikee-fp-seeds", type=Path, required=True,
+                    help="spikee's datasets/seeds-investment-advice-fp folder")
     ap.add_argument("--presidio-synth", type=Path, required=True,
                     help="presidio-evaluator's data/synth_dataset_v2.json")
     args = ap.parse_args()
     write("injection.jsonl", agentdojo_items() + bipia_items(args.bipia)
-          + spikee_items(args.spikee_seeds))
+          + spikee_items(args.spikee_seeds) + spikee_fp_items(args.spikee_fp_seeds))
     write("pii.jsonl", presidio_items(args.presidio_synth))
 
 

@@ -48,6 +48,7 @@ GUARDS_CONFIG = BENCH / "gateway.guards.yaml"
 ROUTING_CONFIG = BENCH / "gateway.routing.yaml"
 CACHE_CONFIG = BENCH / "gateway.cache.yaml"
 SEMANTIC_CONFIG = BENCH / "gateway.semantic.yaml"
+GUARDRAILS_CONFIG = BENCH / "gateway.guardrails.yaml"
 PYTHON = sys.executable
 TOLLWAY = str(Path(sys.executable).parent / "tollway")
 LOAD_CORE, TARGET_CORE = 0, 1
@@ -237,6 +238,7 @@ def start_target(children: Children, name: str, upstream: str, redis_url: str | 
             env["BENCH_REDIS_URL"] = redis_url
     else:
         config = {"routing-50": ROUTING_CONFIG, "cache-miss": CACHE_CONFIG,
+                  "guardrails": GUARDRAILS_CONFIG,
                   "cache-hit": CACHE_CONFIG, "semantic-miss": SEMANTIC_CONFIG,
                   "semantic-hit": SEMANTIC_CONFIG}.get(row, CONFIG)
         argv = [*tollway, "serve", "-c", str(tree / config.name), "--host", "127.0.0.1",

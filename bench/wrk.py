@@ -19,7 +19,9 @@ Targets: relay (bench/relay.py, the floor for a Python proxy), tollway (bench's 
 config), default (the repository's gateway.yaml, its OpenAI provider pointed at the mock),
 guards-mem, guards-redis, cache-hit (the same request again and again: an exact-cache hit),
 semantic-hit (the same again with the exact cache off: the local embedder runs on every
-request, the index answers at similarity 1.0, which costs what any semantic hit costs). Needs wrk
+request, the index answers at similarity 1.0, which costs what any semantic hit costs),
+guardrails (the core with PII, secrets and injection guardrails on the prompt, the answer
+and the tool results: bench/gateway.guardrails.yaml). Needs wrk
 (Debian package `wrk`; `make bench` installs it) and taskset.
 """
 
@@ -59,7 +61,7 @@ from run import (
 )
 
 TARGETS = ("relay", "tollway", "default", "guards-mem", "guards-redis", "cache-hit",
-           "semantic-hit")
+           "semantic-hit", "guardrails")
 REPEAT = ("cache-hit", "semantic-hit")  # rows that send the same request again and again
 MODES = ("non-stream", "stream")
 LUA = """

@@ -112,6 +112,9 @@ class _AnswerGuard:
             hb = self.hold = Holdback(ex.endpoint.name, self.stage.g.cfg.stream_window)
         hb.add(chunk.data)
         done = chunk.observer is None or chunk.observer.finished
+        if not hb.due(done):
+            chunk.data = b""  # held until there is enough new text to look at
+            return None
         if self.answer:
             slot = hb.slot()
             verdict = self.stage.g.check([slot], {"answer": self.answer})
