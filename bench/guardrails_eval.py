@@ -148,7 +148,7 @@ class Score:
 
 
 def fmt(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3f}"
+    return "n/a" if x is None else f"{x:.3f}"
 
 
 def scan(run: Run, items: list[Item]) -> tuple[float, float]:

@@ -3,8 +3,9 @@
 Events are held until `window` characters of generated text have arrived after them, so a
 value split across events (an email over three deltas) is seen whole before its first
 part is written; the held text is scanned each time a quarter window of new text has come
-(and at the end), and what a rule redacts is rewritten inside the events that carry it. At the end of the stream (or on a cached replay, written
-whole) everything left is checked and let go. A block ends the stream with a `guardrail`
+(and at the end), and what a rule redacts is rewritten inside the events that carry it. At
+the end of the stream (or on a cached replay, written whole) everything left is checked and
+let go. A block ends the stream with a `guardrail`
 error event; whatever was held is never written. A value longer than the window can be
 cut by it: the window bounds what is guaranteed.
 """
