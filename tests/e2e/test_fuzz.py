@@ -101,14 +101,28 @@ trace: {content: true}
 """
 
 
+# Guardrails on every place, redacting what they can rewrite (prompts, tool arguments) and
+# flagging the rest, so a fuzzed body goes through the rewriting and on to the other stages.
+GUARDRAILS = """guardrails:
+  - {name: g-in, on: [prompt, tool_args], detectors: [pii, secrets, injection, custom],
+     action: redact}
+  - {name: g-out, on: [answer, tool_results], detectors: [pii, secrets, injection, custom],
+     action: flag}
+"""
+
+
 @pytest.fixture(scope="module")
-def fuzzed(bg_loop: Loop) -> Iterator[Fuzzed]:
+def fuzzed(bg_loop: Loop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     tools = MockTools()
     bg_loop.run(tools.start())
     mcp = MockMcpServer(json_response=True)
     mcp.start()
+    policy = tmp_path_factory.mktemp("fuzz") / "guardrails.yaml"
+    policy.write_text(GUARDRAILS)
     extra = (f'tools:\n  echo: {{url: "{tools.base_url}/echo"}}\n'
-             f'mcp_servers:\n  files: {{url: "{mcp.url}"}}\n' + EVERY_STAGE)
+             f'mcp_servers:\n  files: {{url: "{mcp.url}"}}\n' + EVERY_STAGE
+             + f'policies: ["{policy}"]\n'
+             + 'guardrails: {custom: {patterns: {word: "fuzz+"}, deny: [secret]}}\n')
     stack = Stack(bg_loop, extra=extra)
     logs = Tracebacks()
     root = logging.getLogger()

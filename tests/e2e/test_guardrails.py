@@ -301,3 +301,23 @@ def test_the_judge_catches_what_the_heuristics_miss_and_its_deadline_holds(
     r = client(s).with_options(timeout=30).chat.completions.create(model="gpt-4o-mini",
                                                                    messages=convo)
     assert r.choices[0].message.content  # the judge's silence let it through
+
+
+def test_redacted_prompts_share_a_cached_answer_each_restored_to_its_own(
+        make_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    s = policy_stack(make_stack, tmp_path,
+                     extra="cache: {exact: {enabled: true, when: always}}\n")
+    reply = "Refund issued to <CREDIT_CARD_1>."
+    c = client(s)
+    first = c.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": f"Refund {CARD}"}],
+        extra_headers={"x-mock-reply": reply})
+    other = "5555 5555 5555 4444"
+    second = c.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": f"Refund {other}"}],
+        extra_headers={"x-mock-reply": reply})
+    assert first.headers["x-tollway-cache"] == "miss"
+    assert second.headers["x-tollway-cache"] == "exact"  # the same redacted request
+    assert first.parse().choices[0].message.content == f"Refund issued to {CARD}."
+    assert second.parse().choices[0].message.content == f"Refund issued to {other}."
+    assert s.mock.received == 1
