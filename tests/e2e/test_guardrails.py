@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from tests.conftest import Stack
-from tests.e2e.test_mcp import agents, servers  # noqa: F401  (fixtures)
+from tests.e2e.test_mcp import agents, mcp_server, servers  # noqa: F401  (fixtures)
 from tests.e2e.test_stream_cuts import wait_until
 from tests.e2e.test_tools_http import build, call, tools  # noqa: F401  (fixture)
 from tollway.testing.mock_mcp import MockMcpServer
@@ -221,31 +221,31 @@ def test_http_tool_secret_argument_blocked_and_injected_result_blocked(
 
 
 def test_mcp_arguments_redacted_and_results_flagged(
-        make_stack: Callable[..., Stack], tmp_path: Path,
+        make_stack: Callable[..., Stack], tmp_path: Path, mcp_server: MockMcpServer,  # noqa: F811
         agents: Callable[..., Any]) -> None:  # noqa: F811
-    server = MockMcpServer(json_response=True)
-    server.start()
-    try:
-        s = policy_stack(make_stack, tmp_path, """guardrails:
+    s = policy_stack(make_stack, tmp_path, """guardrails:
   - {name: pii-args, on: [tool_args], detectors: [pii], entities: [EMAIL_ADDRESS],
      action: redact, tools: ["files/*"]}
   - {name: no-keys, on: [tool_args], detectors: [secrets], action: block}
   - {name: watch, on: [tool_results], detectors: [injection], action: flag}
-""", extra=servers(server.url))
-        agent = agents(s)
-        result = agent.call("echo", {"text": f"ping {EMAIL}"})
-        assert "".join(getattr(c, "text", "") for c in result.content) == \
-            "ping <EMAIL_ADDRESS_1>"  # the server got the placeholder and echoed it
-        assert EMAIL not in orjson.dumps(server.tool_calls()).decode()
-        err = agent.error("echo", {"text": f"use {AWS}"})
-        assert "no-keys (AWS Access Key in the arguments)" in err.message
-        assert AWS not in err.message
-        result = agent.call("echo", {"text": INJECTED})
-        assert "".join(getattr(c, "text", "") for c in result.content) == INJECTED
-        assert s.metric("tollway_guardrail_checks_total", detector="injection",
-                        action="flag") == 1  # flagged, passed
-    finally:
-        server.stop()
+  - {name: no-cards-back, on: [tool_results], detectors: [pii], entities: [CREDIT_CARD],
+     action: redact}
+""", extra=servers(mcp_server.url))
+    agent = agents(s)
+    result = agent.call("echo", {"text": f"ping {EMAIL}"})
+    assert "".join(getattr(c, "text", "") for c in result.content) == \
+        "ping <EMAIL_ADDRESS_1>"  # the server got the placeholder and echoed it
+    assert EMAIL not in orjson.dumps(mcp_server.tool_calls()).decode()
+    err = agent.error("echo", {"text": f"use {AWS}"})
+    assert "no-keys (AWS Access Key in the arguments)" in err.message
+    assert AWS not in err.message
+    result = agent.call("echo", {"text": INJECTED})
+    assert "".join(getattr(c, "text", "") for c in result.content) == INJECTED
+    assert s.metric("tollway_guardrail_checks_total", detector="injection",
+                    action="flag") == 1  # flagged, passed
+    result = agent.call("echo", {"text": f"card {CARD} on file"})  # the tool's answer
+    assert "".join(getattr(c, "text", "") for c in result.content) == \
+        "card <CREDIT_CARD_1> on file"
 
 
 def test_audit_names_the_kind_never_the_value(make_stack: Callable[..., Stack],
@@ -321,3 +321,21 @@ def test_redacted_prompts_share_a_cached_answer_each_restored_to_its_own(
     assert first.parse().choices[0].message.content == f"Refund issued to {CARD}."
     assert second.parse().choices[0].message.content == f"Refund issued to {other}."
     assert s.mock.received == 1
+
+
+def test_explain_lists_the_guardrails_of_an_agent_and_model(tmp_path: Path) -> None:
+    policy = tmp_path / "g.yaml"
+    policy.write_text(POLICY + """  - {name: research-only, on: [prompt], detectors: [custom],
+     action: flag, agents: [research-*]}
+""")
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text(f'policies: ["{policy}"]\nmodels: {{m: {{provider: p}}}}\n'
+                   'providers: {p: {kind: openai, base_url: "http://127.0.0.1:9/v1"}}\n'
+                   'guardrails: {custom: {deny: [falcon]}}\n')
+    out = subprocess.run([sys.executable, "-m", "tollway", "explain", "-c", str(cfg),
+                          "--agent", "support-bot", "--team", "support", "--model", "m"],
+                         capture_output=True, text=True, timeout=60).stdout
+    assert "  prompt: pii-out (pii -> redact)" in out
+    assert "  tool_results: injected (injection -> block)" in out
+    assert "  answer: no-secrets (secrets -> block)" in out
+    assert "research-only" not in out
