@@ -6,12 +6,14 @@ file was copied case by case from public test suites: see bench/data/guardrails/
 Nothing here writes a text of its own: every item is a public text, or a public benign text
 with a public attack string put into it by the rule its benchmark publishes.
 
-    python -m venv /tmp/ad && /tmp/ad/bin/pip install agentdojo==0.1.35
+    pip install agentdojo==0.1.35            # in a virtualenv of its own
     pip download --no-deps --no-binary :all: presidio-evaluator==0.3.2 spikee==0.9.2
-    (unpack both; BIPIA's files are benchmark/email/test.jsonl and
-     benchmark/text_attack_test.json of github.com/microsoft/BIPIA)
-    /tmp/ad/bin/python bench/guardrails_corpora.py --bipia DIR --spikee-seeds DIR \
-        --presidio-synth FILE
+    # unpack both sdists; BIPIA's two files are benchmark/email/test.jsonl (saved as
+    # email_test.jsonl) and benchmark/text_attack_test.json of github.com/microsoft/BIPIA
+    python bench/guardrails_corpora.py --bipia DIR \
+        --spikee-seeds spikee-0.9.2/spikee/data/workspace/datasets/seeds-cybersec-2026-01 \
+        --spikee-fp-seeds spikee-0.9.2/spikee/data/workspace/datasets/seeds-investment-advice-fp \
+        --presidio-synth presidio_evaluator-0.3.2/data/synth_dataset_v2.json
 
 Needs agentdojo only for the injection corpus (not a dependency of tollway).
 """
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +66,7 @@ def agentdojo_items() -> list[dict[str, Any]]:
         return [get_text_content_as_str(m["content"]) for m in messages
                 if m["role"] == "tool" and m["content"]]
 
+    _freeze_agentdojo_clock()
     items: list[dict[str, Any]] = []
     seen: set[str] = set()
 
@@ -89,6 +94,27 @@ def agentdojo_items() -> list[dict[str, Any]]:
                         add(text, 1, "agentdojo-tool-result", suite=suite_name, task=task_id,
                             attack=attack.name, goal=goal_id, inserted=changed(before, text))
     return items
+
+
+def _freeze_agentdojo_clock() -> None:
+    """AgentDojo's email and drive tools stamp what they create with datetime.now(): a
+    fixed time (inside its scenario's May 2024) keeps the corpus the same from one build
+    to the next, and an attacked result differs from its benign twin only by the attack."""
+    import datetime
+    import types
+
+    from agentdojo.default_suites.v1.tools import cloud_drive_client, email_client
+
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> datetime.datetime:  # type: ignore[override]
+            return datetime.datetime(2024, 5, 15, 12, 0, 0)
+
+    shim = types.SimpleNamespace(**{k: getattr(datetime, k) for k in dir(datetime)
+                                    if not k.startswith("__")})
+    shim.datetime = Frozen
+    for module in (cloud_drive_client, email_client):
+        module.datetime = shim  # type: ignore[attr-defined]
 
 
 def changed(before: str, after: str) -> list[int]:
@@ -189,6 +215,11 @@ def write(name: str, items: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
+    if os.environ.get("PYTHONHASHSEED") != "0":
+        # AgentDojo keeps some lists (an event's participants) in sets: a fixed hash seed
+        # makes their order, and so the corpus, the same on every build
+        os.execve(sys.executable, [sys.executable, *sys.argv],
+                  {**os.environ, "PYTHONHASHSEED": "0"})
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bipia", type=Path, required=True,
                     help="folder with BIPIA's email_test.jsonl and text_attack_test.json")
