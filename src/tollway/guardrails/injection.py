@@ -29,61 +29,8 @@ from urllib.parse import urlsplit
 from tollway.config.guardrails import InjectionConfig
 
 from .base import Finding
+from .injection_patterns import PATTERNS
 
-_I = re.IGNORECASE
-# Each pattern with the words it cannot match without (lowercase): Python's re tries a
-# pattern at every position, ~40 us a KB each; a substring test is ~100 times cheaper, so a
-# pattern runs only on text that has one of its words.
-_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
-    ("instruction_override", re.compile(
-        r"\b(?:ignore|disregard|forget|override|bypass|skip|drop)\b[^.\n]{0,40}?"
-        r"\b(?:previous|prior|above|earlier|preceding|all|any|your|the|these|those|original|"
-        r"system|developer)\b[^.\n]{0,30}?\b(?:instructions?|prompts?|rules|directions|"
-        r"directives?|guidelines|guardrails|context|messages?|constraints|programming)\b", _I)),
-    ("instruction_override", re.compile(
-        r"\b(?:new|updated|revised|real|actual|true|hidden|secret|additional|important)\s+"
-        r"(?:system\s+)?(?:instructions?|prompt|directives?|orders|task)\s*(?::|-{1,2}|follow)",
-        _I)),
-    ("role_injection", re.compile(
-        r"(?:^|\n)\s*(?:#{1,4}\s*)?(?:system|assistant|developer)\s*(?:prompt|message)?\s*:"
-        r"\s*\S", _I)),
-    ("role_injection", re.compile(
-        r"<\|?\s*(?:im_start|im_end|system|endoftext|eot_id|start_header_id)\s*\|?>|"
-        r"\[/?(?:INST|SYS)\]|<</?SYS>>|</?(?:system|instructions?)>", _I)),
-    ("addressed_to_assistant", re.compile(
-        r"\b(?:you are now|from now on,? you|act as (?:an?|the) (?:unrestricted|unfiltered|"
-        r"jailbroken|different)|pretend (?:to be|you are)|enter (?:developer|dan|god) mode|"
-        r"developer mode (?:enabled|on))\b", _I)),
-    ("addressed_to_assistant", re.compile(
-        r"\b(?:AI|assistant|chatbot|language model|LLM|agent|GPT|Claude|model)\b[,:]?\s+"
-        r"(?:you\s+)?(?:must|should|shall|need to|have to|are (?:required|instructed) to)\s+"
-        r"(?:now\s+)?(?:ignore|send|forward|email|reveal|print|output|include|call|run|execute|"
-        r"delete|transfer|say|respond|reply|tell|include)\b", _I)),
-    ("addressed_to_assistant", re.compile(
-        r"\b(?:do not|don't|never)\s+(?:tell|inform|mention|reveal|show|alert|notify)\b"
-        r"[^.\n]{0,30}\b(?:the user|the human|anyone|the customer|them)\b", _I)),
-    ("addressed_to_assistant", re.compile(
-        r"\b(?:reveal|print|output|repeat|show|leak|dump)\b[^.\n]{0,25}\b(?:your|the)\s+"
-        r"(?:system\s+prompt|initial\s+instructions|hidden\s+instructions|instructions above)",
-        _I)),
-    ("exfiltration", re.compile(
-        r"\b(?:send|forward|e-?mail|post|upload|transmit|exfiltrate|leak|copy)\b[^.\n]{0,80}?"
-        r"\b(?:to|at|into)\s+(?:https?://|[\w.+-]+@[\w-]+\.[\w.]+)", _I)),
-]
-_GATES: list[tuple[str, ...]] = [
-    ("ignore", "disregard", "forget", "override", "bypass", "skip", "drop"),
-    ("instruction", "prompt", "directive", "orders", "task"),
-    ("system", "assistant", "developer"),
-    ("<|", "[inst", "[/inst", "[sys", "[/sys", "<<sys", "<</sys", "<system", "</system",
-     "<instruction", "</instruction"),
-    ("you are now", "from now on", "act as", "pretend", " mode"),
-    ("assistant", "chatbot", "language model", "llm", "agent", "gpt", "claude", "model",
-     "ai"),
-    ("do not", "don't", "never"),
-    ("system prompt", "system  prompt", "initial", "hidden", "instructions above"),
-    ("http", "@"),
-]
-assert len(_GATES) == len(_PATTERNS)
 _IMAGE = re.compile(r"!\[[^\]\n]{0,200}\]\(\s*<?(https?://[^)\s>]+)")
 _LINK = re.compile(r"(?<!!)\[[^\]\n]{0,200}\]\(\s*<?(https?://[^)\s>]+)")
 _TAGS = re.compile("[\U000e0000-\U000e007f]")
@@ -102,7 +49,7 @@ class InjectionDetector:
     def scan(self, text: str, depth: int = 0) -> list[Finding]:
         low = text.lower()
         out = [Finding("injection", entity, m.start(), m.end())
-               for (entity, rx), gate in zip(_PATTERNS, _GATES, strict=True)
+               for entity, gate, rx in PATTERNS
                if any(word in low for word in gate) for m in rx.finditer(text)]
         if "](" in text:
             for rx, carries in ((_IMAGE, True), (_LINK, False)):
