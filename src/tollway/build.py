@@ -8,6 +8,7 @@ import tempfile
 from typing import TYPE_CHECKING
 
 from tollway.config.model import Config
+from tollway.guardrails.act import Enforcer
 from tollway.observe.audit import Audit
 from tollway.observe.metrics import Metrics
 from tollway.policy.identity import Identity
@@ -93,8 +94,8 @@ def build_chain(gw: Gateway, cfg: Config, registry: ModelRegistry, identity: Ide
     stages.append(Session(cfg, gw.state, resolve=not cfg.guarded))
     if guardrails is not None and guardrails.rules.places() & {"prompt", "answer",
                                                                 "tool_results"}:
-        stages.append(Guardrail(guardrails, gw.approvals, gw.audit,
-                                cfg.policy.approval_timeout_s))
+        stages.append(Guardrail(Enforcer(guardrails, gw.approvals, gw.audit,
+                                         cfg.policy.approval_timeout_s)))
     stages.append(Meter(gw.counter))
     if cfg.guarded:
         stages.append(Guard(cfg, gw.state, gw.metrics, gw.counter))

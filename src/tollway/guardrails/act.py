@@ -23,7 +23,7 @@ from typing import Any
 from tollway.errors import GatewayError
 from tollway.exchange import Caller
 
-from .engine import Verdict
+from .engine import Guardrails, Verdict
 from .redact import Redactor
 from .slots import Slot
 
@@ -106,3 +106,22 @@ def note(verdict: Verdict, ctx: Context, audit: Any, recent: Any = None) -> None
     log.warning("guardrail %s", verdict.action, extra={"fields": {
         "rules": verdict.summary(), "where": ctx.where, "name": ctx.name,
         "agent": ctx.caller.agent, "session": ctx.session, "request_id": ctx.request_id}})
+
+
+@dataclass(slots=True)
+class Enforcer:
+    """The guardrails and what their actions need (the approval desk, the audit log), as
+    the model stage and the tool gate both use them."""
+
+    g: Guardrails
+    desk: Any = None
+    audit: Any = None
+    hold_timeout_s: float = 300.0
+
+    async def enforce(self, verdict: Verdict, slots: Sequence[Slot], redactor: Redactor,
+                      ctx: Context) -> str | None:
+        return await enforce(verdict, slots, redactor, ctx, self.desk, self.audit,
+                             self.hold_timeout_s, self.g.recent)
+
+    def note(self, verdict: Verdict, ctx: Context) -> None:
+        note(verdict, ctx, self.audit, self.g.recent)

@@ -16,8 +16,7 @@ import orjson
 
 from tollway.exchange import Caller
 
-from .act import Context, enforce
-from .engine import Guardrails
+from .act import Context, Enforcer
 from .redact import Redactor
 from .slots import strings
 
@@ -30,12 +29,9 @@ class Checked:
 
 
 class ToolGuardrails:
-    def __init__(self, guardrails: Guardrails, desk: Any, audit: Any,
-                 hold_timeout_s: float) -> None:
-        self.g = guardrails
-        self.desk = desk
-        self.audit = audit
-        self.hold_timeout_s = hold_timeout_s
+    def __init__(self, enforcer: Enforcer) -> None:
+        self.enforcer = enforcer
+        self.g = enforcer.g
 
     def applies(self, where: str, caller: Caller, tool: str) -> bool:
         return bool(self.g.applicable(where, caller.agent, caller.team, tool))
@@ -51,8 +47,7 @@ class ToolGuardrails:
         verdict = await self.g.check_judged(slots, {where: app})
         redactor = Redactor()
         ctx = Context(caller, session, request_id, where, tool, flags)
-        taken = await enforce(verdict, slots, redactor, ctx, self.desk, self.audit,
-                              self.hold_timeout_s, self.g.recent)
+        taken = await self.enforcer.enforce(verdict, slots, redactor, ctx)
         return Checked(holder[0], bool(redactor.placeholders), verdict.summary()
                        if taken is not None else "")
 

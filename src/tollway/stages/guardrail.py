@@ -16,8 +16,7 @@ import orjson
 
 from tollway.errors import GatewayError
 from tollway.exchange import Body, Chunk, Exchange
-from tollway.guardrails.act import Context, blocked, enforce
-from tollway.guardrails.engine import Guardrails
+from tollway.guardrails.act import Context, Enforcer, blocked
 from tollway.guardrails.redact import Redactor
 from tollway.guardrails.slots import answer_slots, request_slots
 from tollway.guardrails.stream import Holdback
@@ -28,12 +27,9 @@ from tollway.stages.base import Stage
 class Guardrail(Stage):
     name = "guardrail"
 
-    def __init__(self, guardrails: Guardrails, desk: Any, audit: Any,
-                 hold_timeout_s: float) -> None:
-        self.g = guardrails
-        self.desk = desk
-        self.audit = audit
-        self.hold_timeout_s = hold_timeout_s
+    def __init__(self, enforcer: Enforcer) -> None:
+        self.enforcer = enforcer
+        self.g = enforcer.g
 
     def _context(self, ex: Exchange, where: str) -> Context:
         return Context(ex.caller, ex.run.session, ex.request_id, where, ex.model_name,
@@ -49,8 +45,8 @@ class Guardrail(Stage):
         if prompt or results:
             slots = request_slots(ex.body)
             verdict = await g.check_judged(slots, {"prompt": prompt, "tool_results": results})
-            taken = await enforce(verdict, slots, redactor, self._context(ex, "prompt"),
-                                  self.desk, self.audit, self.hold_timeout_s, g.recent)
+            taken = await self.enforcer.enforce(verdict, slots, redactor,
+                                                self._context(ex, "prompt"))
             if taken is not None:
                 _header(ex, verdict.summary())
             if redactor.placeholders:
@@ -87,10 +83,8 @@ class _AnswerGuard:
         if self.answer:
             verdict = await self.stage.g.check_judged(slots, {"answer": self.answer})
             try:
-                taken = await enforce(verdict, slots, self.redactor,
-                                      self.stage._context(ex, "answer"), self.stage.desk,
-                                      self.stage.audit, self.stage.hold_timeout_s,
-                                      self.stage.g.recent)
+                taken = await self.stage.enforcer.enforce(
+                    verdict, slots, self.redactor, self.stage._context(ex, "answer"))
             except GatewayError as err:
                 body.status = err.status
                 body.payload = ex.endpoint.dialect.error_body(err)
@@ -124,15 +118,11 @@ class _AnswerGuard:
             if action is not None:
                 ctx = self.stage._context(ex, "answer")
                 if action == "block":
-                    from tollway.guardrails.act import note
-
-                    note(verdict, ctx, self.stage.audit, self.stage.g.recent)
+                    self.stage.enforcer.note(verdict, ctx)
                     raise blocked(verdict, ctx)
                 if action == "hold":
                     return self._held(ex, chunk, verdict, done)
-                from tollway.guardrails.act import note
-
-                note(verdict, ctx, self.stage.audit, self.stage.g.recent)
+                self.stage.enforcer.note(verdict, ctx)
                 self.redactor.apply([slot], verdict.hits)
         chunk.data = self._release(hb, done)
         return None
@@ -147,8 +137,7 @@ class _AnswerGuard:
         assert self.hold is not None
         ctx = self.stage._context(ex, "answer")
         chunk.data = b""
-        await enforce(verdict, [self.hold.slot()], self.redactor, ctx, self.stage.desk,
-                      self.stage.audit, self.stage.hold_timeout_s, self.stage.g.recent)
+        await self.stage.enforcer.enforce(verdict, [self.hold.slot()], self.redactor, ctx)
         chunk.data = self._release(self.hold, done)
 
 

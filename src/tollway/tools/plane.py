@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tollway.config.model import Config
+from tollway.guardrails.act import Enforcer
 from tollway.guardrails.engine import Guardrails
 from tollway.guardrails.tools import ToolGuardrails
 from tollway.observe.metrics import Metrics
@@ -24,7 +25,8 @@ class ToolPlane:
         checks = None
         if guardrails is not None and guardrails.rules.places() & {"tool_args",
                                                                    "tool_results"}:
-            checks = ToolGuardrails(guardrails, desk, audit, cfg.policy.approval_timeout_s)
+            checks = ToolGuardrails(Enforcer(guardrails, desk, audit,
+                                             cfg.policy.approval_timeout_s))
         self.gate = ToolGate(cfg, state, metrics, board, identity, desk, checks)
         self.http = HttpTools(cfg, self.gate, metrics)
         self.mcp = McpProxy(cfg, self.gate, metrics)
