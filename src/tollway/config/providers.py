@@ -10,7 +10,9 @@ from pydantic import Field, model_validator
 from tollway.config.base import Strict
 from tollway.config.cache import SemanticOptIn
 
-ProviderKind = Literal["openai", "anthropic", "demo"]
+ProviderKind = Literal["openai", "anthropic", "gemini", "demo"]
+# Where a kind's public API is, when base_url is not given.
+DEFAULT_URLS = {"gemini": "https://generativelanguage.googleapis.com"}
 
 
 class ConcurrencyLimit(Strict):
@@ -44,6 +46,8 @@ class ProviderConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> ProviderConfig:
+        if not self.base_url and self.kind in DEFAULT_URLS:
+            object.__setattr__(self, "base_url", DEFAULT_URLS[self.kind])  # frozen model
         if self.kind != "demo" and not self.base_url:
             raise ValueError(f"a provider of kind {self.kind!r} needs base_url")
         if self.style == "azure" and (self.kind != "openai" or not self.api_version):

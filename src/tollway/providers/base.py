@@ -51,6 +51,18 @@ class Translation:
     stream: Callable[[], StreamTranslator]
 
 
+class Wire(Protocol):
+    """A provider whose own answers are read as OpenAI chat from the first byte: its whole
+    bodies and its streams are converted as they arrive, before the relay reads usage, tool
+    calls or text (one reading for every provider behind it: Gemini's, say)."""
+
+    def body(self, status: int, payload: bytes) -> bytes: ...
+
+    def stream(self) -> StreamTranslator: ...
+
+    def streams(self, content_type: str) -> bool: ...
+
+
 @dataclass(slots=True)
 class Outgoing:
     """One upstream request, ready to send."""
@@ -60,6 +72,7 @@ class Outgoing:
     data: bytes
     translation: Translation | None  # None: the provider speaks the client's dialect
     strip_usage: bool = False  # we asked for stream usage the client did not: strip it
+    wire: Wire | None = None  # the provider's answers converted to chat first
 
 
 def untranslatable(kind: str, exc: Any) -> GatewayError:

@@ -13,6 +13,7 @@ from tollway.config.model import BreakerConfig, Config, ModelConfig, ProviderCon
 from tollway.config.tools import ToolBreakerConfig
 from tollway.providers.anthropic import AnthropicProvider
 from tollway.providers.base import Deployment, ModelRegistry, ModelRoute, Provider
+from tollway.providers.gemini import GeminiProvider
 from tollway.providers.openai import OpenAIProvider
 from tollway.state.breakers import BreakerPolicy
 from tollway.tokens.encodings import encoding_name_for_model
@@ -22,6 +23,7 @@ log = logging.getLogger("tollway.providers")
 ADAPTERS: dict[str, type[Provider]] = {
     "openai": OpenAIProvider,
     "anthropic": AnthropicProvider,
+    "gemini": GeminiProvider,
 }
 
 

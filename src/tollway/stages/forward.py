@@ -166,7 +166,9 @@ class Forward(Stage):
                 status, "upstream_error", f"provider {provider.name!r} answered {status}"),
                 retry_after=parse_retry_after(upstream.headers) if status in (429, 503) else None)
         ctype = upstream.headers.get("Content-Type", "")
-        tr = req.translation
-        if ex.stream and status < 300 and ctype.startswith("text/event-stream"):
-            return await relay.stream(ex, upstream, req.strip_usage, tr, self.metrics, provider)
-        return await relay.whole(ex, upstream, ctype, tr, self.metrics, provider)
+        tr, wire = req.translation, req.wire
+        if ex.stream and status < 300 and (ctype.startswith("text/event-stream") or (
+                wire is not None and wire.streams(ctype))):
+            return await relay.stream(ex, upstream, req.strip_usage, tr, self.metrics, provider,
+                                      wire)
+        return await relay.whole(ex, upstream, ctype, tr, self.metrics, provider, wire)

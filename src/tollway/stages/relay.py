@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -30,7 +30,7 @@ from tollway.protocols.answers import response_text, response_tool_calls
 from tollway.protocols.base import StreamObserver
 from tollway.protocols.sse import EventSplitter
 from tollway.protocols.usage import BadUsage
-from tollway.providers.base import Provider, Translation, scrub
+from tollway.providers.base import Provider, Translation, Wire, scrub
 from tollway.stages.base import tollway_headers
 from tollway.wire import prepare_client, write_client
 
@@ -53,7 +53,8 @@ def passed_headers(upstream: aiohttp.ClientResponse, provider: Provider) -> dict
 
 
 async def whole(ex: Exchange, upstream: aiohttp.ClientResponse, ctype: str,
-                tr: Translation | None, metrics: Metrics, provider: Provider) -> web.Response:
+                tr: Translation | None, metrics: Metrics, provider: Provider,
+                wire: Wire | None = None) -> web.Response:
     name = provider.name
     try:
         payload = await upstream.read()
@@ -72,6 +73,8 @@ async def whole(ex: Exchange, upstream: aiohttp.ClientResponse, ctype: str,
     status = upstream.status
     if provider.secrets:
         payload = scrub(payload, provider.secrets)
+    if wire is not None:
+        payload, ctype = wire.body(status, payload), "application/json"
     endpoint = tr.upstream if tr else ex.endpoint
     out = ex.outcome
     parsed = None
@@ -120,7 +123,7 @@ async def whole(ex: Exchange, upstream: aiohttp.ClientResponse, ctype: str,
 
 async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
                  tr: Translation | None, metrics: Metrics, provider: Provider,
-                 ) -> web.StreamResponse:
+                 wire: Wire | None = None) -> web.StreamResponse:
     name, secrets = provider.name, provider.secrets
     endpoint = tr.upstream if tr else ex.endpoint
     observer = endpoint.dialect.observer(endpoint, strip and tr is None,
@@ -146,7 +149,7 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
         return response
     received = False
     try:
-        async for net in upstream.content.iter_any():
+        async for net in _upstream_chunks(upstream, wire):
             received = True
             blob = splitter.feed(net)
             if not blob:
@@ -231,6 +234,24 @@ async def stream(ex: Exchange, upstream: aiohttp.ClientResponse, strip: bool,
         except ConnectionError:
             out.client_disconnected = True
     return response
+
+
+async def _upstream_chunks(upstream: aiohttp.ClientResponse, wire: Wire | None,
+                           ) -> AsyncIterator[bytes]:
+    """The upstream's bytes as they come; through its wire conversion first when it has one
+    (what the conversion holds back at the end comes last)."""
+    if wire is None:
+        async for net in upstream.content.iter_any():
+            yield net
+        return
+    conv = wire.stream()
+    async for net in upstream.content.iter_any():
+        out = conv.feed(net)
+        if out:
+            yield out
+    tail = conv.finish()
+    if tail:
+        yield tail
 
 
 async def _hooked(ex: Exchange, hooks: Sequence[Callable[..., Any]], chunk: Chunk,

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tollway.testing import mock_anthropic, mock_openai
+from tollway.testing import mock_anthropic, mock_gemini, mock_openai
 from tollway.testing.local_server import LocalServer
 
 # Re-exported: they were defined here before ``mock_common`` existed, and tests import them
@@ -89,6 +89,7 @@ class MockProvider(LocalServer):
         self._dialects = (
             _Dialect(mock_openai.ROUTES, mock_openai.error_response),
             _Dialect(mock_anthropic.ROUTES, mock_anthropic.error_response),
+            _Dialect({}, mock_gemini.error_response),
         )
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
@@ -154,9 +155,11 @@ class MockProvider(LocalServer):
         anthropic = path.startswith("/v1/messages") or (
             path.startswith("/v1/models") and "anthropic-version" in headers
         )
-        dialect = dialects[1] if anthropic else dialects[0]
+        gemini = path.startswith(mock_gemini.PREFIX)
+        dialect = dialects[2] if gemini else dialects[1] if anthropic else dialects[0]
         error = dialect.error
-        route = dialect.routes.get((method, path))
+        route = mock_gemini.handle if gemini and method == "POST" else \
+            dialect.routes.get((method, path))
         if route is None and method == "GET" and path.startswith("/v1/models/"):
             route = dialect.routes.get(("GET", "/v1/models/{id}"))
         settings = self.settings
@@ -171,13 +174,15 @@ class MockProvider(LocalServer):
         key = settings.require_key
         if key is not None:
             auth = headers.get("authorization", "")
-            given = auth[7:] if auth[:7].lower() == "bearer " else headers.get("x-api-key")
+            given = (auth[7:] if auth[:7].lower() == "bearer "
+                     else headers.get("x-api-key") or headers.get("x-goog-api-key"))
             if given != key:
                 return error(401, "Invalid API key provided.", headers=extra)
 
         forced = headers.get("x-mock-status")
         if forced is None and settings.fail_models and isinstance(body, dict):
-            failing = settings.fail_models.get(str(body.get("model")))
+            asked = mock_gemini.model_of(path)[0] if gemini else body.get("model")
+            failing = settings.fail_models.get(str(asked))
             forced = str(failing) if failing else None
         if forced is not None and forced.isdigit() and int(forced) >= 400:
             status = int(forced)

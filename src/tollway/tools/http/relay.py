@@ -36,7 +36,9 @@ async def relay(gate: ToolGate, request: web.Request, ticket: Ticket, tool: Http
     if checks is not None and not checks.applies("tool_results", ticket.caller, tool.name):
         checks = None
     if checks is not None and length is None and not head:
-        length = 0  # chunked: read whole (up to the tool's limit) so it can be checked
+        length = 0  # chunked: read whole so it can be checked
+    elif checks is not None and length is not None and length > DIGEST_MAX:
+        ticket.flags.append("guardrail:unscanned")  # streamed through, not looked at
     if head or (length is not None and length <= DIGEST_MAX):
         return await _whole(gate, ticket, tool, upstream, headers, outcome, retry_after,
                             request_id, head)

@@ -1,0 +1,111 @@
+"""Google's Gemini through the Generative Language API (`kind: gemini`, an API key).
+
+An OpenAI chat completions request (or an Anthropic Messages one, through chat) becomes a
+`generateContent` request, `streamGenerateContent?alt=sse` when streamed; the model is in the
+URL, the key in `x-goog-api-key`. Gemini's answers are read as chat from their first byte
+(`GeminiWire`), so usage, tool calls and the client's own dialect come from the same code as
+for an OpenAI upstream. Gemini's tokenizer is not public: prompt counts are estimates,
+corrected from the usage each answer reports.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from tollway.protocols import openai as oa
+from tollway.protocols import translate
+from tollway.protocols.translate.gemini_answers import (
+    GeminiToChatStream,
+    gemini_error_to_openai,
+    gemini_to_chat,
+)
+from tollway.protocols.translate.gemini_requests import chat_to_gemini
+from tollway.providers.base import (
+    Outgoing,
+    Provider,
+    StreamTranslator,
+    Translation,
+    mismatch,
+    untranslatable,
+)
+
+if TYPE_CHECKING:
+    from tollway.exchange import Exchange
+    from tollway.protocols.base import Endpoint
+
+
+class GeminiWire:
+    """Gemini's answers as OpenAI chat, for one request."""
+
+    __slots__ = ("model",)
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    def body(self, status: int, payload: bytes) -> bytes:
+        if status >= 300:
+            return gemini_error_to_openai(status, payload)
+        try:
+            parsed = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return payload  # not JSON: read as the unreadable answer it is
+        if not isinstance(parsed, dict):
+            return payload
+        return orjson.dumps(gemini_to_chat(parsed, self.model))
+
+    def stream(self) -> StreamTranslator:
+        return GeminiToChatStream(self.model)
+
+    def streams(self, content_type: str) -> bool:
+        return content_type.startswith("text/event-stream")
+
+
+class GeminiProvider(Provider):
+    kind = "gemini"
+    dialect = "gemini"  # no client speaks it: every request is translated
+    estimated_tokens = True
+
+    def auth_headers(self, key: str) -> dict[str, str]:
+        return {"x-goog-api-key": key}
+
+    def url(self, endpoint: Endpoint, upstream_model: str) -> str:
+        return self.model_url(upstream_model, stream=False)
+
+    def model_url(self, upstream_model: str, stream: bool) -> str:
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        return f"{self.root}/v1beta/models/{upstream_model}:{method}"
+
+    def outgoing(self, ex: Exchange, upstream_model: str, default_max_tokens: int,
+                 ) -> Outgoing:
+        tr, body = self.translate(ex, upstream_model, default_max_tokens)
+        headers = self.request_headers(ex.request.headers)
+        wire = GeminiWire(ex.model_name)
+        url = self.model_url(upstream_model, ex.stream)
+        if ex.endpoint.name == "chat":
+            # read as the client's own dialect; a stream's usage is always there (the
+            # meter needs it) and stripped when the client did not ask for it
+            opts = ex.body.get("stream_options")
+            asked = isinstance(opts, dict) and opts.get("include_usage") is True
+            return Outgoing(url, headers, orjson.dumps(body), None, ex.stream and not asked,
+                            wire)
+        return Outgoing(url, headers, orjson.dumps(body), tr, False, wire)
+
+    def translate(self, ex: Exchange, upstream_model: str, default_max_tokens: int,
+                  ) -> tuple[Translation, dict[str, Any]]:
+        name = ex.endpoint.name
+        if name not in ("chat", "messages"):
+            raise mismatch(ex, self.kind)
+        try:
+            chat = ex.body if name == "chat" else translate.messages_to_chat(ex.body,
+                                                                            upstream_model)
+            body = chat_to_gemini(chat)
+        except translate.TranslationError as exc:
+            raise untranslatable(self.kind, exc) from exc
+        counted = ex.prompt.counted
+        model = ex.model_name
+        return Translation(
+            upstream=oa.CHAT, response=translate.chat_response_to_messages,
+            error=translate.error_to_anthropic,
+            stream=lambda: translate.ChatToMessagesStream(model, counted)), body
