@@ -199,7 +199,8 @@ class MockProvider(LocalServer):
         if body is not None and not isinstance(body, dict):
             return error(400, "The request body must be a JSON object.", headers=extra)
 
-        if turn.disconnect_after is not None and not turn.body.get("stream"):
+        streamed = bool(turn.body.get("stream")) or path.endswith(":streamGenerateContent")
+        if turn.disconnect_after is not None and not streamed:
             await abort_connection(request)
             return web.Response(status=204)  # never reaches the client
         return await route(turn)
