@@ -128,3 +128,13 @@ def test_text_capture_tolerates_bad_escapes() -> None:
     cap = TextCapture(("content",))
     cap.scan(b'{"content":"a\\qb"}')
     assert cap.text() == "a\\qb"
+
+
+def test_crlf_events_split_between_reads_stay_apart() -> None:
+    from tollway.protocols.sse import EventSplitter, events
+
+    raw = b'data: {"a": 1}\r\n\r\ndata: {"b": 2}\r\n\r\n'
+    for cut in range(1, len(raw)):
+        sp = EventSplitter()
+        out = sp.feed(raw[:cut]) + sp.feed(raw[cut:])
+        assert events(out) == [b'data: {"a": 1}', b'data: {"b": 2}'], cut

@@ -23,9 +23,9 @@ class EventSplitter:
         self._buf = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n")
         buf = self._buf + chunk if self._buf else chunk
+        if b"\r" in buf:  # on the joined bytes: a CRLF may be split between two reads
+            buf = buf.replace(b"\r\n", b"\n")
         end = buf.rfind(b"\n\n")
         if end < 0:
             self._buf = buf

@@ -99,9 +99,9 @@ class GeminiToChatStream:
         self.done = False
 
     def feed(self, net: bytes) -> bytes:
-        if b"\r" in net:
-            net = net.replace(b"\r\n", b"\n")
         buf = self.buf + net
+        if b"\r" in buf:  # on the joined bytes: a CRLF can be split between two pieces
+            buf = buf.replace(b"\r\n", b"\n")
         end = buf.rfind(b"\n\n")
         if end < 0:
             self.buf = buf
