@@ -186,3 +186,14 @@ async def test_calls_of_one_loop_pass_share_a_write_and_get_their_own_replies(
         lane.call(b"EVAL", _ECHO, 0, b"c"), return_exceptions=True)
     assert mixed[0] == "a" and isinstance(mixed[1], ResponseError) and mixed[2] == "c"
     assert conn_writes == 1
+
+
+async def test_the_first_call_after_a_redis_restart_succeeds(
+        lane: Lane, redis_server: RedisServer) -> None:
+    assert await lane.call(b"EVAL", _ECHO, 0, b"before") == "before"  # a pooled connection
+    redis_server.stop()
+    redis_server.start()
+    # the pooled connection saw Redis close it: the call takes a new one instead of failing
+    for _ in range(50):  # a few passes of the loop for the FIN to be read (no sleep needed)
+        await asyncio.sleep(0)
+    assert await lane.call(b"EVAL", _ECHO, 0, b"after") == "after"

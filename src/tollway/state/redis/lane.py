@@ -52,6 +52,11 @@ def pack(args: tuple[Any, ...]) -> bytes:
         raise DataError(f"a Redis argument must be bytes, str, int or float: {exc}") from exc
 
 
+def _closed_by_peer(conn: AbstractConnection) -> bool:
+    reader = getattr(conn, "_reader", None)
+    return reader is not None and (reader.at_eof() or reader.exception() is not None)
+
+
 def _fail(batch: list[tuple[bytes, asyncio.Future[Any]]], exc: BaseException) -> None:
     if not isinstance(exc, Exception):  # the lane is closing under them
         exc = RedisConnectionError("the Redis lane was closed")
@@ -104,6 +109,10 @@ class Lane:
             return
         conn = self._idle.pop() if self._idle else self._new()
         try:
+            if conn.is_connected and _closed_by_peer(conn):
+                # Redis went away since this connection's last call (a restart, a failover):
+                # the FIN is already read, so take a new one instead of failing this batch
+                await conn.disconnect(nowait=True)
             if not conn.is_connected:
                 await self._connect(conn)
             try:
