@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from tollway.config.base import Strict
 from tollway.config.cache import SemanticOptIn
 
-ProviderKind = Literal["openai", "anthropic", "gemini", "demo"]
+ProviderKind = Literal["openai", "anthropic", "gemini", "vertex", "demo"]
 # Where a kind's public API is, when base_url is not given.
 DEFAULT_URLS = {"gemini": "https://generativelanguage.googleapis.com"}
 
@@ -37,6 +37,11 @@ class ProviderConfig(Strict):
     style: Literal["openai", "azure"] = "openai"
     api_version: str | None = None
     anthropic_version: str = "2023-06-01"
+    # kind vertex: the Google Cloud project and location (region, or "global"), and a
+    # service-account key file; without one, Application Default Credentials.
+    project: str | None = None
+    location: str = "us-central1"
+    credentials_file: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(600, gt=0)  # whole non-streamed response
     connect_timeout_s: float = Field(10, gt=0)
@@ -48,6 +53,13 @@ class ProviderConfig(Strict):
     def _check(self) -> ProviderConfig:
         if not self.base_url and self.kind in DEFAULT_URLS:
             object.__setattr__(self, "base_url", DEFAULT_URLS[self.kind])  # frozen model
+        if self.kind == "vertex":
+            if not self.project:
+                raise ValueError("a provider of kind vertex needs project")
+            if not self.base_url:
+                host = ("aiplatform.googleapis.com" if self.location == "global"
+                        else f"{self.location}-aiplatform.googleapis.com")
+                object.__setattr__(self, "base_url", f"https://{host}")
         if self.kind != "demo" and not self.base_url:
             raise ValueError(f"a provider of kind {self.kind!r} needs base_url")
         if self.style == "azure" and (self.kind != "openai" or not self.api_version):
@@ -64,7 +76,7 @@ class ProviderConfig(Strict):
 
     @property
     def has_key(self) -> bool:
-        return bool(self.api_key) or self.passthrough_auth
+        return bool(self.api_key) or self.passthrough_auth or self.kind == "vertex"
 
 
 class PriceConfig(Strict):

@@ -34,17 +34,24 @@ class AnthropicProvider(Provider):
 
     def translate(self, ex: Exchange, upstream_model: str, default_max_tokens: int,
                   ) -> tuple[Translation, dict[str, Any]]:
-        if ex.endpoint.name != "chat":
-            raise mismatch(ex, self.kind)
-        try:
-            body = translate.chat_to_messages(ex.body, upstream_model, default_max_tokens)
-        except translate.TranslationError as exc:
-            raise untranslatable(self.kind, exc) from exc
-        options = ex.body.get("stream_options")
-        asked = (isinstance(options, dict) and options.get("include_usage") is True
-                 and not ex.upstream.usage_injected)
-        name = ex.model_name
-        return Translation(
-            upstream=an.MESSAGES, response=translate.messages_response_to_chat,
-            error=translate.error_to_openai,
-            stream=lambda: translate.MessagesToChatStream(name, asked)), body
+        return chat_as_messages(ex, self.kind, upstream_model, default_max_tokens)
+
+
+def chat_as_messages(ex: Exchange, kind: str, upstream_model: str, default_max_tokens: int,
+                     ) -> tuple[Translation, dict[str, Any]]:
+    """An OpenAI chat request as a Messages body, and how to read its answer back (for
+    every provider that speaks Messages: Anthropic's API, Vertex AI, Bedrock)."""
+    if ex.endpoint.name != "chat":
+        raise mismatch(ex, kind)
+    try:
+        body = translate.chat_to_messages(ex.body, upstream_model, default_max_tokens)
+    except translate.TranslationError as exc:
+        raise untranslatable(kind, exc) from exc
+    options = ex.body.get("stream_options")
+    asked = (isinstance(options, dict) and options.get("include_usage") is True
+             and not ex.upstream.usage_injected)
+    name = ex.model_name
+    return Translation(
+        upstream=an.MESSAGES, response=translate.messages_response_to_chat,
+        error=translate.error_to_openai,
+        stream=lambda: translate.MessagesToChatStream(name, asked)), body

@@ -108,6 +108,8 @@ class Provider(abc.ABC):
     dialect: ClassVar[str] = "abstract"  # what it speaks upstream
     # No public tokenizer for its models: prompt counts are estimates, corrected from usage.
     estimated_tokens: ClassVar[bool] = False
+    # Its credentials are fetched (an OAuth token): `authorize` runs before each attempt.
+    authorizes: ClassVar[bool] = False
 
     def __init__(self, name: str, cfg: ProviderConfig, demo_url: str | None = None) -> None:
         self.name = name
@@ -129,6 +131,9 @@ class Provider(abc.ABC):
             if len(s) >= 8)
 
     # --- what a kind says ---------------------------------------------------------------
+    async def authorize(self) -> None:  # noqa: B027  (a no-op unless a kind fetches tokens)
+        """Make sure the credentials request_headers() adds are fresh (`authorizes` kinds)."""
+
     def auth_headers(self, key: str) -> dict[str, str]:
         """The headers that carry the provider's API key."""
         return {"Authorization": f"Bearer {key}"}

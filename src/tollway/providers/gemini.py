@@ -79,33 +79,43 @@ class GeminiProvider(Provider):
 
     def outgoing(self, ex: Exchange, upstream_model: str, default_max_tokens: int,
                  ) -> Outgoing:
-        tr, body = self.translate(ex, upstream_model, default_max_tokens)
-        headers = self.request_headers(ex.request.headers)
-        wire = GeminiWire(ex.model_name)
-        url = self.model_url(upstream_model, ex.stream)
-        if ex.endpoint.name == "chat":
-            # read as the client's own dialect; a stream's usage is always there (the
-            # meter needs it) and stripped when the client did not ask for it
-            opts = ex.body.get("stream_options")
-            asked = isinstance(opts, dict) and opts.get("include_usage") is True
-            return Outgoing(url, headers, orjson.dumps(body), None, ex.stream and not asked,
-                            wire)
-        return Outgoing(url, headers, orjson.dumps(body), tr, False, wire)
+        return gemini_outgoing(self, ex, self.model_url(upstream_model, ex.stream),
+                               upstream_model)
 
     def translate(self, ex: Exchange, upstream_model: str, default_max_tokens: int,
                   ) -> tuple[Translation, dict[str, Any]]:
-        name = ex.endpoint.name
-        if name not in ("chat", "messages"):
-            raise mismatch(ex, self.kind)
-        try:
-            chat = ex.body if name == "chat" else translate.messages_to_chat(ex.body,
-                                                                            upstream_model)
-            body = chat_to_gemini(chat)
-        except translate.TranslationError as exc:
-            raise untranslatable(self.kind, exc) from exc
-        counted = ex.prompt.counted
-        model = ex.model_name
-        return Translation(
-            upstream=oa.CHAT, response=translate.chat_response_to_messages,
-            error=translate.error_to_anthropic,
-            stream=lambda: translate.ChatToMessagesStream(model, counted)), body
+        return chat_as_gemini(ex, self.kind, upstream_model)
+
+
+def gemini_outgoing(provider: Provider, ex: Exchange, url: str, upstream_model: str,
+                    ) -> Outgoing:
+    """A request to a Gemini model (the Generative Language API's or Vertex AI's URL)."""
+    tr, body = chat_as_gemini(ex, provider.kind, upstream_model)
+    headers = provider.request_headers(ex.request.headers)
+    wire = GeminiWire(ex.model_name)
+    if ex.endpoint.name == "chat":
+        # read as the client's own dialect; a stream's usage is always there (the meter
+        # needs it) and stripped when the client did not ask for it
+        opts = ex.body.get("stream_options")
+        asked = isinstance(opts, dict) and opts.get("include_usage") is True
+        return Outgoing(url, headers, orjson.dumps(body), None, ex.stream and not asked, wire)
+    return Outgoing(url, headers, orjson.dumps(body), tr, False, wire)
+
+
+def chat_as_gemini(ex: Exchange, kind: str, upstream_model: str,
+                   ) -> tuple[Translation, dict[str, Any]]:
+    name = ex.endpoint.name
+    if name not in ("chat", "messages"):
+        raise mismatch(ex, kind)
+    try:
+        chat = ex.body if name == "chat" else translate.messages_to_chat(ex.body,
+                                                                        upstream_model)
+        body = chat_to_gemini(chat)
+    except translate.TranslationError as exc:
+        raise untranslatable(kind, exc) from exc
+    counted = ex.prompt.counted
+    model = ex.model_name
+    return Translation(
+        upstream=oa.CHAT, response=translate.chat_response_to_messages,
+        error=translate.error_to_anthropic,
+        stream=lambda: translate.ChatToMessagesStream(model, counted)), body

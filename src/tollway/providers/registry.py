@@ -15,6 +15,7 @@ from tollway.providers.anthropic import AnthropicProvider
 from tollway.providers.base import Deployment, ModelRegistry, ModelRoute, Provider
 from tollway.providers.gemini import GeminiProvider
 from tollway.providers.openai import OpenAIProvider
+from tollway.providers.vertex import VertexProvider
 from tollway.state.breakers import BreakerPolicy
 from tollway.tokens.encodings import encoding_name_for_model
 
@@ -24,6 +25,7 @@ ADAPTERS: dict[str, type[Provider]] = {
     "openai": OpenAIProvider,
     "anthropic": AnthropicProvider,
     "gemini": GeminiProvider,
+    "vertex": VertexProvider,
 }
 
 

@@ -127,6 +127,14 @@ class Forward(Stage):
                     ) -> web.StreamResponse:
         provider = dep.provider
         up, out = ex.upstream, ex.outcome
+        if provider.authorizes:
+            try:
+                await provider.authorize()
+            except GatewayError as err:  # no token: like an upstream that cannot be reached
+                if last or "connect" not in self.retry_on:
+                    out.status = err.status
+                    raise
+                raise Retryable("connect", err) from err
         req = provider.outgoing(ex, dep.upstream_model, self.default_max_tokens)
         timeout = provider.stream_timeout if ex.stream else provider.timeout
         remaining = deadline - time.perf_counter()

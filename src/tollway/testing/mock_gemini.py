@@ -32,11 +32,37 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
                         content_type="application/json", headers=headers)
 
 
+VERTEX = "/v1/projects/"  # .../locations/{l}/publishers/{google|anthropic}/models/{m}:{method}
+
+
+def is_gemini(path: str) -> bool:
+    return path.startswith(PREFIX) or (path.startswith(VERTEX)
+                                       and "/publishers/google/models/" in path)
+
+
+def is_vertex_claude(path: str) -> bool:
+    return path.startswith(VERTEX) and "/publishers/anthropic/models/" in path
+
+
 def model_of(path: str) -> tuple[str, str]:
-    """(model, method) of /v1beta/models/{model}:{method}."""
-    spec = path[len(PREFIX):]
+    """(model, method) of .../models/{model}:{method}."""
+    spec = path.rsplit("/models/", 1)[-1]
     model, _, method = spec.partition(":")
     return model, method
+
+
+async def token(request: web.Request) -> web.Response:
+    """Google's OAuth token endpoint for a service account's signed JWT (the grant type
+    and the assertion are checked; the signature is google-auth's business)."""
+    form = await request.post()
+    if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" \
+            or not form.get("assertion"):
+        return web.json_response({"error": "invalid_grant"}, status=400)
+    return web.json_response({"access_token": MOCK_TOKEN, "expires_in": 3600,
+                              "token_type": "Bearer"})
+
+
+MOCK_TOKEN = "ya29.mock-vertex-access-token"
 
 
 async def handle(turn: Turn) -> web.StreamResponse:

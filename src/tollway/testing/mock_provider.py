@@ -150,16 +150,20 @@ class MockProvider(LocalServer):
             RecordedRequest(method, path, {k.lower(): v for k, v in headers.items()}, body, raw)
         )
 
+        if path == "/token" and method == "POST":  # Google's OAuth, for Vertex AI
+            return await mock_gemini.token(request)
         dialects = self._dialects
         assert dialects is not None, "app() builds the dialect tables"
         anthropic = path.startswith("/v1/messages") or (
             path.startswith("/v1/models") and "anthropic-version" in headers
         )
-        gemini = path.startswith(mock_gemini.PREFIX)
+        gemini = mock_gemini.is_gemini(path)
+        claude = mock_gemini.is_vertex_claude(path)  # Anthropic on Vertex AI: rawPredict
+        anthropic = anthropic or claude
         dialect = dialects[2] if gemini else dialects[1] if anthropic else dialects[0]
         error = dialect.error
         route = mock_gemini.handle if gemini and method == "POST" else \
-            dialect.routes.get((method, path))
+            dialect.routes.get((method, "/v1/messages" if claude else path))
         if route is None and method == "GET" and path.startswith("/v1/models/"):
             route = dialect.routes.get(("GET", "/v1/models/{id}"))
         settings = self.settings
@@ -180,6 +184,12 @@ class MockProvider(LocalServer):
                 return error(401, "Invalid API key provided.", headers=extra)
 
         forced = headers.get("x-mock-status")
+        if claude and isinstance(body, dict):
+            if body.get("anthropic_version") != "vertex-2023-10-16" or "model" in body:
+                return error(400, "Vertex AI takes anthropic_version vertex-2023-10-16 "
+                                  "in the body and the model in the URL", headers=extra)
+            body["model"] = mock_gemini.model_of(path)[0]
+            body["stream"] = path.endswith(":streamRawPredict")
         if forced is None and settings.fail_models and isinstance(body, dict):
             asked = mock_gemini.model_of(path)[0] if gemini else body.get("model")
             failing = settings.fail_models.get(str(asked))
@@ -199,7 +209,8 @@ class MockProvider(LocalServer):
         if body is not None and not isinstance(body, dict):
             return error(400, "The request body must be a JSON object.", headers=extra)
 
-        streamed = bool(turn.body.get("stream")) or path.endswith(":streamGenerateContent")
+        streamed = bool(turn.body.get("stream")) or path.endswith((":streamGenerateContent",
+                                                                   ":streamRawPredict"))
         if turn.disconnect_after is not None and not streamed:
             await abort_connection(request)
             return web.Response(status=204)  # never reaches the client
