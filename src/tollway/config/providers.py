@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from tollway.config.base import Strict
 from tollway.config.cache import SemanticOptIn
 
-ProviderKind = Literal["openai", "anthropic", "gemini", "vertex", "demo"]
+ProviderKind = Literal["openai", "anthropic", "gemini", "vertex", "bedrock", "demo"]
 # Where a kind's public API is, when base_url is not given.
 DEFAULT_URLS = {"gemini": "https://generativelanguage.googleapis.com"}
 
@@ -42,6 +42,10 @@ class ProviderConfig(Strict):
     project: str | None = None
     location: str = "us-central1"
     credentials_file: str | None = None
+    # kind bedrock: the AWS region; credentials come from the usual AWS chain (environment,
+    # shared files and profile, container or instance role).
+    region: str | None = None
+    profile: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(600, gt=0)  # whole non-streamed response
     connect_timeout_s: float = Field(10, gt=0)
@@ -60,6 +64,12 @@ class ProviderConfig(Strict):
                 host = ("aiplatform.googleapis.com" if self.location == "global"
                         else f"{self.location}-aiplatform.googleapis.com")
                 object.__setattr__(self, "base_url", f"https://{host}")
+        if self.kind == "bedrock":
+            if not self.region:
+                raise ValueError("a provider of kind bedrock needs region")
+            if not self.base_url:
+                object.__setattr__(self, "base_url",
+                                   f"https://bedrock-runtime.{self.region}.amazonaws.com")
         if self.kind != "demo" and not self.base_url:
             raise ValueError(f"a provider of kind {self.kind!r} needs base_url")
         if self.style == "azure" and (self.kind != "openai" or not self.api_version):
@@ -76,7 +86,7 @@ class ProviderConfig(Strict):
 
     @property
     def has_key(self) -> bool:
-        return bool(self.api_key) or self.passthrough_auth or self.kind == "vertex"
+        return bool(self.api_key) or self.passthrough_auth or self.kind in ("vertex", "bedrock")
 
 
 class PriceConfig(Strict):

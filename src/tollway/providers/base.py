@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from tollway.config.model import PriceConfig, ProviderConfig
 from tollway.errors import GatewayError
@@ -67,7 +68,7 @@ class Wire(Protocol):
 class Outgoing:
     """One upstream request, ready to send."""
 
-    url: str
+    url: str | URL  # a URL built encoded=True goes out byte for byte (a signed path)
     headers: dict[str, str]
     data: bytes
     translation: Translation | None  # None: the provider speaks the client's dialect

@@ -13,6 +13,7 @@ from tollway.config.model import BreakerConfig, Config, ModelConfig, ProviderCon
 from tollway.config.tools import ToolBreakerConfig
 from tollway.providers.anthropic import AnthropicProvider
 from tollway.providers.base import Deployment, ModelRegistry, ModelRoute, Provider
+from tollway.providers.bedrock import BedrockProvider
 from tollway.providers.gemini import GeminiProvider
 from tollway.providers.openai import OpenAIProvider
 from tollway.providers.vertex import VertexProvider
@@ -26,6 +27,7 @@ ADAPTERS: dict[str, type[Provider]] = {
     "anthropic": AnthropicProvider,
     "gemini": GeminiProvider,
     "vertex": VertexProvider,
+    "bedrock": BedrockProvider,
 }
 
 

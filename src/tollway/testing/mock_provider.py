@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tollway.testing import mock_anthropic, mock_gemini, mock_openai
+from tollway.testing import mock_anthropic, mock_bedrock, mock_gemini, mock_openai
 from tollway.testing.local_server import LocalServer
 
 # Re-exported: they were defined here before ``mock_common`` existed, and tests import them
@@ -90,6 +90,7 @@ class MockProvider(LocalServer):
             _Dialect(mock_openai.ROUTES, mock_openai.error_response),
             _Dialect(mock_anthropic.ROUTES, mock_anthropic.error_response),
             _Dialect({}, mock_gemini.error_response),
+            _Dialect({}, mock_bedrock.error_response),
         )
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
@@ -160,10 +161,13 @@ class MockProvider(LocalServer):
         gemini = mock_gemini.is_gemini(path)
         claude = mock_gemini.is_vertex_claude(path)  # Anthropic on Vertex AI: rawPredict
         anthropic = anthropic or claude
-        dialect = dialects[2] if gemini else dialects[1] if anthropic else dialects[0]
+        bedrock = mock_bedrock.is_bedrock(path)
+        dialect = (dialects[3] if bedrock else dialects[2] if gemini else
+                   dialects[1] if anthropic else dialects[0])
         error = dialect.error
-        route = mock_gemini.handle if gemini and method == "POST" else \
-            dialect.routes.get((method, "/v1/messages" if claude else path))
+        route = (mock_gemini.handle if gemini and method == "POST" else
+                 mock_bedrock.handle if bedrock and method == "POST" else
+                 dialect.routes.get((method, "/v1/messages" if claude else path)))
         if route is None and method == "GET" and path.startswith("/v1/models/"):
             route = dialect.routes.get(("GET", "/v1/models/{id}"))
         settings = self.settings
@@ -191,7 +195,8 @@ class MockProvider(LocalServer):
             body["model"] = mock_gemini.model_of(path)[0]
             body["stream"] = path.endswith(":streamRawPredict")
         if forced is None and settings.fail_models and isinstance(body, dict):
-            asked = mock_gemini.model_of(path)[0] if gemini else body.get("model")
+            asked = (mock_gemini.model_of(path)[0] if gemini else
+                     mock_bedrock.model_of(path) if bedrock else body.get("model"))
             failing = settings.fail_models.get(str(asked))
             forced = str(failing) if failing else None
         if forced is not None and forced.isdigit() and int(forced) >= 400:
@@ -209,8 +214,8 @@ class MockProvider(LocalServer):
         if body is not None and not isinstance(body, dict):
             return error(400, "The request body must be a JSON object.", headers=extra)
 
-        streamed = bool(turn.body.get("stream")) or path.endswith((":streamGenerateContent",
-                                                                   ":streamRawPredict"))
+        streamed = bool(turn.body.get("stream")) or path.endswith((
+            ":streamGenerateContent", ":streamRawPredict", "/converse-stream"))
         if turn.disconnect_after is not None and not streamed:
             await abort_connection(request)
             return web.Response(status=204)  # never reaches the client
