@@ -20,21 +20,14 @@ from yarl import URL
 
 from tollway.errors import GatewayError
 from tollway.protocols import openai as oa
-from tollway.protocols import translate
 from tollway.protocols.translate.bedrock_answers import (
     ConverseToChatStream,
     bedrock_error_to_openai,
     converse_to_chat,
 )
 from tollway.protocols.translate.bedrock_requests import chat_to_converse
-from tollway.providers.base import (
-    Outgoing,
-    Provider,
-    StreamTranslator,
-    Translation,
-    mismatch,
-    untranslatable,
-)
+from tollway.providers.base import Outgoing, Provider, StreamTranslator, Translation
+from tollway.providers.pivot import chat_pivot, pivot_outgoing
 
 if TYPE_CHECKING:
     from tollway.config.model import ProviderConfig
@@ -114,13 +107,9 @@ class BedrockProvider(Provider):
         data = orjson.dumps(body)
         headers = self.request_headers(ex.request.headers)
         headers.update(self._sign(url, data, headers))
-        wire = BedrockWire(ex.model_name)
-        target = URL(url, encoded=True)  # as signed: "%3A" in a model id must stay so
-        if ex.endpoint.name == "chat":
-            opts = ex.body.get("stream_options")
-            asked = isinstance(opts, dict) and opts.get("include_usage") is True
-            return Outgoing(target, headers, data, None, ex.stream and not asked, wire)
-        return Outgoing(target, headers, data, tr, False, wire)
+        # as signed: "%3A" in a model id must stay so
+        return pivot_outgoing(ex, URL(url, encoded=True), headers, data, tr,
+                              BedrockWire(ex.model_name))
 
     def _sign(self, url: str, data: bytes, headers: dict[str, str]) -> dict[str, str]:
         if self.is_demo or self._frozen is None:
@@ -137,18 +126,4 @@ class BedrockProvider(Provider):
 
     def translate(self, ex: Exchange, upstream_model: str, default_max_tokens: int,
                   ) -> tuple[Translation, dict[str, Any]]:
-        name = ex.endpoint.name
-        if name not in ("chat", "messages"):
-            raise mismatch(ex, self.kind)
-        try:
-            chat = ex.body if name == "chat" else translate.messages_to_chat(ex.body,
-                                                                            upstream_model)
-            body = chat_to_converse(chat)
-        except translate.TranslationError as exc:
-            raise untranslatable(self.kind, exc) from exc
-        counted = ex.prompt.counted
-        model = ex.model_name
-        return Translation(
-            upstream=oa.CHAT, response=translate.chat_response_to_messages,
-            error=translate.error_to_anthropic,
-            stream=lambda: translate.ChatToMessagesStream(model, counted)), body
+        return chat_pivot(ex, self.kind, upstream_model, chat_to_converse)

@@ -14,22 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tollway.protocols import openai as oa
-from tollway.protocols import translate
 from tollway.protocols.translate.gemini_answers import (
     GeminiToChatStream,
     gemini_error_to_openai,
     gemini_to_chat,
 )
 from tollway.protocols.translate.gemini_requests import chat_to_gemini
-from tollway.providers.base import (
-    Outgoing,
-    Provider,
-    StreamTranslator,
-    Translation,
-    mismatch,
-    untranslatable,
-)
+from tollway.providers.base import Outgoing, Provider, StreamTranslator, Translation
+from tollway.providers.pivot import chat_pivot, pivot_outgoing
 
 if TYPE_CHECKING:
     from tollway.exchange import Exchange
@@ -91,31 +83,10 @@ def gemini_outgoing(provider: Provider, ex: Exchange, url: str, upstream_model: 
                     ) -> Outgoing:
     """A request to a Gemini model (the Generative Language API's or Vertex AI's URL)."""
     tr, body = chat_as_gemini(ex, provider.kind, upstream_model)
-    headers = provider.request_headers(ex.request.headers)
-    wire = GeminiWire(ex.model_name)
-    if ex.endpoint.name == "chat":
-        # read as the client's own dialect; a stream's usage is always there (the meter
-        # needs it) and stripped when the client did not ask for it
-        opts = ex.body.get("stream_options")
-        asked = isinstance(opts, dict) and opts.get("include_usage") is True
-        return Outgoing(url, headers, orjson.dumps(body), None, ex.stream and not asked, wire)
-    return Outgoing(url, headers, orjson.dumps(body), tr, False, wire)
+    return pivot_outgoing(ex, url, provider.request_headers(ex.request.headers),
+                          orjson.dumps(body), tr, GeminiWire(ex.model_name))
 
 
 def chat_as_gemini(ex: Exchange, kind: str, upstream_model: str,
                    ) -> tuple[Translation, dict[str, Any]]:
-    name = ex.endpoint.name
-    if name not in ("chat", "messages"):
-        raise mismatch(ex, kind)
-    try:
-        chat = ex.body if name == "chat" else translate.messages_to_chat(ex.body,
-                                                                        upstream_model)
-        body = chat_to_gemini(chat)
-    except translate.TranslationError as exc:
-        raise untranslatable(kind, exc) from exc
-    counted = ex.prompt.counted
-    model = ex.model_name
-    return Translation(
-        upstream=oa.CHAT, response=translate.chat_response_to_messages,
-        error=translate.error_to_anthropic,
-        stream=lambda: translate.ChatToMessagesStream(model, counted)), body
+    return chat_pivot(ex, kind, upstream_model, chat_to_gemini)

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from tollway.protocols.base import ERROR_TYPES_OPENAI
-from tollway.protocols.translate._common import new_id
+from tollway.protocols.translate._common import ChatChunks, count, new_id
 
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls",
           "max_tokens": "length", "guardrail_intervened": "content_filter",
@@ -24,9 +24,9 @@ FINISH = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls",
 
 def usage(u: Any) -> dict[str, Any]:
     u = u if isinstance(u, dict) else {}
-    read, write = _int(u.get("cacheReadInputTokens")), _int(u.get("cacheWriteInputTokens"))
-    prompt = _int(u.get("inputTokens")) + read + write
-    completion = _int(u.get("outputTokens"))
+    read, write = count(u.get("cacheReadInputTokens")), count(u.get("cacheWriteInputTokens"))
+    prompt = count(u.get("inputTokens")) + read + write
+    completion = count(u.get("outputTokens"))
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion, "prompt_tokens_details": {"cached_tokens": read}}
 
@@ -72,16 +72,14 @@ def bedrock_error_to_openai(status: int, body: bytes, kind: str | None = None) -
                                    "code": code, "param": None}})
 
 
-class ConverseToChatStream:
+class ConverseToChatStream(ChatChunks):
     """ConverseStream's frames in, chat.completion.chunk SSE out (usage and [DONE] from its
     `metadata` event, which comes after `messageStop`)."""
 
     def __init__(self, model: str) -> None:
         from botocore.eventstream import EventStreamBuffer
 
-        self.model = model
-        self.id = "chatcmpl-" + new_id("")
-        self.created = int(time.time())
+        super().__init__(model)
         self.buffer = EventStreamBuffer()
         self.tools: dict[int, int] = {}  # content block -> tool call index
         self.stopped: str | None = None
@@ -142,18 +140,4 @@ class ConverseToChatStream:
             return self._chunk([], usage(ev.get("usage"))) + b"data: [DONE]\n\n"
         return b""
 
-    def _delta(self, delta: dict[str, Any]) -> bytes:
-        return self._chunk([{"index": 0, "delta": delta, "logprobs": None,
-                             "finish_reason": None}])
 
-    def _chunk(self, choices: list[dict[str, Any]], use: Any = None) -> bytes:
-        payload: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk",
-                                   "created": self.created, "model": self.model,
-                                   "choices": choices}
-        if use is not None:
-            payload["usage"] = use
-        return b"data: " + orjson.dumps(payload) + b"\n\n"
-
-
-def _int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0

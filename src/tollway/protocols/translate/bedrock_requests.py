@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollway.protocols.translate._common import parse_arguments
+from tollway.protocols.translate._common import content_parts, parse_arguments, push_turn
 from tollway.protocols.translate.errors import TranslationError
 
 _UNSUPPORTED = ("logit_bias", "logprobs", "top_logprobs", "audio", "prediction",
@@ -86,41 +86,23 @@ def chat_to_converse(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _push(out: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
-    if not blocks:
-        return
-    if out and out[-1]["role"] == role:  # Converse wants turns to alternate
-        out[-1]["content"] += blocks
-    else:
-        out.append({"role": role, "content": blocks})
+    push_turn(out, role, blocks, "content")
 
 
 def _blocks(content: Any, at: str, text_only: bool = False) -> list[dict[str, Any]]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise TranslationError(f"{at}.content must be a string or an array", f"{at}.content")
-    out: list[dict[str, Any]] = []
-    for j, part in enumerate(content):
-        where = f"{at}.content[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
-            out.append({"text": part["text"]})
-        elif kind == "image_url" and not text_only:
-            url = (part.get("image_url") or {}).get("url")
-            if not isinstance(url, str) or not url.startswith("data:"):
-                raise TranslationError(f"{where}: Bedrock takes images as data URLs, not "
-                                       "links", where)
-            head, _, data = url[5:].partition(",")
-            mime = head.split(";", 1)[0]
-            if mime not in _FORMATS or ";base64" not in head:
-                raise TranslationError(f"{where}: a base64 png, jpeg, gif or webp image",
-                                       where)
-            out.append({"image": {"format": _FORMATS[mime], "source": {"bytes": data}}})
-        else:
-            raise TranslationError(f"{where} ({kind!r}) cannot be sent to Bedrock here", where)
-    return out
+    return content_parts(content, at, "Bedrock", text_only, _image)
+
+
+def _image(spec: Any, where: str) -> dict[str, Any]:
+    url = spec.get("url") if isinstance(spec, dict) else None
+    if not isinstance(url, str) or not url.startswith("data:"):
+        raise TranslationError(f"{where}: Bedrock takes images as data URLs, not links",
+                               where)
+    head, _, data = url[5:].partition(",")
+    mime = head.split(";", 1)[0]
+    if mime not in _FORMATS or ";base64" not in head:
+        raise TranslationError(f"{where}: a base64 png, jpeg, gif or webp image", where)
+    return {"image": {"format": _FORMATS[mime], "source": {"bytes": data}}}
 
 
 def _tools(body: dict[str, Any], req: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ import orjson
 
 from tollway.protocols.base import ERROR_TYPES_OPENAI
 from tollway.protocols.sse import event_data, events
-from tollway.protocols.translate._common import new_id
+from tollway.protocols.translate._common import ChatChunks, count, new_id
 
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
           "RECITATION": "content_filter", "BLOCKLIST": "content_filter",
@@ -28,12 +28,12 @@ FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
 
 def usage(meta: Any) -> dict[str, Any]:
     m = meta if isinstance(meta, dict) else {}
-    prompt = _int(m.get("promptTokenCount")) + _int(m.get("toolUsePromptTokenCount"))
-    thoughts = _int(m.get("thoughtsTokenCount"))
-    completion = _int(m.get("candidatesTokenCount")) + thoughts
+    prompt = count(m.get("promptTokenCount")) + count(m.get("toolUsePromptTokenCount"))
+    thoughts = count(m.get("thoughtsTokenCount"))
+    completion = count(m.get("candidatesTokenCount")) + thoughts
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": _int(m.get("cachedContentTokenCount"))},
+            "prompt_tokens_details": {"cached_tokens": count(m.get("cachedContentTokenCount"))},
             "completion_tokens_details": {"reasoning_tokens": thoughts}}
 
 
@@ -81,16 +81,14 @@ def gemini_error_to_openai(status: int, body: bytes) -> bytes:
                                    "code": code, "param": None}})
 
 
-class GeminiToChatStream:
+class GeminiToChatStream(ChatChunks):
     """`streamGenerateContent?alt=sse` bytes in, chat.completion.chunk SSE out: a role chunk
     first, text deltas, each function call as one tool-call delta, the finish reason, then
     a usage chunk and [DONE] when the upstream closes the stream (Gemini sends no end
     marker; every event carries the usage so far, the last one the total)."""
 
     def __init__(self, model: str) -> None:
-        self.model = model
-        self.id = "chatcmpl-" + new_id("")
-        self.created = int(time.time())
+        super().__init__(model)
         self.buf = b""
         self.started = False
         self.calls = 0
@@ -158,14 +156,6 @@ class GeminiToChatStream:
                                      "finish_reason": "content_filter"}]))
         return b"".join(out)
 
-    def _chunk(self, choices: list[dict[str, Any]], use: Any = None) -> bytes:
-        payload: dict[str, Any] = {"id": self.id, "object": "chat.completion.chunk",
-                                   "created": self.created, "model": self.model,
-                                   "choices": choices}
-        if use is not None:
-            payload["usage"] = use
-        return b"data: " + orjson.dumps(payload) + b"\n\n"
-
 
 def _content(content: Any) -> tuple[str, list[dict[str, Any]]]:
     parts = content.get("parts") if isinstance(content, dict) else None
@@ -190,5 +180,3 @@ def _finish(cand: dict[str, Any], calls: bool) -> str | None:
     return FINISH.get(str(reason), "stop")
 
 
-def _int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0

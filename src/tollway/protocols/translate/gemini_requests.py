@@ -13,7 +13,7 @@ from __future__ import annotations
 import mimetypes
 from typing import Any
 
-from tollway.protocols.translate._common import parse_arguments
+from tollway.protocols.translate._common import content_parts, parse_arguments, push_turn
 from tollway.protocols.translate.errors import TranslationError
 
 # Request fields with no Gemini counterpart: a 400 naming them.
@@ -89,34 +89,11 @@ def chat_to_gemini(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _push(contents: list[dict[str, Any]], role: str, parts: list[dict[str, Any]]) -> None:
-    """Consecutive turns of one role become one (function responses to a turn's calls must
-    come together, in the turn after it)."""
-    if not parts:
-        return
-    if contents and contents[-1]["role"] == role:
-        contents[-1]["parts"] += parts
-    else:
-        contents.append({"role": role, "parts": parts})
+    push_turn(contents, role, parts, "parts")
 
 
 def _parts(content: Any, at: str, text_only: bool = False) -> list[dict[str, Any]]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise TranslationError(f"{at}.content must be a string or an array", f"{at}.content")
-    out: list[dict[str, Any]] = []
-    for j, part in enumerate(content):
-        where = f"{at}.content[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
-            out.append({"text": part["text"]})
-        elif kind == "image_url" and not text_only:
-            out.append(_image(part.get("image_url"), where))
-        else:
-            raise TranslationError(f"{where} ({kind!r}) cannot be sent to Gemini here", where)
-    return out
+    return content_parts(content, at, "Gemini", text_only, _image)
 
 
 def _image(spec: Any, at: str) -> dict[str, Any]:
