@@ -21,6 +21,7 @@ from tollway.errors import GatewayError
 from tollway.exchange import Exchange
 from tollway.observe.metrics import Metrics
 from tollway.providers.base import Deployment
+from tollway.providers.responses_bridge import outgoing as bridged
 from tollway.routing.balance import order
 from tollway.routing.breakers import BreakerBoard
 from tollway.stages import relay
@@ -135,7 +136,7 @@ class Forward(Stage):
                     out.status = err.status
                     raise
                 raise Retryable("connect", err) from err
-        req = provider.outgoing(ex, dep.upstream_model, self.default_max_tokens)
+        req = bridged(provider, ex, dep.upstream_model, self.default_max_tokens)
         timeout = provider.stream_timeout if ex.stream else provider.timeout
         remaining = deadline - time.perf_counter()
         if timeout.total is not None and remaining < timeout.total:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tollway.protocols.translate._common import content_parts, parse_arguments, push_turn
+from tollway.protocols.translate._common import parse_arguments
+from tollway.protocols.translate._parts import content_parts, push_turn
 from tollway.protocols.translate.errors import TranslationError
 
 _UNSUPPORTED = ("logit_bias", "logprobs", "top_logprobs", "audio", "prediction",

@@ -13,7 +13,8 @@ from __future__ import annotations
 import mimetypes
 from typing import Any
 
-from tollway.protocols.translate._common import content_parts, parse_arguments, push_turn
+from tollway.protocols.translate._common import parse_arguments
+from tollway.protocols.translate._parts import content_parts, push_turn
 from tollway.protocols.translate.errors import TranslationError
 
 # Request fields with no Gemini counterpart: a 400 naming them.
