@@ -217,3 +217,19 @@ def test_a_cut_gemini_stream_ends_with_an_error(make_stack: Callable[..., Stack]
                 extra_headers={"x-mock-disconnect-after": "2"}):
             got.append(ch)
     assert spend(s, "gemini-flash")["requests"] == 1  # what was generated is still metered
+
+
+def test_anthropic_count_tokens_asks_geminis_count_tokens(
+        make_stack: Callable[..., Stack]) -> None:
+    s = gemini_stack(make_stack)
+    c = anthropic.Anthropic(base_url=s.url, api_key="sk-tw-support", max_retries=0)
+    counted = c.messages.count_tokens(model="gemini-flash", system="Be brief.", messages=[
+        {"role": "user", "content": "How many tokens is this?"}])
+    sent = upstream(s)
+    assert sent.path == "/v1beta/models/gemini-2.5-flash:countTokens"
+    request = sent.json["generateContentRequest"]
+    assert request["model"] == "models/gemini-2.5-flash"
+    assert request["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+    assert counted.input_tokens == mock_token_count("How many tokens is this?") + \
+        mock_token_count("Be brief.")
+    assert spend(s, "gemini-flash")["cost_usd"] == 0  # counting is free

@@ -14,13 +14,21 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from tollway.protocols import anthropic as an
+from tollway.protocols import translate
 from tollway.protocols.translate.gemini_answers import (
     GeminiToChatStream,
     gemini_error_to_openai,
     gemini_to_chat,
 )
 from tollway.protocols.translate.gemini_requests import chat_to_gemini
-from tollway.providers.base import Outgoing, Provider, StreamTranslator, Translation
+from tollway.providers.base import (
+    Outgoing,
+    Provider,
+    StreamTranslator,
+    Translation,
+    untranslatable,
+)
 from tollway.providers.pivot import chat_pivot, pivot_outgoing
 
 if TYPE_CHECKING:
@@ -71,8 +79,28 @@ class GeminiProvider(Provider):
 
     def outgoing(self, ex: Exchange, upstream_model: str, default_max_tokens: int,
                  ) -> Outgoing:
+        if ex.endpoint.name == "count_tokens":
+            return self._count_tokens(ex, upstream_model)
         return gemini_outgoing(self, ex, self.model_url(upstream_model, ex.stream),
                                upstream_model)
+
+    def _count_tokens(self, ex: Exchange, upstream_model: str) -> Outgoing:
+        """Anthropic's count_tokens for a Gemini model: Gemini's own `countTokens` over the
+        request it would send, its `totalTokens` as `input_tokens`."""
+        try:
+            chat = translate.messages_to_chat({**ex.body, "max_tokens": 1}, upstream_model)
+            request = chat_to_gemini(chat)
+        except translate.TranslationError as exc:
+            raise untranslatable(self.kind, exc) from exc
+        request["model"] = f"models/{upstream_model}"
+        body = {"generateContentRequest": request}
+        tr = Translation(upstream=an.COUNT_TOKENS,
+                         response=lambda b, _: {"input_tokens": int(b.get("totalTokens") or 0)},
+                         error=lambda status, payload: translate.error_to_anthropic(
+                             status, gemini_error_to_openai(status, payload)),
+                         stream=lambda: GeminiToChatStream(""))
+        return Outgoing(f"{self.root}/v1beta/models/{upstream_model}:countTokens",
+                        self.request_headers(ex.request.headers), orjson.dumps(body), tr)
 
     def translate(self, ex: Exchange, upstream_model: str, default_max_tokens: int,
                   ) -> tuple[Translation, dict[str, Any]]:

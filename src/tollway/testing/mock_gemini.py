@@ -68,6 +68,8 @@ MOCK_TOKEN = "ya29.mock-vertex-access-token"
 async def handle(turn: Turn) -> web.StreamResponse:
     model, method = model_of(turn.request.path)
     body = turn.body
+    if method == "countTokens" and isinstance(body.get("generateContentRequest"), dict):
+        body = body["generateContentRequest"]  # the whole request a generateContent would be
     contents = body.get("contents")
     if not model or method not in ("generateContent", "streamGenerateContent", "countTokens"):
         return error_response(404, f"method {method!r} not found", turn.extra_headers())
