@@ -49,6 +49,7 @@ ROUTING_CONFIG = BENCH / "gateway.routing.yaml"
 CACHE_CONFIG = BENCH / "gateway.cache.yaml"
 SEMANTIC_CONFIG = BENCH / "gateway.semantic.yaml"
 GUARDRAILS_CONFIG = BENCH / "gateway.guardrails.yaml"
+GEMINI_CONFIG = BENCH / "gateway.gemini.yaml"
 PYTHON = sys.executable
 TOLLWAY = str(Path(sys.executable).parent / "tollway")
 LOAD_CORE, TARGET_CORE = 0, 1
@@ -238,7 +239,7 @@ def start_target(children: Children, name: str, upstream: str, redis_url: str | 
             env["BENCH_REDIS_URL"] = redis_url
     else:
         config = {"routing-50": ROUTING_CONFIG, "cache-miss": CACHE_CONFIG,
-                  "guardrails": GUARDRAILS_CONFIG,
+                  "guardrails": GUARDRAILS_CONFIG, "gemini": GEMINI_CONFIG,
                   "cache-hit": CACHE_CONFIG, "semantic-miss": SEMANTIC_CONFIG,
                   "semantic-hit": SEMANTIC_CONFIG}.get(row, CONFIG)
         argv = [*tollway, "serve", "-c", str(tree / config.name), "--host", "127.0.0.1",

@@ -21,7 +21,8 @@ guards-mem, guards-redis, cache-hit (the same request again and again: an exact-
 semantic-hit (the same again with the exact cache off: the local embedder runs on every
 request, the index answers at similarity 1.0, which costs what any semantic hit costs),
 guardrails (the core with PII, secrets and injection guardrails on the prompt, the answer
-and the tool results: bench/gateway.guardrails.yaml). Needs wrk
+and the tool results: bench/gateway.guardrails.yaml), gemini (the core with its model served
+by the mock's Gemini dialect: the translation both ways, bench/gateway.gemini.yaml). Needs wrk
 (Debian package `wrk`; `make bench` installs it) and taskset.
 """
 
@@ -61,7 +62,7 @@ from run import (
 )
 
 TARGETS = ("relay", "tollway", "default", "guards-mem", "guards-redis", "cache-hit",
-           "semantic-hit", "guardrails")
+           "semantic-hit", "guardrails", "gemini")
 REPEAT = ("cache-hit", "semantic-hit")  # rows that send the same request again and again
 MODES = ("non-stream", "stream")
 LUA = """
