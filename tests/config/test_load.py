@@ -129,3 +129,39 @@ def test_a_cluster_from_seeds() -> None:
     from tollway.state.redis.connect import seeds
 
     assert cfg.state.redis.cluster and seeds(cfg.state.redis) == [("b", 6379), ("10.0.0.3", 7000)]
+
+
+def test_check_reports_every_reference_mistake_in_one_run(tmp_path: Path) -> None:
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text("""providers:
+  oai: {kind: openai, base_url: "http://x/v1", api_key: k}
+models:
+  a: {provider: nope}
+  b: {provider: oai, fallbacks: [zzz]}
+routing:
+  - {name: r1, when: {model: a}, to: missing}
+budgets:
+  agents: {ghost: {usd: 1, period: day}}
+rate_limits:
+  models: {phantom: {rpm: 1}}
+""")
+    out = subprocess.run([sys.executable, "-m", "tollway", "check", "-c", str(cfg)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert [e.split(": ", 3)[1:3] for e in errors] == [
+        [f"{cfg}:4", "models.a.provider"], [f"{cfg}:5", "models.b.fallbacks[0]"],
+        [f"{cfg}:7", "routing[0].to"], [f"{cfg}:9", "budgets.agents.ghost"],
+        [f"{cfg}:11", "rate_limits.models.phantom"]]  # all five, in file order
+    assert out.stderr.rstrip().endswith("5 error(s)")
+
+
+def test_an_unquoted_variable_in_a_flow_mapping_says_what_to_write(tmp_path: Path) -> None:
+    from tollway.config.load import load_model
+    from tollway.config.model import Config
+
+    text = 'providers:\n  oai: {kind: openai, base_url: "http://x/v1", api_key: ${OAI_KEY}}\n'
+    with pytest.raises(ConfigError) as e:
+        load_model(text, "gateway.yaml", {"OAI_KEY": "k"}, Config)
+    (p,) = e.value.problems
+    assert p.line == 2 and 'write "${OAI_KEY}" instead of ${OAI_KEY}' in p.message

@@ -130,7 +130,13 @@ def test_explain_cli(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "tollway", "explain", "-c", str(cfg),
                           "--agent", "bot", "--model", "big", "--prompt-tokens", "900"],
                          capture_output=True, text=True)
-    assert "rule cheap-triage: no (prompt tokens in [None, 500.0) is false)" in out.stdout
+    assert "rule cheap-triage: no (it needs: the prompt has fewer than 500 tokens)" \
+        in out.stdout
+    out = subprocess.run([sys.executable, "-m", "tollway", "explain", "-c", str(cfg),
+                          "--agent", "bot", "--model", "big", "--tools"],
+                         capture_output=True, text=True)
+    assert "rule cheap-triage: no (it needs: the request offers no tools)" in out.stdout
+    assert " is false" not in out.stdout and "None" not in out.stdout
     assert "95.0% -> big" in out.stdout and "5.0% -> canary" in out.stdout
 
 

@@ -73,7 +73,7 @@ def run_check(path: str) -> int:
     try:
         cfg = load_config(path)
     except ConfigError as exc:
-        for p in exc.problems:
+        for p in sorted(exc.problems, key=lambda p: (p.file, p.line or 0)):
             print(f"error: {p}", file=sys.stderr)
         print(f"{path}: {len(exc.problems)} error(s)", file=sys.stderr)
         return 1

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tollway.config.model import ReferenceError_
+from tollway.config.model import ReferenceError_, ReferenceErrors
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 Loc = tuple[str | int, ...]
@@ -45,7 +45,7 @@ def load_model(text: str, file: str, environ: dict[str, str] | None, model: type
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
-        raise ConfigError([Problem(file, line, "", f"invalid YAML: {exc}")]) from exc
+        raise ConfigError([Problem(file, line, "", _yaml_message(exc, text, mark))]) from exc
     lines: dict[Loc, int] = {}
     problems: list[Problem] = []
     data = _build(root, (), lines, env, problems, file) if root is not None else {}
@@ -59,6 +59,24 @@ def load_model(text: str, file: str, environ: dict[str, str] | None, model: type
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_problems(exc, lines, file)) from exc
+
+
+def _yaml_message(exc: yaml.YAMLError, text: str, mark: Any) -> str:
+    """The parser's complaint, and what to write instead when it is the usual slip: an
+    unquoted ${VAR} inside a {flow: mapping}, whose braces YAML reads as another mapping."""
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is not None:
+        lines = text.splitlines()
+        source = lines[mark.line] if mark.line < len(lines) else ""
+        at = source[mark.column:]
+        if at.startswith("${") or "flow mapping" in str(exc) and "${" in source:
+            var = _ENV.search(source)
+            shown = var.group(0) if var else "${VAR}"
+            return (f"invalid YAML: {problem} (column {mark.column + 1}): inside {{...}} an "
+                    f"environment variable must be quoted: write \"{shown}\" instead of "
+                    f"{shown}")
+        return f"invalid YAML: {problem} (column {mark.column + 1}): {source.strip()}"
+    return f"invalid YAML: {problem}"
 
 
 def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], env: Any,
@@ -115,6 +133,9 @@ def _problems(exc: ValidationError, lines: dict[Loc, int], file: str) -> list[Pr
         loc: Loc = tuple(err["loc"])
         message = err["msg"]
         ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, ReferenceErrors):
+            problems += [_located(e.loc, e.message, lines, file) for e in ctx_err.errors]
+            continue
         if isinstance(ctx_err, ReferenceError_):
             loc, message = ctx_err.loc, ctx_err.message
         elif err["type"] == "extra_forbidden":
@@ -123,10 +144,14 @@ def _problems(exc: ValidationError, lines: dict[Loc, int], file: str) -> list[Pr
             message = message[len("Value error, "):]
         # Pydantic adds the union tag or "function-after" to some locations; drop non-keys.
         loc = tuple(p for p in loc if isinstance(p, int) or not p.startswith("function-"))
-        line = None
-        probe = loc
-        while probe and line is None:
-            line = lines.get(probe)
-            probe = probe[:-1]
-        problems.append(Problem(file, line, _dotted(loc), message))
+        problems.append(_located(loc, message, lines, file))
     return problems
+
+
+def _located(loc: Loc, message: str, lines: dict[Loc, int], file: str) -> Problem:
+    line = None
+    probe = loc
+    while probe and line is None:
+        line = lines.get(probe)
+        probe = probe[:-1]
+    return Problem(file, line, _dotted(loc), message)

@@ -106,6 +106,7 @@ __all__ = [
     "RateLimitsConfig",
     "RedisConfig",
     "ReferenceError_",
+    "ReferenceErrors",
     "RepeatedRequest",
     "RepeatedToolCall",
     "RetryConfig",
@@ -190,12 +191,15 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Config:
+        """Every name that points at another section, all checked: one run of `tollway
+        check` reports every mistake, not the first."""
+        found: list[ReferenceError_] = []
         teams = {a.team for a in self.agents.values()}
         names_seen: set[str] = set()
         for i, rule in enumerate(self.routing):
             if rule.name in names_seen:
-                raise ReferenceError_(("routing", i, "name"),
-                                      f"another rule is already named {rule.name!r}")
+                found.append(ReferenceError_(("routing", i, "name"),
+                                      f"another rule is already named {rule.name!r}"))
             names_seen.add(rule.name)
             targets = ([("to", rule.to)] if rule.to else []) + [
                 (("split", j, "model"), t.model) for j, t in enumerate(rule.split or [])] + [
@@ -203,30 +207,30 @@ class Config(Strict):
             for where, target in targets:
                 if target not in self.models:
                     loc = (where,) if isinstance(where, str) else where
-                    raise ReferenceError_(("routing", i, *loc),
+                    found.append(ReferenceError_(("routing", i, *loc),
                                           f"rule {rule.name!r} sends to model {target!r}, "
                                           f"which is not under models: (known: "
-                                          f"{', '.join(sorted(self.models)) or 'none'})")
+                                          f"{', '.join(sorted(self.models)) or 'none'})"))
         judge = self.guardrails.injection.judge
         if judge is not None and judge not in self.models:
-            raise ReferenceError_(("guardrails", "injection", "judge"),
+            found.append(ReferenceError_(("guardrails", "injection", "judge"),
                                   f"judge {judge!r} is not a model under models: (known: "
-                                  f"{', '.join(sorted(self.models)) or 'none'})")
+                                  f"{', '.join(sorted(self.models)) or 'none'})"))
         sem = self.cache.semantic
         if sem.enabled and sem.embedder != "local" and sem.embedder not in self.models:
-            raise ReferenceError_(("cache", "semantic", "embedder"),
+            found.append(ReferenceError_(("cache", "semantic", "embedder"),
                                   f"embedder {sem.embedder!r} is neither 'local' nor a model "
                                   f"under models: (known: "
-                                  f"{', '.join(sorted(self.models)) or 'none'})")
+                                  f"{', '.join(sorted(self.models)) or 'none'})"))
         for name, m in self.models.items():
             for j, d in enumerate(m.deployments):
                 if d.provider not in self.providers:
-                    raise ReferenceError_(("models", name, "deployments", j, "provider"),
-                                          f"no provider named {d.provider!r}")
+                    found.append(ReferenceError_(("models", name, "deployments", j, "provider"),
+                                          f"no provider named {d.provider!r}"))
             for j, f in enumerate(m.fallbacks):
                 if f not in self.models or f == name:
-                    raise ReferenceError_(("models", name, "fallbacks", j),
-                                          f"fallback {f!r} is not another configured model")
+                    found.append(ReferenceError_(("models", name, "fallbacks", j),
+                                          f"fallback {f!r} is not another configured model"))
         for section, names, known, what in (
                 (("budgets", "agents"), self.budgets.agents, self.agents, "agent"),
                 (("budgets", "teams"), self.budgets.teams, teams, "team"),
@@ -234,41 +238,46 @@ class Config(Strict):
                 (("rate_limits", "models"), self.rate_limits.models, self.models, "model")):
             for name in names:
                 if name not in known:
-                    raise ReferenceError_(
+                    found.append(ReferenceError_(
                         (*section, name), f"no {what} named {name!r} is configured "
-                        f"(known: {', '.join(sorted(known)) or 'none'})")
+                        f"(known: {', '.join(sorted(known)) or 'none'})"))
         for name, m in self.models.items():
             if m.provider not in self.providers:
-                raise ReferenceError_(
+                found.append(ReferenceError_(
                     ("models", name, "provider"),
                     f"model {name!r} names provider {m.provider!r}, which is not under "
                     f"providers: (known: {', '.join(sorted(self.providers)) or 'none'})",
-                )
+                ))
         for name, t in self.tools.items():
             if t.fallback is not None and (t.fallback not in self.tools or t.fallback == name):
-                raise ReferenceError_(("tools", name, "fallback"),
-                                      f"fallback {t.fallback!r} is not another tool under tools:")
+                found.append(ReferenceError_(("tools", name, "fallback"),
+                                      f"fallback {t.fallback!r} is not another tool under tools:"))
         for server, ms in self.mcp_servers.items():
             for tool, tc in ms.tools.items():
                 if tc.fallback is not None and (tc.fallback == tool
                                                 or not re.match(TOOL_NAME, tc.fallback)):
-                    raise ReferenceError_(("mcp_servers", server, "tools", tool, "fallback"),
+                    found.append(ReferenceError_(("mcp_servers", server, "tools", tool, "fallback"),
                                           f"fallback {tc.fallback!r} must name another tool "
-                                          f"of server {server!r}")
+                                          f"of server {server!r}"))
         for name in [*self.tools, *self.mcp_servers]:
             if not re.match(TOOL_NAME, name):
-                raise ReferenceError_(("tools" if name in self.tools else "mcp_servers", name),
-                                      "a tool or server name is letters, digits, '_', '.', '-'")
+                section = "tools" if name in self.tools else "mcp_servers"
+                found.append(ReferenceError_(
+                    (section, name), "a tool or server name is letters, digits, '_', '.', '-'"))
         seen: dict[str, str] = {}
         for name, a in self.agents.items():
             for i, k in enumerate(a.keys):
                 h = key_digest(k if isinstance(k, str) else k.key)
                 if h in seen:
-                    raise ReferenceError_(
+                    found.append(ReferenceError_(
                         ("agents", name, "keys", i),
                         f"this key is already the key of agent {seen[h]!r}",
-                    )
+                    ))
                 seen[h] = name
+        if len(found) == 1:
+            raise found[0]
+        if found:
+            raise ReferenceErrors(found)
         return self
 
 
@@ -279,6 +288,14 @@ class ReferenceError_(ValueError):
         super().__init__(message)
         self.loc = loc
         self.message = message
+
+
+class ReferenceErrors(ValueError):
+    """Several cross-section errors, each with its key."""
+
+    def __init__(self, errors: list[ReferenceError_]) -> None:
+        super().__init__("; ".join(e.message for e in errors))
+        self.errors = errors
 
 
 def key_digest(key: str) -> str:

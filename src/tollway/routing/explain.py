@@ -32,7 +32,7 @@ def explain(cfg: Config, *, agent: str, team: str | None, model: str, prompt_tok
             lines.append(f"  rule {name}: MATCHES")
             matched = next(r for r in router.rules if r.name == name)
         else:
-            lines.append(f"  rule {name}: no ({failing} is false)")
+            lines.append(f"  rule {name}: no (it needs: {failing})")
     if not router.rules:
         lines.append("  (no routing rules)")
     fallbacks = cfg.models[model].fallbacks

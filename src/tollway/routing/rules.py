@@ -64,42 +64,63 @@ def _time_check(w: TimeWindow) -> Check:
     return check
 
 
+def _either(patterns: list[str]) -> str:
+    return patterns[0] if len(patterns) == 1 else "one of " + ", ".join(patterns)
+
+
+def _tokens(lo: float | None, hi: float | None) -> str:
+    if lo is None and hi is None:
+        return "the prompt has any number of tokens"
+    if lo is None:
+        return f"the prompt has fewer than {hi:g} tokens"
+    if hi is None:
+        return f"the prompt has at least {lo:g} tokens"
+    return f"the prompt has {lo:g} to {hi:g} tokens (not {hi:g})"
+
+
 def compile_when(when: When) -> list[tuple[str, Check]]:
     """Each condition as (description, predicate), cheapest first."""
     checks: list[tuple[str, Check]] = []
     if when.stream is not None:
         want_stream = when.stream
-        checks.append((f"stream is {want_stream}", lambda c: c.stream == want_stream))
+        checks.append(("the request is streamed" if want_stream else
+                       "the request is not streamed", lambda c: c.stream == want_stream))
     if when.tools is not None:
         want_tools = when.tools
-        checks.append((f"tools offered is {want_tools}", lambda c: c.tools == want_tools))
+        checks.append(("the request offers tools" if want_tools else
+                       "the request offers no tools", lambda c: c.tools == want_tools))
     for attr in ("agent", "team", "model"):
         patterns = getattr(when, attr)
         if patterns:
             rx = _globs(patterns)
-            checks.append((f"{attr} matches {patterns}",
+            checks.append((f"the {attr} is {_either(patterns)}",
                            lambda c, rx=rx, attr=attr: rx.match(getattr(c, attr)) is not None))
     if when.prompt_tokens is not None:
         lo = when.prompt_tokens.min
         hi = when.prompt_tokens.max
-        checks.append((f"prompt tokens in [{lo}, {hi})",
+        checks.append((_tokens(lo, hi),
                        lambda c: (lo is None or c.prompt_tokens >= lo)
                        and (hi is None or c.prompt_tokens < hi)))
     if when.tags:
         wanted = set(when.tags)
-        checks.append((f"tags include {sorted(wanted)}", lambda c: wanted.issubset(c.tags)))
+        checks.append((f"the request is tagged {', '.join(sorted(wanted))}",
+                       lambda c: wanted.issubset(c.tags)))
     if when.headers:
         compiled = [(name.lower(), _globs([glob])) for name, glob in when.headers.items()]
-        checks.append((f"headers match {when.headers}", lambda c: all(
+        said = ", ".join(f"{k}: {v}" for k, v in when.headers.items())
+        checks.append((f"the request has the header(s) {said}", lambda c: all(
             (v := c.headers.get(name)) is not None and rx.match(v) for name, rx in compiled)))
     if when.budget_spent is not None:
         b = when.budget_spent
-        checks.append((f"{b.scope} budget spent in [{b.min}, {b.max})", lambda c: (
+        spent = (f"at least {b.min:.0%}" if b.max is None
+                 else f"between {b.min:.0%} and {b.max:.0%}")
+        checks.append((f"the {b.scope} budget is {spent} spent", lambda c: (
             (share := c.budget_shares.get(b.scope, 0.0)) >= b.min
             and (b.max is None or share < b.max))))
     if when.time is not None:
         w = when.time
-        checks.append((f"time in {w.from_}-{w.to} {w.tz}" + (f" on {w.days}" if w.days else ""),
+        checks.append((f"the time is {w.from_}-{w.to} {w.tz}"
+                       + (f" on {', '.join(w.days)}" if w.days else ""),
                        _time_check(w)))
     return checks
 
