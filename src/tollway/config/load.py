@@ -69,7 +69,7 @@ def _yaml_message(exc: yaml.YAMLError, text: str, mark: Any) -> str:
         lines = text.splitlines()
         source = lines[mark.line] if mark.line < len(lines) else ""
         at = source[mark.column:]
-        if at.startswith("${") or "flow mapping" in str(exc) and "${" in source:
+        if at.startswith("${") or ("flow mapping" in str(exc) and "${" in source):
             var = _ENV.search(source)
             shown = var.group(0) if var else "${VAR}"
             return (f"invalid YAML: {problem} (column {mark.column + 1}): inside {{...}} an "
