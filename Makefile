@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+PORT   ?=
 
 .PHONY: run test lint bench redis-server chromium wrk tools clean
 
@@ -14,8 +16,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/tollway serve -c gateway.yaml
+# Only what the gateway needs at run time (the test extra is `make test`'s); `make run
+# PORT=4200` (or TOLLWAY_PORT) picks the port.
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $(RUN_STAMP)
+
+run: $(RUN_STAMP)
+	$(BIN)/tollway serve -c gateway.yaml $(if $(PORT),--port $(PORT),$(if $(TOLLWAY_PORT),--port $(TOLLWAY_PORT)))
 
 # redis-server for the Redis-backed tests, from Debian's packages when it is missing.
 redis-server:

@@ -106,13 +106,20 @@ def add_admin_routes(app: web.Application, gw: Gateway) -> None:
 
     async def spend(request: web.Request) -> web.Response:
         by = request.query.get("by", "agent")
-        if by not in SPEND_DIMENSIONS:
-            return _error(400, f"by must be one of {', '.join(SPEND_DIMENSIONS)}", "bad_by")
+        if by not in (*SPEND_DIMENSIONS, "tool"):
+            return _error(400, f"by must be one of {', '.join(SPEND_DIMENSIONS)}, tool",
+                          "bad_by")
         try:
             since = parse_since(request.query.get("since"))
         except ValueError as exc:
             return _error(400, str(exc), "bad_since")
-        rows = await gw.state.ledger.spend(by, since)
+        rows = await gw.state.ledger.spend("model" if by == "tool" else by, since)
+        if by in ("model", "tool"):  # a tool call's step names the tool as its model
+            cfg = gw.config
+            tools = set(cfg.tools)
+            servers = set(cfg.mcp_servers)
+            rows = [r for r in rows if (r.key in tools or r.key.split("/", 1)[0] in servers)
+                    is (by == "tool")]
         total = sum(r.cost_usd for r in rows)
         return json_response({"by": by, "since": since, "total_cost_usd": round(total, 10),
                               "rows": [r.to_dict() for r in rows]})

@@ -11,6 +11,7 @@ from tollway.cli.serve import run_serve
 from tollway.cli.spend import run_spend
 
 DEFAULT_CONFIG = "gateway.yaml"
+CONFIG_HELP = "the gateway's config file (default: $TOLLWAY_CONFIG, else %(default)s)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,9 +19,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("-c", "--config", default=os.environ.get("TOLLWAY_CONFIG", DEFAULT_CONFIG))
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("-c", "--config", default=os.environ.get("TOLLWAY_CONFIG", DEFAULT_CONFIG),
+                       help=CONFIG_HELP)
+    serve.add_argument("--host", help="the address to listen on (default: server.host)")
+    serve.add_argument("--port", type=int, help="the port to listen on (default: server.port)")
     serve.add_argument("--workers", type=_positive, metavar="N",
                        help="processes serving the port with SO_REUSEPORT (default: "
                             "server.workers); more than 1 needs state.backend: redis")
@@ -30,20 +32,25 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--admin-port", type=int, help=argparse.SUPPRESS)  # the one it holds
 
     check = sub.add_parser("check", help="validate a config file and exit non-zero on errors")
-    check.add_argument("-c", "--config", default=os.environ.get("TOLLWAY_CONFIG", DEFAULT_CONFIG))
+    check.add_argument("-c", "--config", default=os.environ.get("TOLLWAY_CONFIG", DEFAULT_CONFIG),
+                       help=CONFIG_HELP)
 
     explain = sub.add_parser("explain", help="show which routing rule a request would match "
                              "and where it would go")
     explain.add_argument("-c", "--config",
-                         default=os.environ.get("TOLLWAY_CONFIG", DEFAULT_CONFIG))
-    explain.add_argument("--agent", default="anonymous")
+                         default=os.environ.get("TOLLWAY_CONFIG", DEFAULT_CONFIG),
+                         help=CONFIG_HELP)
+    explain.add_argument("--agent", default="anonymous",
+                         help="the agent making the request (default: %(default)s)")
     explain.add_argument("--team", help="default: the agent's team from the config")
     explain.add_argument("--model", required=True, help="the model the client asks for")
-    explain.add_argument("--prompt-tokens", type=int, default=0)
+    explain.add_argument("--prompt-tokens", type=int, default=0,
+                         help="the prompt's size in tokens (default: %(default)s)")
     explain.add_argument("--tools", action="store_true", help="the request offers tools")
-    explain.add_argument("--stream", action="store_true")
+    explain.add_argument("--stream", action="store_true", help="the request is streamed")
     explain.add_argument("--tag", action="append", default=[], help="repeatable")
-    explain.add_argument("--header", action="append", default=[], metavar="NAME=VALUE")
+    explain.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
+                         help="a request header (repeatable)")
     explain.add_argument("--budget-spent", action="append", default=[], metavar="SCOPE=SHARE",
                          help="e.g. agent=0.85 (share of the budget already spent)")
     explain.add_argument("--at", help="evaluate time windows at this ISO-8601 time")
@@ -53,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 
     spend = sub.add_parser("spend", help="print spend from a running gateway")
     spend.add_argument("--by", default="agent",
-                       choices=["agent", "team", "model", "provider", "session", "tag"])
+                       choices=["agent", "team", "model", "tool", "provider", "session", "tag"],
+                       help="what to group the spend by (default: %(default)s); model is the "
+                            "models alone, tool the HTTP and MCP tools")
     spend.add_argument("--since", help="unix seconds, ISO-8601, or a duration like 24h")
     spend.add_argument("-c", "--config", default=os.environ.get("TOLLWAY_CONFIG", DEFAULT_CONFIG),
                        help="the gateway's config: its port and admin key are used unless "
@@ -70,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_parser(sub, DEFAULT_CONFIG)
 
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except BrokenPipeError:  # `tollway spend | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "audit":
         return audit.run(args)
     if args.command == "keys":

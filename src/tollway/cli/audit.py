@@ -12,10 +12,14 @@ def add_parser(sub: Any) -> None:
     what = audit.add_subparsers(dest="audit_command", required=True)
     verify = what.add_parser("verify", help="check the hash chain of audit files (oldest "
                                             "first: audit.jsonl.2 audit.jsonl.1 audit.jsonl)")
-    verify.add_argument("files", nargs="+")
+    verify.add_argument("files", nargs="+", metavar="FILE",
+                        help="the audit files, oldest first (rotated ones before the current)")
     export = what.add_parser("export", help="write the Redis audit stream as JSON lines")
-    export.add_argument("-c", "--config", default="gateway.yaml")
-    export.add_argument("-o", "--output", required=True)
+    export.add_argument("-c", "--config", default="gateway.yaml",
+                        help="the gateway's config: its state.redis says which Redis holds "
+                             "the stream (default: %(default)s)")
+    export.add_argument("-o", "--output", required=True,
+                        help="the JSON-lines file to write ('-': standard output)")
 
 
 def run(args: argparse.Namespace) -> int:

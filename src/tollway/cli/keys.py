@@ -25,32 +25,36 @@ def add_parser(sub: Any, default_config: str) -> None:
         p.add_argument("-c", "--config",
                        default=os.environ.get("TOLLWAY_CONFIG", default_config),
                        help="the gateway's config (its port and admin key)")
-        p.add_argument("--url", default=os.environ.get("TOLLWAY_URL"))
-        p.add_argument("--admin-key", default=os.environ.get("TOLLWAY_ADMIN_KEY"))
+        p.add_argument("--url", default=os.environ.get("TOLLWAY_URL"),
+                       help="the gateway's admin listener (default: $TOLLWAY_URL, else from "
+                            "the config)")
+        p.add_argument("--admin-key", default=os.environ.get("TOLLWAY_ADMIN_KEY"),
+                       help="the admin key (default: $TOLLWAY_ADMIN_KEY, else the config's)")
         p.add_argument("--json", action="store_true", help="print the raw JSON")
 
     create = what.add_parser("create", help="make a key for an agent; prints its secret once")
-    create.add_argument("--agent", required=True)
+    create.add_argument("--agent", required=True, help="the agent the key speaks for")
     create.add_argument("--expires-in", metavar="DURATION",
                         help="e.g. 3600, 90m, 24h, 30d")
     create.add_argument("--model", action="append", dest="models", metavar="GLOB",
                         help="a model it may use (repeatable; default: any its agent may)")
     create.add_argument("--tool", action="append", dest="tools", metavar="GLOB",
                         help="a tool it may call (repeatable)")
-    create.add_argument("--budget-usd-day", type=float)
-    create.add_argument("--rpm", type=int)
-    create.add_argument("--label")
+    create.add_argument("--budget-usd-day", type=float,
+                        help="the key's own daily budget in USD")
+    create.add_argument("--rpm", type=int, help="the key's own requests per minute")
+    create.add_argument("--label", help="a note shown in listings (never the key)")
     common(create)
     listing = what.add_parser("list", help="list keys (never their secrets)")
-    listing.add_argument("--agent")
+    listing.add_argument("--agent", help="only this agent's keys")
     common(listing)
     rotate = what.add_parser("rotate", help="a new secret for a key; prints it once")
-    rotate.add_argument("id")
+    rotate.add_argument("id", help="the key's id (from keys list)")
     rotate.add_argument("--grace", metavar="DURATION", default="0",
                         help="how long the old secret keeps working (default: 0)")
     common(rotate)
     revoke = what.add_parser("revoke", help="refuse every secret of a key from now on")
-    revoke.add_argument("id")
+    revoke.add_argument("id", help="the key's id (from keys list)")
     common(revoke)
 
 
