@@ -54,7 +54,7 @@ def queries(dash: dict[str, Any]) -> list[tuple[str, str]]:
 # --- a little PromQL reading -------------------------------------------------------------------
 
 STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
-SELECTOR = re.compile(r"\b(tollway_[a-zA-Z0-9_]+)\s*(\{[^}]*\})?")
+SELECTOR = re.compile(r"\b((?:tollway|process)_[a-zA-Z0-9_]+)\s*(\{[^}]*\})?")
 MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*(\"(?:[^\"\\]|\\.)*\")")
 GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 LABEL_VALUES = re.compile(r"label_values\(\s*(tollway_\w+)\s*(?:\{[^}]*\})?\s*,\s*(\w+)\s*\)")
@@ -188,6 +188,20 @@ def test_a_panel_for_every_topic(all_queries: list[Query]) -> None:
         "loops halted": lambda q: uses(q, "tollway_loops_detected_total"),
         "budget rejections": lambda q: uses(q, "tollway_budget_rejections_total"),
         "rate-limit rejections": lambda q: uses(q, "tollway_ratelimit_rejections_total"),
+        "loops halted, not alerted": lambda q: any(
+            m == "tollway_loops_detected_total" and (lab, op, v) == ("action", "=", "halt")
+            for m, lab, op, v in q.matchers),
+        "refusals apart from failures": lambda q: any(
+            m == "tollway_requests_total" and lab == "status" and op == "=~" and "402" in v
+            for m, lab, op, v in q.matchers),
+        "state errors": lambda q: uses(q, "tollway_state_errors_total"),
+        "stream interruptions": lambda q: uses(q, "tollway_stream_interruptions_total"),
+        "config reloads": lambda q: uses(q, "tollway_config_reloads_total"),
+        "policy denials": lambda q: uses(q, "tollway_policy_denials_total"),
+        "tool duration": lambda q: uses(q, "tollway_tool_duration_seconds_bucket"),
+        "approvals": lambda q: uses(q, "tollway_approvals_total"),
+        "queue wait": lambda q: uses(q, "tollway_queue_wait_seconds_bucket"),
+        "process memory": lambda q: uses(q, "process_resident_memory_bytes"),
         "breaker state per upstream": breaker("!~"),
         "breaker state per tool": breaker("=~"),
     }
@@ -220,6 +234,8 @@ def busy(make_stack: Callable[..., Stack], tools: MockTools) -> Stack:
     """A gateway that has served the kinds of traffic the dashboard graphs."""
     extra = (
         "cache: {exact: {enabled: true, ttl_s: 60}}\n"
+        # an agent whose every request is refused: never charged, never in the cost metric
+        "budgets: {agents: {research-agent: {usd: 0.0000001, period: day}}}\n"
         "tools:\n"
         f'  flaky: {{url: "{tools.base_url}/status/500", '
         "breaker: {consecutive_failures: 1, open_s: 60}}\n")
@@ -239,6 +255,10 @@ def busy(make_stack: Callable[..., Stack], tools: MockTools) -> Stack:
     r = httpx.get(s.url + "/tools/flaky", headers={"Authorization": "Bearer sk-tw-support"},
                   timeout=10)
     assert r.status_code >= 500
+    refused = openai.OpenAI(base_url=s.url + "/v1", api_key="sk-tw-research", max_retries=0)
+    with pytest.raises(openai.APIStatusError) as e:
+        refused.chat.completions.create(model="gpt-4o-mini", messages=msg, max_tokens=100)
+    assert e.value.status_code == 402
     wait_until(lambda: s.metric("tollway_breaker_state", target="tool:flaky") == 2)
     wait_until(lambda: s.metric("tollway_breaker_state", target="dead/brittle") == 2)
     return s
@@ -279,6 +299,24 @@ def test_every_query_names_an_exported_metric_and_its_labels(
             for label in sorted(q.labels - have):
                 problems.append(f"{q.where}: {metric} has no label {label!r}")
     assert not problems, "\n".join(problems)
+
+
+def test_variables_list_an_agent_that_was_only_refused(busy: Stack, dash: dict[str, Any],
+                                                      ) -> None:
+    text = httpx.get(busy.url + "/metrics").text
+    labels: dict[str, set[str]] = {}
+    for fam in text_string_to_metric_families(text):
+        for smp in fam.samples:
+            for k, v in smp.labels.items():
+                labels.setdefault(f"{smp.name}/{k}", set()).add(v)
+    assert "research-agent" not in labels.get("tollway_cost_usd_total/agent", set())
+    for var in dash["templating"]["list"]:
+        if var["name"] in ("agent", "team"):
+            m = LABEL_VALUES.search(var["definition"])
+            assert m is not None, var["definition"]
+            values = labels.get(f"{m.group(1)}/{m.group(2)}", set())
+            want = "research-agent" if var["name"] == "agent" else "research"
+            assert want in values, f"${var['name']} would not list {want}"
 
 
 def test_queries_match_real_series(busy: Stack, all_queries: list[Query]) -> None:

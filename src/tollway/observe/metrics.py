@@ -15,7 +15,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client import values as _values
 
 if TYPE_CHECKING:
@@ -27,6 +36,9 @@ OVERHEAD_BUCKETS = (.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, 
 
 class Metrics:
     def __init__(self) -> None:
+        # The `_created` twin of every counter and histogram (46 families) doubles the series
+        # and no panel or alert reads it.
+        disable_created_metrics()
         r = self.registry = CollectorRegistry(auto_describe=False)
         # prometheus-client picks in-memory or mmap values once, when it is first imported.
         self.multiprocess: bool = bool(getattr(_values.ValueClass, "_multiprocess", False))
@@ -36,6 +48,10 @@ class Metrics:
 
             self._merged = CollectorRegistry(auto_describe=False)
             MultiProcessCollector(self._merged)
+        # process_* (memory, CPU, open files) and python_info: the worker that answers the
+        # scrape, under --workers
+        ProcessCollector(registry=self._merged or r)
+        PlatformCollector(registry=self._merged or r)
 
         def mode(how: str) -> dict[str, Any]:
             """How the workers' values of a gauge are merged (multiprocess mode only)."""
@@ -94,8 +110,9 @@ class Metrics:
             "tollway_backpressure_rejections", "Requests refused with 503: too many in "
             "flight and the wait queue full or too slow.", ["target"], registry=r)
         self.loops_detected = Counter(
-            "tollway_loops_detected", "Loops detected, by detector (halted or alerted).",
-            ["detector", "agent"], registry=r)
+            "tollway_loops_detected", "Loops detected, by detector and what was done "
+            "(halt: refused 422; alert: let through and logged).",
+            ["detector", "agent", "action"], registry=r)
         self.session_cost = Histogram(
             "tollway_session_cost_usd", "What one session (an agent run) cost, observed "
             "when it has been idle for state.session_idle_s.",

@@ -227,7 +227,7 @@ class ToolGate:
                        f"({seen.result!r}, ids and times normalised)")
 
     def _loop(self, t: Ticket, detector: str, action: str, evidence: str) -> None:
-        self.metrics.loops_detected.labels(detector, t.caller.agent).inc()
+        self.metrics.loops_detected.labels(detector, t.caller.agent, action).inc()
         log.warning("loop detected", extra={"fields": {
             "detector": detector, "action": action, "agent": t.caller.agent,
             "session": t.session, "tool": t.tool.name, "request_id": t.request_id,

@@ -153,7 +153,7 @@ class Guard(Stage):
 
     def _loop(self, ex: Exchange, detector: str, action: str, evidence: str) -> None:
         agent = ex.caller.agent
-        self.metrics.loops_detected.labels(detector, agent).inc()
+        self.metrics.loops_detected.labels(detector, agent, action).inc()
         log.warning("loop detected", extra={"fields": {
             "detector": detector, "action": action, "agent": agent, "session": ex.run.session,
             "request_id": ex.request_id, "evidence": evidence}})
