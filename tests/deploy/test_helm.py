@@ -6,6 +6,7 @@ subchart's own arguments."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -312,10 +313,19 @@ def with_redis() -> list[dict[str, Any]]:
 def test_bundled_redis_objects_and_url(with_redis: list[dict[str, Any]]) -> None:
     deploy = one(with_redis, "Deployment")
     assert deploy["spec"]["replicas"] == 2
-    url = env_of(container(deploy))["TOLLWAY_REDIS_URL"]["value"]
+    env = env_of(container(deploy))
+    url = env["TOLLWAY_REDIS_URL"]["value"]
     svc = one(with_redis, "Service", f"{RELEASE}-redis")
     port = svc["spec"]["ports"][0]["port"]
-    assert url == f"redis://{RELEASE}-redis:{port}/0"
+    assert url == f"redis://:$(REDIS_PASSWORD)@{RELEASE}-redis:{port}/0"
+    # the bundled Redis has a password, generated into a Secret both pods read
+    secret = one(with_redis, "Secret", f"{RELEASE}-redis")
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert len(password) == 32 and password.isalnum()
+    ref = {"name": f"{RELEASE}-redis", "key": "password"}
+    names = [e["name"] for e in container(deploy)["env"]]
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == ref
+    assert names.index("REDIS_PASSWORD") < names.index("TOLLWAY_REDIS_URL")  # $(...) order
     redis = one(with_redis, "Deployment", f"{RELEASE}-redis")
     assert redis["spec"]["replicas"] == 1
     assert svc["spec"]["selector"].items() <= \
@@ -327,6 +337,10 @@ def test_bundled_redis_objects_and_url(with_redis: list[dict[str, Any]]) -> None
     pod = redis["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container(redis, "redis")["securityContext"]["readOnlyRootFilesystem"] is True
+    redis_env = env_of(container(redis, "redis"))
+    assert redis_env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == ref
+    args = container(redis, "redis")["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
     cfg = load_config_text(gateway_yaml(with_redis), "cm", {"TOLLWAY_REDIS_URL": url})
     assert cfg.state.backend == "redis" and cfg.state.redis.url == url
     persisted = render("--set", "redis.enabled=true", "--set", "redis.persistence.enabled=true")
@@ -347,11 +361,14 @@ def chart_redis(with_redis: list[dict[str, Any]], tmp_path: Path) -> Iterator[st
     assert args[0] == "redis-server"
     port = free_port()
     args[args.index("--port") + 1] = str(port)
+    password = "chart-test-password-0123456789ab"
+    args[args.index("--requirepass") + 1] = password  # what $(REDIS_PASSWORD) becomes
     proc = subprocess.Popen([binary, *args[1:], "--bind", "127.0.0.1", "--dir", str(tmp_path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     import redis
 
-    client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    client = redis.Redis(port=port, socket_timeout=0.5, socket_connect_timeout=0.5,
+                         password=password)
     deadline = time.monotonic() + 10
     try:
         while True:  # until it answers PING (or has died): no fixed wait
@@ -363,7 +380,12 @@ def chart_redis(with_redis: list[dict[str, Any]], tmp_path: Path) -> Iterator[st
                     raise
             time.sleep(0.01)
         assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
-        yield f"redis://127.0.0.1:{port}/0"
+        try:
+            redis.Redis(port=port, socket_timeout=0.5).ping()
+            raise AssertionError("the chart's Redis answered without its password")
+        except redis.AuthenticationError:
+            pass
+        yield f"redis://:{password}@127.0.0.1:{port}/0"
     finally:
         client.close()
         proc.terminate()
@@ -447,3 +469,70 @@ def test_the_chart_copy_of_the_dashboard_is_the_repos() -> None:
     assert hashlib.sha256(chart_copy.read_bytes()).hexdigest() == \
         hashlib.sha256(shipped.read_bytes()).hexdigest(), \
         "copy deploy/grafana/tollway-dashboard.json to helm/tollway/dashboards/"
+
+
+# --- exposure, network policies, alerts ---------------------------------------------------------
+
+def test_ingress_and_httproute_reach_the_public_port_only() -> None:
+    docs = render("--set", "ingress.enabled=true", "--set", "ingress.className=nginx",
+                  "--set", "httpRoute.enabled=true", "--set", "httpRoute.parentRefs[0].name=gw",
+                  "--set", "httpRoute.hostnames[0]=tollway.example.com")
+    ingress = one(docs, "Ingress")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    backends = [p["backend"]["service"] for r in ingress["spec"]["rules"]
+                for p in r["http"]["paths"]]
+    assert backends == [{"name": FULLNAME, "port": {"name": "http"}}]
+    route = one(docs, "HTTPRoute")
+    assert route["spec"]["parentRefs"] == [{"name": "gw"}]
+    refs = [b for r in route["spec"]["rules"] for b in r["backendRefs"]]
+    assert refs == [{"name": FULLNAME, "port": one(docs, "Service")["spec"]["ports"][0]["port"]}]
+    admin = one(docs, "Service", f"{FULLNAME}-admin")
+    assert admin["spec"]["type"] == "ClusterIP"
+    public_ports = {p["targetPort"] for p in one(docs, "Service")["spec"]["ports"]}
+    assert public_ports == {"http"}  # the admin listener is never behind the public Service
+    assert not any(d["kind"] in ("Ingress", "HTTPRoute") for d in render())  # off by default
+    assert "parentRefs" in refused("--set", "httpRoute.enabled=true")
+
+
+def test_network_policies_fence_the_admin_port_and_redis() -> None:
+    docs = render("--set", "networkPolicy.enabled=true", "--set", "redis.enabled=true",
+                  "--set", "networkPolicy.adminFrom[0].namespaceSelector.matchLabels.team=obs")
+    policy = one(docs, "NetworkPolicy")
+    rules = policy["spec"]["ingress"]
+    http = next(r for r in rules if r["ports"][0]["port"] == "http")
+    admin = next(r for r in rules if r["ports"][0]["port"] == "admin")
+    assert "from" not in http  # the public port: anyone
+    assert admin["from"] == [{"namespaceSelector": {"matchLabels": {"team": "obs"}}}]
+    closed = one(render("--set", "networkPolicy.enabled=true"), "NetworkPolicy")
+    assert [r["ports"][0]["port"] for r in closed["spec"]["ingress"]] == ["http"]  # admin: none
+    redis = one(docs, "NetworkPolicy", f"{RELEASE}-redis")
+    (only,) = redis["spec"]["ingress"]
+    assert only["from"][0]["podSelector"]["matchLabels"] == \
+        policy["spec"]["podSelector"]["matchLabels"]
+
+
+def promtool(path: Path) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("promtool")
+    if binary is None:
+        pytest.fail("promtool is not installed; `make test` installs it (Debian: prometheus)")
+    return subprocess.run([binary, "check", "rules", str(path)], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_alert_rules_pass_promtool_and_ship_in_the_chart(tmp_path: Path) -> None:
+    plain = ROOT / "deploy" / "prometheus" / "tollway-alerts.yaml"
+    assert (CHART / "alerts" / "tollway-alerts.yaml").read_text() == plain.read_text()
+    checked = promtool(plain)
+    assert checked.returncode == 0 and "SUCCESS: 6 rules found" in checked.stdout, \
+        checked.stdout + checked.stderr
+    rule = one(render("--set", "prometheusRule.enabled=true",
+                      "--set", "prometheusRule.labels.release=kps"), "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    assert promtool(rendered).returncode == 0
+    alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert alerts == {"TollwayBudgetNearlyExhausted", "TollwayLoopsHalted", "TollwayBreakerOpen",
+                      "TollwaySharedStateErrors", "TollwayFailureRatioHigh",
+                      "TollwayOverheadP99High"}
+    assert not any(d["kind"] == "PrometheusRule" for d in render())

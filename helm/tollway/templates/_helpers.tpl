@@ -46,13 +46,20 @@ true
 {{- end -}}
 {{- end -}}
 
-{{/* The bundled Redis's URL: its Service, as charts/redis names it. */}}
-{{- define "tollway.redis.bundledUrl" -}}
+{{/* The bundled Redis's name (its Service and its Secret), as charts/redis names it. */}}
+{{- define "tollway.redis.bundledName" -}}
 {{- $name := printf "%s-redis" .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- with .Values.redis.fullnameOverride -}}
 {{- $name = . | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
-{{- printf "redis://%s:%v/0" $name (.Values.redis.port | default 6379) -}}
+{{- $name -}}
+{{- end -}}
+
+{{/* Its URL; with auth, the password from the pod's REDIS_PASSWORD (Kubernetes expands
+$(VAR) in an env value from the variables listed before it). */}}
+{{- define "tollway.redis.bundledUrl" -}}
+{{- $auth := ternary ":$(REDIS_PASSWORD)@" "" (.Values.redis.auth.enabled | default false) -}}
+{{- printf "redis://%s%s:%v/0" $auth (include "tollway.redis.bundledName" .) (.Values.redis.port | default 6379) -}}
 {{- end -}}
 
 {{/* The most pods there can be at once: replicaCount, or the autoscaler's maximum. */}}
