@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from tollway.protocols.base import ERROR_TYPES_OPENAI
-from tollway.protocols.sse import event_data, events
+from tollway.protocols.sse import EventSplitter, event_data, events
 from tollway.protocols.translate._common import ChatChunks, count, new_id
 
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter",
@@ -89,7 +89,7 @@ class GeminiToChatStream(ChatChunks):
 
     def __init__(self, model: str) -> None:
         super().__init__(model)
-        self.buf = b""
+        self.splitter = EventSplitter()  # Gemini's SSE, whatever the network pieces
         self.started = False
         self.calls = 0
         self.finished = False
@@ -97,16 +97,11 @@ class GeminiToChatStream(ChatChunks):
         self.done = False
 
     def feed(self, net: bytes) -> bytes:
-        buf = self.buf + net
-        if b"\r" in buf:  # on the joined bytes: a CRLF can be split between two pieces
-            buf = buf.replace(b"\r\n", b"\n")
-        end = buf.rfind(b"\n\n")
-        if end < 0:
-            self.buf = buf
+        blob = self.splitter.feed(net)
+        if not blob:
             return b""
-        self.buf = buf[end + 2:]
         out = []
-        for ev in events(buf[: end + 2]):
+        for ev in events(blob):
             try:
                 data = orjson.loads(event_data(ev)[1])
             except orjson.JSONDecodeError:
