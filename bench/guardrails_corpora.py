@@ -57,7 +57,7 @@ def agentdojo_items() -> list[dict[str, Any]]:
         name = "gpt-4o-2024-05-13"
 
         def query(self, *args: Any, **kwargs: Any) -> Any:
-            raise NotImplementedError
+            raise RuntimeError("never called: the attacks only read the model's name")
 
     def results(suite: Any, task: Any, injections: dict[str, str]) -> list[str]:
         env = suite.load_and_inject_default_environment(injections)
