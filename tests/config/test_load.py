@@ -165,3 +165,22 @@ def test_an_unquoted_variable_in_a_flow_mapping_says_what_to_write(tmp_path: Pat
         load_model(text, "gateway.yaml", {"OAI_KEY": "k"}, Config)
     (p,) = e.value.problems
     assert p.line == 2 and 'write "${OAI_KEY}" instead of ${OAI_KEY}' in p.message
+
+
+def test_check_reports_malformed_values_and_references_together(tmp_path: Path) -> None:
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text("""providers:
+  oai: {kind: openai, base_url: "http://x/v1", api_key: k}
+models:
+  a: {provider: nope}
+  b: {provider: oai, fallbacks: [zzz], price: {input: "cheap"}}
+routing:
+  - {name: r1, when: {model: a}, to: missing}
+server: {port: "not-a-port"}
+""")
+    out = subprocess.run([sys.executable, "-m", "tollway", "check", "-c", str(cfg)],
+                         capture_output=True, text=True, timeout=60)
+    keys = [line.split(": ", 3)[2] for line in out.stderr.splitlines()
+            if line.startswith("error:")]
+    assert keys == ["models.a.provider", "models.b.price.input", "models.b.fallbacks[0]",
+                    "routing[0].to", "server.port"]  # both kinds, one run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from dataclasses import dataclass
@@ -58,7 +59,72 @@ def load_model(text: str, file: str, environ: dict[str, str] | None, model: type
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc, lines, file)) from exc
+        found = _problems(exc, lines, file)
+        found += _references_despite(exc, data, model, lines, file)
+        raise ConfigError(found) from exc
+
+
+def _references_despite(exc: ValidationError, data: dict[str, Any], model: type[BaseModel],
+                        lines: dict[Loc, int], file: str) -> list[Problem]:
+    """The cross-section mistakes of a file that also has malformed values: pydantic only
+    checks references on a model whose fields are valid, so the malformed values are taken
+    out (each where it is: its key, or its list item) and the rest validated again, a few
+    rounds at most; a mistake about a name that was taken out is not reported (its own
+    problem is). One run of `tollway check` then reports both kinds."""
+    errors = exc.errors()
+    if all(isinstance((e.get("ctx") or {}).get("error"), (ReferenceError_, ReferenceErrors))
+           for e in errors):
+        return []  # the references were checked: the fields were all valid
+    pruned = copy.deepcopy(data)
+    gone: set[str] = set()
+    for _ in range(4):
+        locs = []
+        for err in errors:
+            loc = tuple(p for p in err["loc"]
+                        if isinstance(p, int) or not str(p).startswith("function-"))
+            if err["type"] == "missing" and loc:
+                loc = loc[:-1]  # a required key is missing: its entry goes
+            if len(loc) == 2 and isinstance(loc[1], str):
+                gone.add(loc[1])  # a whole entry (a model, an agent) taken out
+            locs.append(loc)
+        # deepest and last first, so taking out a list item leaves the others' indexes
+        for loc in sorted(locs, key=lambda lc: [(0, p) if isinstance(p, int) else (1, str(p))
+                                              for p in lc], reverse=True):
+            _drop(pruned, loc)
+        try:
+            model.model_validate(pruned)
+            return []
+        except ValidationError as again:
+            found = []
+            for e in again.errors():
+                ctx = (e.get("ctx") or {}).get("error")
+                many = ctx.errors if isinstance(ctx, ReferenceErrors) else (
+                    [ctx] if isinstance(ctx, ReferenceError_) else [])
+                found += [_located(r.loc, r.message, lines, file) for r in many
+                          if not any(repr(n) in r.message for n in gone)]
+            if found or all(isinstance((e.get("ctx") or {}).get("error"),
+                                       (ReferenceError_, ReferenceErrors))
+                            for e in again.errors()):
+                return found
+            errors = again.errors()
+    return []
+
+
+def _drop(data: Any, loc: Loc) -> None:
+    """Remove the value at `loc` (a key of a mapping, an item of a list) if it is there."""
+    if not loc:
+        return
+    parent = data
+    for part in loc[:-1]:
+        try:
+            parent = parent[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    last = loc[-1]
+    if isinstance(parent, dict):
+        parent.pop(last, None)
+    elif isinstance(parent, list) and isinstance(last, int) and last < len(parent):
+        del parent[last]
 
 
 def _yaml_message(exc: yaml.YAMLError, text: str, mark: Any) -> str:
