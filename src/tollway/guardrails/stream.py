@@ -17,23 +17,14 @@ from collections.abc import Callable
 
 import orjson
 
-from tollway.protocols.sse import events
+from tollway.protocols.sse import events, field_pattern, unescape
 
 from .slots import Slot
 
-# the JSON string fields that carry generated text, per client dialect
-FIELDS = {"chat": (b"content",), "messages": (b"text", b"partial_json"),
-          "responses": (b"delta",)}
-_PATTERNS: dict[tuple[bytes, ...], re.Pattern[bytes]] = {}
-
-
-def _pattern(fields: tuple[bytes, ...]) -> re.Pattern[bytes]:
-    rx = _PATTERNS.get(fields)
-    if rx is None:
-        names = b"|".join(re.escape(f) for f in fields)
-        rx = _PATTERNS[fields] = re.compile(
-            rb'"(?:' + names + rb')":\s*"((?:[^"\\]|\\.)*)"')
-    return rx
+# the JSON string fields that carry generated text (and tool arguments), per client
+# dialect; never a thinking block's, whose signature covers its text
+FIELDS = {"chat": ("content", "refusal", "arguments"), "messages": ("text", "partial_json"),
+          "responses": ("delta",)}
 
 
 class _Event:
@@ -42,7 +33,7 @@ class _Event:
     def __init__(self, raw: bytes, rx: re.Pattern[bytes]) -> None:
         self.raw = raw
         self.spans = [m.span(1) for m in rx.finditer(raw)]
-        self.pieces = [_decode(raw[s:e]) for s, e in self.spans]
+        self.pieces = [unescape(raw[s:e]) for s, e in self.spans]
 
     def encoded(self) -> bytes:
         if not self.spans:
@@ -59,7 +50,7 @@ class Holdback:
     """The held events of one stream and their text, as slots the guardrails can rewrite."""
 
     def __init__(self, endpoint: str, window: int) -> None:
-        self.rx = _pattern(FIELDS.get(endpoint, (b"content", b"text", b"delta")))
+        self.rx = field_pattern(FIELDS.get(endpoint, ("content", "text", "delta")))
         self.window = window
         self.held: list[_Event] = []
         self.released = 0  # characters of text let go so far
@@ -157,10 +148,3 @@ def _spread(held: list[_Event], new: str) -> None:
                 placed = True
         elif start < cut_end:
             ev.pieces[j] = p[min(cut_end - start, len(p)):]
-
-
-def _decode(raw: bytes) -> str:
-    try:
-        return str(orjson.loads(b'"' + raw + b'"'))
-    except orjson.JSONDecodeError:
-        return raw.decode("utf-8", "replace")

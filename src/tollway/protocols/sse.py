@@ -62,12 +62,7 @@ class TextCapture:
     __slots__ = ("_pattern", "nbytes", "pieces")
 
     def __init__(self, fields: tuple[str, ...]) -> None:
-        pattern = _patterns.get(fields)
-        if pattern is None:  # once per set of fields, not per stream
-            names = "|".join(re.escape(f) for f in fields)
-            pattern = _patterns[fields] = re.compile(
-                rb'"(?:' + names.encode() + rb')":\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
-        self._pattern = pattern
+        self._pattern = field_pattern(fields)
         self.pieces: list[bytes] = []
         self.nbytes = 0
 
@@ -82,14 +77,29 @@ class TextCapture:
 
     def text(self, start: int = 0) -> str:
         """The text of the pieces from `start` on (all of it by default)."""
-        raw = b"".join(self.pieces[start:] if start else self.pieces)
-        try:
-            return str(orjson.loads(b'"' + raw + b'"'))
-        except orjson.JSONDecodeError:
-            return raw.decode("utf-8", "replace")
+        return unescape(b"".join(self.pieces[start:] if start else self.pieces))
 
 
 _patterns: dict[tuple[str, ...], re.Pattern[bytes]] = {}
+
+
+def field_pattern(fields: tuple[str, ...]) -> re.Pattern[bytes]:
+    """A regex whose group 1 is the JSON-escaped value of any of these string fields (built
+    once per set of fields, not per stream)."""
+    pattern = _patterns.get(fields)
+    if pattern is None:
+        names = "|".join(re.escape(f) for f in fields)
+        pattern = _patterns[fields] = re.compile(
+            rb'"(?:' + names.encode() + rb')":\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
+    return pattern
+
+
+def unescape(raw: bytes) -> str:
+    """A JSON string's escaped content as text (undecodable: as it is, replaced)."""
+    try:
+        return str(orjson.loads(b'"' + raw + b'"'))
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace")
 
 
 def data_of(blob: bytes, marker: bytes) -> list[Any]:
