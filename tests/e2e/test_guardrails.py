@@ -339,3 +339,32 @@ def test_explain_lists_the_guardrails_of_an_agent_and_model(tmp_path: Path) -> N
     assert "  tool_results: injected (injection -> block)" in out
     assert "  answer: no-secrets (secrets -> block)" in out
     assert "research-only" not in out
+
+
+def test_a_held_stream_waits_at_the_finding_and_goes_on_when_approved(
+        make_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    s = policy_stack(make_stack, tmp_path, """guardrails:
+  - {name: review-keys, on: [answer], detectors: [secrets], action: hold}
+approvals: {timeout_s: 30}
+""")
+    reply = f"Here is the key you asked for: {AWS}. Keep it safe and rotate it soon, please."
+
+    def read() -> str:
+        stream = client(s).chat.completions.create(
+            model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": "key?"}],
+            extra_headers={"x-mock-reply": reply, "x-mock-chunks": "16"})
+        return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(read)
+
+        def pending() -> list[dict[str, Any]]:
+            rows = s.admin.get("/admin/approvals", params={"status": "pending"}).json()
+            return [a for a in rows["approvals"] if a["origin"] == "guardrail"]
+        wait_until(lambda: len(pending()) == 1)
+        assert not fut.done()  # nothing past the finding was written while it waits
+        assert AWS not in orjson.dumps(pending()[0]).decode()
+        r = s.admin.post(f"/admin/approvals/{pending()[0]['id']}",
+                         json={"decision": "approve"})
+        assert r.status_code == 200
+        assert fut.result(30) == reply

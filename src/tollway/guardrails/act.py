@@ -40,26 +40,6 @@ class Context:
     flags: list[str]
 
 
-async def enforce(verdict: Verdict, slots: Sequence[Slot], redactor: Redactor, ctx: Context,
-                  desk: Any = None, audit: Any = None, hold_timeout_s: float = 300.0,
-                  recent: Any = None) -> str | None:
-    """Act on `verdict`; returns the action taken (None: nothing found). Raises
-    GatewayError(403, "guardrail") for a block or a hold that is not approved."""
-    if verdict.unscanned and "guardrail:unscanned" not in ctx.flags:
-        ctx.flags.append("guardrail:unscanned")
-    action = verdict.action
-    if action is None:
-        return None
-    note(verdict, ctx, audit, recent)
-    if action == "block":
-        raise blocked(verdict, ctx)
-    if action == "hold":
-        await hold(verdict, ctx, desk, hold_timeout_s)
-    if any(h.rule.action == "redact" for h in verdict.hits):
-        redactor.apply(slots, verdict.hits)
-    return action
-
-
 def blocked(verdict: Verdict, ctx: Context) -> GatewayError:
     what = "answer" if ctx.where == "answer" else (
         "result" if ctx.where == "tool_results" else "request")
@@ -118,10 +98,30 @@ class Enforcer:
     audit: Any = None
     hold_timeout_s: float = 300.0
 
+    def act(self, verdict: Verdict, slots: Sequence[Slot], redactor: Redactor,
+            ctx: Context) -> str | None:
+        """What can be done at once: note every hit, refuse on a block (GatewayError 403
+        `guardrail`), redact. Returns the action (None: nothing found); a "hold" is then
+        the caller's to wait for (`hold`), which `enforce` does."""
+        if verdict.unscanned and "guardrail:unscanned" not in ctx.flags:
+            ctx.flags.append("guardrail:unscanned")
+        action = verdict.action
+        if action is None:
+            return None
+        note(verdict, ctx, self.audit, self.g.recent)
+        if action == "block":
+            raise blocked(verdict, ctx)
+        if any(h.rule.action == "redact" for h in verdict.hits):
+            redactor.apply(slots, verdict.hits)
+        return action
+
+    async def hold(self, verdict: Verdict, ctx: Context) -> None:
+        await hold(verdict, ctx, self.desk, self.hold_timeout_s)
+
     async def enforce(self, verdict: Verdict, slots: Sequence[Slot], redactor: Redactor,
                       ctx: Context) -> str | None:
-        return await enforce(verdict, slots, redactor, ctx, self.desk, self.audit,
-                             self.hold_timeout_s, self.g.recent)
-
-    def note(self, verdict: Verdict, ctx: Context) -> None:
-        note(verdict, ctx, self.audit, self.g.recent)
+        """act(), then wait for a hold's approval (403 when it is not given)."""
+        action = self.act(verdict, slots, redactor, ctx)
+        if action == "hold":
+            await self.hold(verdict, ctx)
+        return action

@@ -16,7 +16,7 @@ import orjson
 
 from tollway.errors import GatewayError
 from tollway.exchange import Body, Chunk, Exchange
-from tollway.guardrails.act import Context, Enforcer, blocked
+from tollway.guardrails.act import Context, Enforcer
 from tollway.guardrails.redact import Redactor
 from tollway.guardrails.slots import answer_slots, request_slots
 from tollway.guardrails.stream import Holdback
@@ -49,9 +49,8 @@ class Guardrail(Stage):
                                                 self._context(ex, "prompt"))
             if taken is not None:
                 _header(ex, verdict.summary())
-            if redactor.placeholders:
+            if redactor.placeholders:  # what is keyed, fingerprinted and sent upstream
                 ex.raw = orjson.dumps(ex.body)
-                ex.upstream.body_changed = True
         if answer or redactor.restorable:
             ex.hooks.append(_AnswerGuard(self, answer, redactor))
 
@@ -93,11 +92,14 @@ class _AnswerGuard:
                 return
             if taken is not None:
                 _header(ex, verdict.summary())
-            if taken == "redact" or any(h.rule.action == "redact" for h in verdict.hits):
-                body.replace(parsed)
-        if self.redactor.restorable and slots:
+            changed = any(h.rule.action == "redact" for h in verdict.hits)
+        else:
+            changed = False
+        if self.redactor.restorable:
             for slot in slots:
                 slot.set(self.redactor.restore(slot.text))
+            changed = changed or bool(slots)
+        if changed:
             body.replace(parsed)
 
     def on_chunk(self, ex: Exchange, chunk: Chunk) -> Awaitable[None] | None:
@@ -114,16 +116,9 @@ class _AnswerGuard:
             verdict = self.stage.g.check([slot], {"answer": self.answer})
             # the held text is scanned again as it grows: act on each finding once
             verdict.hits = [h for h in verdict.hits if self._new(hb, h)]
-            action = verdict.action
-            if action is not None:
-                ctx = self.stage._context(ex, "answer")
-                if action == "block":
-                    self.stage.enforcer.note(verdict, ctx)
-                    raise blocked(verdict, ctx)
-                if action == "hold":
-                    return self._held(ex, chunk, verdict, done)
-                self.stage.enforcer.note(verdict, ctx)
-                self.redactor.apply([slot], verdict.hits)
+            ctx = self.stage._context(ex, "answer")
+            if self.stage.enforcer.act(verdict, [slot], self.redactor, ctx) == "hold":
+                return self._held(chunk, verdict, ctx, done)
         chunk.data = self._release(hb, done)
         return None
 
@@ -131,13 +126,12 @@ class _AnswerGuard:
         r = self.redactor
         return hb.release(done, r.restore if r.restorable else None, r.answer_values)
 
-    async def _held(self, ex: Exchange, chunk: Chunk, verdict: Any, done: bool) -> None:
-        """A hold in a stream: what was already clear of the window goes out, then nothing
-        more until the approval is decided."""
+    async def _held(self, chunk: Chunk, verdict: Any, ctx: Context, done: bool) -> None:
+        """A hold in a stream: what was already clear of the window went out, nothing more
+        does until the approval is decided (a rejection ends the stream)."""
         assert self.hold is not None
-        ctx = self.stage._context(ex, "answer")
         chunk.data = b""
-        await self.stage.enforcer.enforce(verdict, [self.hold.slot()], self.redactor, ctx)
+        await self.stage.enforcer.hold(verdict, ctx)
         chunk.data = self._release(self.hold, done)
 
 
