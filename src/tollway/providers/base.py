@@ -57,7 +57,10 @@ class Wire(Protocol):
     bodies and its streams are converted as they arrive, before the relay reads usage, tool
     calls or text (one reading for every provider behind it: Gemini's, say)."""
 
-    def body(self, status: int, payload: bytes) -> bytes: ...
+    def body(self, status: int, payload: bytes) -> tuple[bytes, dict[str, Any] | None]:
+        """The answer as chat bytes, and the chat object when there is one (not parsed
+        again)."""
+        ...
 
     def stream(self) -> StreamTranslator: ...
 

@@ -3,7 +3,7 @@ serves (Claude, Llama, Mistral, Nova...) with one body, signed with SigV4.
 
 An OpenAI chat request (or an Anthropic Messages one, through chat) becomes a Converse
 request to `/model/{id}/converse`, or `/converse-stream` when streamed; the answers, the
-binary event stream and the errors are read as chat from the first byte (`BedrockWire`).
+binary event stream and the errors are read as chat from the first byte (a `ChatWire`).
 Credentials come from botocore's chain (environment, shared files and `profile`, container
 or instance role), resolved off the event loop and refreshed there when they expire; each
 request is signed (SigV4, service `bedrock`) over its exact bytes.
@@ -26,8 +26,8 @@ from tollway.protocols.translate.bedrock_answers import (
     converse_to_chat,
 )
 from tollway.protocols.translate.bedrock_requests import chat_to_converse
-from tollway.providers.base import Outgoing, Provider, StreamTranslator, Translation
-from tollway.providers.pivot import chat_pivot, pivot_outgoing
+from tollway.providers.base import Outgoing, Provider, Translation
+from tollway.providers.pivot import ChatWire, chat_pivot, pivot_outgoing
 
 if TYPE_CHECKING:
     from tollway.config.model import ProviderConfig
@@ -35,29 +35,6 @@ if TYPE_CHECKING:
     from tollway.protocols.base import Endpoint
 
 EVENT_STREAM = "application/vnd.amazon.eventstream"
-
-
-class BedrockWire:
-    __slots__ = ("model",)
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-
-    def body(self, status: int, payload: bytes) -> bytes:
-        if status >= 300:
-            return bedrock_error_to_openai(status, payload)
-        try:
-            parsed = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return payload
-        return orjson.dumps(converse_to_chat(parsed, self.model)) if isinstance(
-            parsed, dict) else payload
-
-    def stream(self) -> StreamTranslator:
-        return ConverseToChatStream(self.model)
-
-    def streams(self, content_type: str) -> bool:
-        return content_type.startswith(EVENT_STREAM)
 
 
 class BedrockProvider(Provider):
@@ -109,7 +86,9 @@ class BedrockProvider(Provider):
         headers.update(self._sign(url, data, headers))
         # as signed: "%3A" in a model id must stay so
         return pivot_outgoing(ex, URL(url, encoded=True), headers, data, tr,
-                              BedrockWire(ex.model_name))
+                              ChatWire(ex.model_name, converse_to_chat,
+                                       bedrock_error_to_openai, ConverseToChatStream,
+                                       EVENT_STREAM))
 
     def _sign(self, url: str, data: bytes, headers: dict[str, str]) -> dict[str, str]:
         if self.is_demo or self._frozen is None:

@@ -3,7 +3,7 @@
 An OpenAI chat completions request (or an Anthropic Messages one, through chat) becomes a
 `generateContent` request, `streamGenerateContent?alt=sse` when streamed; the model is in the
 URL, the key in `x-goog-api-key`. Gemini's answers are read as chat from their first byte
-(`GeminiWire`), so usage, tool calls and the client's own dialect come from the same code as
+(`gemini_wire`), so usage, tool calls and the client's own dialect come from the same code as
 for an OpenAI upstream. Gemini's tokenizer is not public: prompt counts are estimates,
 corrected from the usage each answer reports.
 """
@@ -25,41 +25,20 @@ from tollway.protocols.translate.gemini_requests import chat_to_gemini
 from tollway.providers.base import (
     Outgoing,
     Provider,
-    StreamTranslator,
     Translation,
     untranslatable,
 )
-from tollway.providers.pivot import chat_pivot, pivot_outgoing
+from tollway.providers.pivot import ChatWire, chat_pivot, pivot_outgoing
 
 if TYPE_CHECKING:
     from tollway.exchange import Exchange
     from tollway.protocols.base import Endpoint
 
 
-class GeminiWire:
-    """Gemini's answers as OpenAI chat, for one request."""
-
-    __slots__ = ("model",)
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-
-    def body(self, status: int, payload: bytes) -> bytes:
-        if status >= 300:
-            return gemini_error_to_openai(status, payload)
-        try:
-            parsed = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            return payload  # not JSON: read as the unreadable answer it is
-        if not isinstance(parsed, dict):
-            return payload
-        return orjson.dumps(gemini_to_chat(parsed, self.model))
-
-    def stream(self) -> StreamTranslator:
-        return GeminiToChatStream(self.model)
-
-    def streams(self, content_type: str) -> bool:
-        return content_type.startswith("text/event-stream")
+def gemini_wire(model: str) -> ChatWire:
+    """Gemini's answers (Generative Language API and Vertex AI alike) as chat."""
+    return ChatWire(model, gemini_to_chat, gemini_error_to_openai, GeminiToChatStream,
+                    "text/event-stream")
 
 
 class GeminiProvider(Provider):
@@ -112,7 +91,7 @@ def gemini_outgoing(provider: Provider, ex: Exchange, url: str, upstream_model: 
     """A request to a Gemini model (the Generative Language API's or Vertex AI's URL)."""
     tr, body = chat_as_gemini(ex, provider.kind, upstream_model)
     return pivot_outgoing(ex, url, provider.request_headers(ex.request.headers),
-                          orjson.dumps(body), tr, GeminiWire(ex.model_name))
+                          orjson.dumps(body), tr, gemini_wire(ex.model_name))
 
 
 def chat_as_gemini(ex: Exchange, kind: str, upstream_model: str,

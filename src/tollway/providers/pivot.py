@@ -7,11 +7,21 @@ Gemini and Bedrock's Converse share this."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from tollway.protocols import openai as oa
 from tollway.protocols import translate
-from tollway.providers.base import Outgoing, Translation, Wire, mismatch, untranslatable
+from tollway.providers.base import (
+    Outgoing,
+    StreamTranslator,
+    Translation,
+    Wire,
+    mismatch,
+    untranslatable,
+)
 
 if TYPE_CHECKING:
     from yarl import URL
@@ -19,6 +29,36 @@ if TYPE_CHECKING:
     from tollway.exchange import Exchange
 
 Body = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatWire:
+    """A provider's answers as chat, for one request: its own body -> chat (`to_chat`), its
+    error -> OpenAI's error shape, its stream (of `stream_type`) -> chat chunks."""
+
+    model: str
+    to_chat: Callable[[Body, str], Body]
+    error: Callable[[int, bytes], bytes]
+    streamer: Callable[[str], StreamTranslator]
+    stream_type: str
+
+    def body(self, status: int, payload: bytes) -> tuple[bytes, Body | None]:
+        if status >= 300:
+            return self.error(status, payload), None
+        try:
+            parsed = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return payload, None  # not JSON: read as the unreadable answer it is
+        if not isinstance(parsed, dict):
+            return payload, None
+        chat = self.to_chat(parsed, self.model)
+        return orjson.dumps(chat), chat
+
+    def stream(self) -> StreamTranslator:
+        return self.streamer(self.model)
+
+    def streams(self, content_type: str) -> bool:
+        return content_type.startswith(self.stream_type)
 
 
 def chat_pivot(ex: Exchange, kind: str, upstream_model: str,

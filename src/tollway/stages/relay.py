@@ -73,12 +73,12 @@ async def whole(ex: Exchange, upstream: aiohttp.ClientResponse, ctype: str,
     status = upstream.status
     if provider.secrets:
         payload = scrub(payload, provider.secrets)
-    if wire is not None:
-        payload, ctype = wire.body(status, payload), "application/json"
+    parsed: Any = None
+    if wire is not None:  # read as chat: the converted answer comes parsed already
+        (payload, parsed), ctype = wire.body(status, payload), "application/json"
     endpoint = tr.upstream if tr else ex.endpoint
     out = ex.outcome
-    parsed = None
-    if status < 300 and (ex.endpoint.billable or tr):
+    if parsed is None and status < 300 and (ex.endpoint.billable or tr):
         try:
             parsed = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -101,15 +101,19 @@ async def whole(ex: Exchange, upstream: aiohttp.ClientResponse, ctype: str,
             if endpoint.name == "responses" and isinstance(answer.get("id"), str):
                 out.response_id = answer["id"]
             out.text = lambda: response_text(answer)
+    shown = parsed if isinstance(parsed, dict) else None  # the answer in the client's dialect
     if tr is not None:
+        shown = None
         if status < 300 and isinstance(parsed, dict):
-            payload = orjson.dumps(tr.response(parsed, ex.model_name))
+            shown = tr.response(parsed, ex.model_name)
+            payload = orjson.dumps(shown)
         elif status >= 400:
             payload = tr.error(status, payload)
         ctype = "application/json"
     out.status = status
     if ex.hooks:
-        answer_body = Body(status, payload)
+        # the hooks read the object this answer was made from, not a second parse of it
+        answer_body = Body(status, payload) if shown is None else Body(status, payload, shown)
         await ex.pass_body(answer_body)
         payload = answer_body.payload
         if answer_body.status != status:  # a hook refused the answer (a guardrail's block)
