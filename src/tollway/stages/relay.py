@@ -78,11 +78,12 @@ async def whole(ex: Exchange, upstream: aiohttp.ClientResponse, ctype: str,
         (payload, parsed), ctype = wire.body(status, payload), "application/json"
     endpoint = tr.upstream if tr else ex.endpoint
     out = ex.outcome
-    if parsed is None and status < 300 and (ex.endpoint.billable or tr):
-        try:
-            parsed = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            parsed = None
+    if status < 300 and (ex.endpoint.billable or tr):
+        if parsed is None:
+            try:
+                parsed = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                parsed = None
         if isinstance(parsed, dict) and ex.endpoint.billable:
             try:
                 usage = endpoint.dialect.usage(endpoint, parsed)
