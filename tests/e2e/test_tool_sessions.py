@@ -186,3 +186,18 @@ def test_a_task_handed_through_a_tool_call_links_the_sub_agent(
     assert view["parents"] == [lead]
     assert child in s.admin.get(f"/admin/sessions/{lead}").json()["children"]
 
+
+
+def test_a_redacted_call_still_joins_the_answer_that_emitted_it(
+        make_stack: Callable[..., Stack], tools: MockTools, tmp_path: Any) -> None:  # noqa: F811
+    """Guardrails rewrite the arguments the tool receives; the call is found by the
+    arguments the model emitted."""
+    policy = tmp_path / "g.yaml"
+    policy.write_text("guardrails:\n  - {name: mails, on: [tool_args], detectors: [pii], "
+                      "entities: [EMAIL_ADDRESS], action: redact}\n")
+    s = build(make_stack, tools, TOOLS_YAML, extra=f'policies: ["{policy}"]\n')
+    args = {"city": "Paris", "notify": "jane.doe@acme.com"}
+    session, _ = emit(s, args)
+    r = tool_call(s, body=args)
+    assert r.status_code == 200 and r.headers["x-tollway-session"] == session
+    assert "jane.doe@acme.com" not in tools.requests[-1].body.decode()  # redacted upstream

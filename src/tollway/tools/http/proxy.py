@@ -9,9 +9,11 @@ import logging
 import os
 import random
 import time
+from typing import Any
 from urllib.parse import unquote
 
 import aiohttp
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
@@ -95,8 +97,10 @@ class HttpTools:
         body = await _read_body(request, tool)
         session = self.gate.session(request.headers, caller)
         flags: list[str] = []
-        found = await self._guard_args(caller, session, request_id, tool, body, flags)
-        keys = self.gate.call_keys(request.headers, tool.name, call_arguments(body, query))
+        args = call_arguments(body, query)
+        # found from the arguments as the model emitted them, before any redaction
+        keys = self.gate.call_keys(request.headers, tool.name, args)
+        found = await self._guard_args(caller, session, request_id, tool, body, args, flags)
         summary = f"{method} {tail or '/'}" + (f"?{query}" if query else "")
         if body.data:  # what the approver needs to see: the call's arguments
             summary += " " + body.data[:400].decode("utf-8", "replace")
@@ -110,15 +114,22 @@ class HttpTools:
         return response
 
     async def _guard_args(self, caller: Caller, session: str, request_id: str,
-                          tool: HttpTool, body: _Body, flags: list[str]) -> str:
+                          tool: HttpTool, body: _Body, args: Any, flags: list[str]) -> str:
         """The call's arguments through the guardrails before it is admitted: a block costs
-        nothing and counts nothing; a redaction is what the tool receives."""
+        nothing and counts nothing; a redaction is what the tool receives. A JSON body is
+        checked as the object `args` already is (not parsed again), anything else as text."""
         checks = self.gate.guardrails
         if checks is None or not checks.applies("tool_args", caller, tool.name):
             return ""
         if body.data is None:  # streamed up as it arrives: not looked at
             flags.append("guardrail:unscanned")
             return ""
+        if isinstance(args, dict) and body.data.lstrip()[:1] == b"{":
+            checked = await checks.check("tool_args", caller, session, request_id, tool.name,
+                                         args, flags)
+            if checked.changed:
+                body.data = orjson.dumps(checked.value)
+            return checked.summary
         body.data, found = await checks.check_bytes("tool_args", caller, session, request_id,
                                                     tool.name, body.data, flags)
         return found
