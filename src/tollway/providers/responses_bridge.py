@@ -8,8 +8,6 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from tollway.protocols import openai as oa
 from tollway.protocols.translate.errors import TranslationError
 from tollway.protocols.translate.responses_answers import (
@@ -37,8 +35,9 @@ def outgoing(provider: Provider, ex: Exchange, upstream_model: str,
         chat = responses_to_chat(ex.body)
     except TranslationError as exc:
         raise untranslatable(provider.kind, exc) from exc
-    view = copy.copy(ex)  # the same request, as chat (upstream, prompt... are shared)
-    view.endpoint, view.body, view.raw = oa.CHAT, chat, orjson.dumps(chat)
+    view = copy.copy(ex)  # the same request, as chat (upstream, prompt... are shared);
+    # these providers build their bodies from `body`, never from the client's bytes
+    view.endpoint, view.body = oa.CHAT, chat
     inner = provider.outgoing(view, upstream_model, default_max_tokens)
     tr = inner.translation
     model = ex.model_name

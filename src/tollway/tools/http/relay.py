@@ -35,11 +35,12 @@ async def relay(gate: ToolGate, request: web.Request, ticket: Ticket, tool: Http
     checks = gate.guardrails
     if checks is not None and not checks.applies("tool_results", ticket.caller, tool.name):
         checks = None
-    if checks is not None and length is None and not head:
-        length = 0  # chunked: read whole so it can be checked
-    elif checks is not None and length is not None and length > DIGEST_MAX:
+    small = length is not None and length <= DIGEST_MAX
+    if checks is not None and length is not None and not small:
         ticket.flags.append("guardrail:unscanned")  # streamed through, not looked at
-    if head or (length is not None and length <= DIGEST_MAX):
+    # whole: what can be kept for the loop detectors, and a chunked answer the guardrails
+    # must read before the agent does
+    if head or small or (checks is not None and length is None):
         return await _whole(gate, ticket, tool, upstream, headers, outcome, retry_after,
                             request_id, head)
     response = web.StreamResponse(status=status, reason=upstream.reason, headers=headers)
