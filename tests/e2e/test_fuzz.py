@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from tests.conftest import Loop, Stack
 from tests.e2e import fuzz_inputs as fz
 from tests.e2e import fuzz_mcp_admin as fm
+from tollway.testing.mock_bedrock import ACCESS_KEY, SECRET_KEY
 from tollway.testing.mock_mcp import MockMcpServer
 from tollway.testing.mock_tools import MockTools
 
@@ -123,7 +124,15 @@ def fuzzed(bg_loop: Loop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
              f'mcp_servers:\n  files: {{url: "{mcp.url}"}}\n' + EVERY_STAGE
              + f'policies: ["{policy}"]\n'
              + 'guardrails: {custom: {patterns: {word: "fuzz+"}, deny: [secret]}}\n')
-    stack = Stack(bg_loop, extra=extra)
+    # Gemini and Bedrock too: the chat pivot's translations get the same hostile bodies
+    env = pytest.MonkeyPatch()
+    env.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    env.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    stack = Stack(bg_loop, extra=extra, providers_extra=(
+        '  gem: {kind: gemini, base_url: "MOCK", api_key: gk-fuzz-key-000000}\n'
+        '  br: {kind: bedrock, region: eu-west-1, base_url: "MOCK"}\n'), models_extra=(
+        "  gemini-flash: {provider: gem, model: gemini-2.5-flash}\n"
+        "  nova: {provider: br, model: amazon.nova-lite-v1:0}\n"))
     logs = Tracebacks()
     root = logging.getLogger()
     root.addHandler(logs)
@@ -137,6 +146,7 @@ def fuzzed(bg_loop: Loop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         stack.close()
         mcp.stop()
         bg_loop.run(tools.stop())
+        env.undo()
     logs.check()
 
 
@@ -179,7 +189,8 @@ ENDPOINTS = {"chat": "/v1/chat/completions", "completions": "/v1/completions",
 SHAPE = {"chat": openai_error, "completions": openai_error, "embeddings": openai_error,
          "responses": openai_error, "messages": anthropic_error,
          "count_tokens": anthropic_error}
-PAIRS = [(e, m) for e in ENDPOINTS for m in ("gpt-4o-mini", "claude-sonnet")]
+PAIRS = [(e, m) for e in ENDPOINTS
+         for m in ("gpt-4o-mini", "claude-sonnet", "gemini-flash", "nova")]
 
 
 def answer(f: Fuzzed, endpoint: str, body: bytes, anthropic_headers: bool) -> None:
